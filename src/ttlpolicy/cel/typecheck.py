@@ -1,0 +1,377 @@
+"""Static type checking of CEL expressions against the declared context attributes.
+
+cel-python checks types only when an expression runs; a policy author wants to know at
+lint time that ``device.trust == "manged"`` can never be true, that ``user.risk > "high"``
+compares a number with a string, or that a ``when`` is not boolean. This checker walks the
+same tree the evaluator compiles and infers a type for every node. It is deliberately a
+little stricter than CEL at run time (e.g. it refuses ``2 * user.risk``, int times double,
+which CEL rejects with "no such overload" anyway), and it never accepts what would fail.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import lark
+
+from ..model import Attribute
+from .parse import CelIssue, position
+
+
+@dataclass(frozen=True, slots=True)
+class T:
+    """A CEL type; ``values`` is the enum of a string attribute, ``attr`` its name."""
+
+    kind: str  # bool int uint double string bytes null timestamp duration list map dyn namespace
+    elem: "T | None" = None
+    values: tuple[str, ...] | None = None
+    attr: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "list":
+            return f"list({self.elem or DYN})"
+        if self.kind == "map":
+            return "map"
+        return self.kind
+
+
+DYN, BOOL, INT, UINT, DOUBLE = T("dyn"), T("bool"), T("int"), T("uint"), T("double")
+STRING, BYTES, NULL, TIMESTAMP, DURATION = T("string"), T("bytes"), T("null"), T("timestamp"), T("duration")
+NUMERIC = {"int", "uint", "double"}
+_ATTRIBUTE_TYPES = {"string": STRING, "int": INT, "double": DOUBLE, "bool": BOOL, "timestamp": TIMESTAMP}
+_TIMESTAMP_GETTERS = {"getHours", "getMinutes", "getSeconds", "getMilliseconds", "getDayOfWeek",
+                      "getDayOfMonth", "getDate", "getDayOfYear", "getMonth", "getFullYear"}
+_STRING_METHODS = {"startsWith", "endsWith", "contains", "matches"}
+_CONVERSIONS = {"int": INT, "uint": UINT, "double": DOUBLE, "string": STRING, "bool": BOOL,
+                "timestamp": TIMESTAMP, "duration": DURATION, "bytes": BYTES}
+_MACROS = {"all", "exists", "exists_one", "map", "filter"}
+
+
+def attribute_type(attribute: Attribute) -> T:
+    if attribute.type == "list":
+        return T("list", T("string", values=attribute.values))
+    base = _ATTRIBUTE_TYPES[attribute.type]
+    return T(base.kind, values=attribute.values if attribute.type == "string" else None)
+
+
+@dataclass
+class CheckResult:
+    type: T
+    issues: list[CelIssue] = field(default_factory=list)
+    attributes: set[str] = field(default_factory=set)  # attributes the expression reads
+
+
+def check(tree: lark.Tree, attributes: Mapping[str, Attribute]) -> CheckResult:
+    """Infer the type of ``tree`` and collect every type error in it.
+
+    >>> from ttlpolicy.vocabulary import BUILTIN
+    >>> from ttlpolicy.cel.parse import parse
+    >>> [i.message for i in check(parse('device.trust == "manged"'), BUILTIN).issues]
+    ['"manged" is not a value of device.trust (allowed: managed, compliant, known, unmanaged)']
+    """
+    checker = _Checker(attributes)
+    result_type = checker.visit(tree, {})
+    return CheckResult(result_type, checker.issues, checker.used)
+
+
+class _Checker:
+    def __init__(self, attributes: Mapping[str, Attribute]):
+        self.attributes = attributes
+        self.namespaces = {name.split(".", 1)[0] for name in attributes if "." in name}
+        self.issues: list[CelIssue] = []
+        self.used: set[str] = set()
+
+    # -- helpers -------------------------------------------------------------------------
+    def error(self, node: lark.Tree | lark.Token, code: str, message: str) -> T:
+        line, column = position(node)
+        self.issues.append(CelIssue(code, message, line, column))
+        return DYN
+
+    def attribute(self, node: lark.Tree, name: str) -> T:
+        attribute = self.attributes.get(name)
+        if attribute is None:
+            candidates = list(self.attributes) + sorted(self.namespaces)
+            close = difflib.get_close_matches(name, candidates, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return self.error(node, "cel-unknown-attribute", f"unknown attribute {name}{hint}")
+        self.used.add(name)
+        return _named(attribute_type(attribute), name)
+
+    # -- dispatch ------------------------------------------------------------------------
+    def visit(self, node: lark.Tree | lark.Token, scope: dict[str, T]) -> T:
+        if isinstance(node, lark.Token):  # pragma: no cover - tokens are handled by parents
+            return DYN
+        children = [c for c in node.children if isinstance(c, (lark.Tree, lark.Token))]
+        kind = node.data
+        if len(children) == 1 and kind in ("expr", "conditionalor", "conditionaland", "relation", "addition",
+                                           "multiplication", "unary", "member", "primary"):
+            return self.visit(children[0], scope)
+        method = getattr(self, f"v_{kind}", None)
+        if method is None:
+            return self.error(node, "cel-unsupported", f"unsupported CEL construct ({kind})")
+        return method(node, children, scope)
+
+    def v_expr(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        cond, then, other = (self.visit(c, scope) for c in ch)
+        if cond.kind not in ("bool", "dyn"):
+            self.error(ch[0], "cel-type-mismatch", f"the condition of ?: must be bool, not {cond}")
+        return then if _same(then, other) else DYN
+
+    def v_conditionalor(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        return self._logic(ch, scope, "||")
+
+    def v_conditionaland(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        return self._logic(ch, scope, "&&")
+
+    def _logic(self, ch: list, scope: dict[str, T], op: str) -> T:
+        for child in ch:
+            t = self.visit(child, scope)
+            if t.kind not in ("bool", "dyn"):
+                self.error(child, "cel-type-mismatch", f"operands of {op} must be bool, not {t}")
+        return BOOL
+
+    def v_relation(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        op_node, right_node = ch
+        op = op_node.data.removeprefix("relation_")
+        left = self.visit(op_node.children[0], scope)
+        right = self.visit(right_node, scope)
+        if op == "in":
+            return self._in(op_node.children[0], left, right_node, right)
+        if op in ("eq", "ne"):
+            if not _comparable(left, right):
+                self.error(op_node, "cel-type-mismatch", f"cannot compare {_describe(left)} with {_describe(right)}")
+            self._enum_literal(left, right_node)
+            self._enum_literal(right, op_node.children[0])
+            return BOOL
+        ordered = (left.kind in NUMERIC and right.kind in NUMERIC) or (
+            left.kind == right.kind and left.kind in ("string", "timestamp", "duration", "bytes", "bool"))
+        if not ordered and "dyn" not in (left.kind, right.kind):
+            symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
+            self.error(op_node, "cel-type-mismatch", f"cannot order {_describe(left)} {symbol} {_describe(right)}")
+        return BOOL
+
+    def _in(self, left_node: lark.Tree, left: T, right_node: lark.Tree, right: T) -> T:
+        if right.kind == "list":
+            if right.elem and not _comparable(left, right.elem):
+                self.error(left_node, "cel-type-mismatch", f"{_describe(left)} can never be in {right}")
+            for literal in _list_literal_strings(right_node):
+                self._enum_literal(left, literal)
+            if left.kind == "string" and right.elem and right.elem.values:
+                self._enum_literal(right.elem, left_node)
+        elif right.kind == "map":
+            pass
+        elif right.kind != "dyn":
+            self.error(right_node, "cel-type-mismatch", f"the right side of 'in' must be a list or map, not {right}")
+        return BOOL
+
+    def _enum_literal(self, attribute: T, literal_node: lark.Tree | lark.Token) -> None:
+        """``device.trust == "manged"``: a string literal that is not an allowed value."""
+        if not attribute.values:
+            return
+        literal = _string_literal(literal_node)
+        if literal is not None and literal not in attribute.values:
+            close = difflib.get_close_matches(literal, attribute.values, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            name = attribute.attr or "the attribute"
+            code = {"tier": "unknown-tier", "location.zone": "unknown-zone"}.get(name, "cel-enum-value")
+            self.error(literal_node, code,
+                       f'"{literal}" is not a value of {name} (allowed: {", ".join(attribute.values)}){hint}')
+
+    def v_addition(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        op_node, right_node = ch
+        left, right = self.visit(op_node.children[0], scope), self.visit(right_node, scope)
+        op = "+" if op_node.data == "addition_add" else "-"
+        if "dyn" in (left.kind, right.kind):
+            return DYN
+        if left.kind == right.kind and left.kind in NUMERIC | {"duration"}:
+            return left
+        if op == "+" and left.kind == right.kind and left.kind in ("string", "bytes", "list"):
+            return left
+        pairs = {("timestamp", "duration", "+"): TIMESTAMP, ("duration", "timestamp", "+"): TIMESTAMP,
+                 ("timestamp", "duration", "-"): TIMESTAMP, ("timestamp", "timestamp", "-"): DURATION}
+        if (left.kind, right.kind, op) in pairs:
+            return pairs[(left.kind, right.kind, op)]
+        return self._arith_error(op_node, left, op, right)
+
+    def v_multiplication(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        op_node, right_node = ch
+        left, right = self.visit(op_node.children[0], scope), self.visit(right_node, scope)
+        op = {"multiplication_mul": "*", "multiplication_div": "/", "multiplication_mod": "%"}[op_node.data]
+        if "dyn" in (left.kind, right.kind):
+            return DYN
+        if left.kind == right.kind and left.kind in NUMERIC and not (op == "%" and left.kind == "double"):
+            return left
+        return self._arith_error(op_node, left, op, right)
+
+    def _arith_error(self, node: lark.Tree, left: T, op: str, right: T) -> T:
+        hint = ""
+        if {left.kind, right.kind} == {"int", "double"}:
+            hint = " (CEL does not mix int and double: write 2.0 instead of 2, or use double())"
+        return self.error(node, "cel-type-mismatch", f"no operator {left} {op} {right}{hint}")
+
+    def v_unary(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        op_node, operand_node = ch
+        operand = self.visit(operand_node, scope)
+        if op_node.data == "unary_not":
+            if operand.kind not in ("bool", "dyn"):
+                self.error(operand_node, "cel-type-mismatch", f"operand of ! must be bool, not {operand}")
+            return BOOL
+        if operand.kind not in ("int", "double", "duration", "dyn"):
+            self.error(operand_node, "cel-type-mismatch", f"cannot negate {operand}")
+        return operand
+
+    def v_member_dot(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        target_node, name = ch
+        target = self.visit(target_node, scope)
+        if target.kind == "namespace":
+            return self.attribute(node, f"{target.attr}.{name.value}")
+        if target.kind in ("map", "dyn"):
+            return DYN
+        return self.error(name, "cel-type-mismatch", f"{target} has no field {name.value!r}")
+
+    def v_ident(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        name = ch[0].value
+        if name in scope:
+            return scope[name]
+        if name in self.namespaces and name not in self.attributes:
+            return T("namespace", attr=name)
+        return self.attribute(node, name)
+
+    def v_literal(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        kind = ch[0].type
+        return {"INT_LIT": INT, "UINT_LIT": UINT, "FLOAT_LIT": DOUBLE, "STRING_LIT": STRING,
+                "MLSTRING_LIT": STRING, "BYTES_LIT": BYTES, "BOOL_LIT": BOOL, "NULL_LIT": NULL}.get(kind, DYN)
+
+    def v_paren_expr(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        return self.visit(ch[0], scope)
+
+    def v_list_lit(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        items = [self.visit(c, scope) for c in (ch[0].children if ch else [])]
+        elem = items[0] if items and all(_same(items[0], t) for t in items) else DYN
+        return T("list", T(elem.kind, elem.elem))
+
+    def v_map_lit(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        for child in ch[0].children if ch else []:
+            self.visit(child, scope)
+        return T("map")
+
+    def v_member_index(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        target, index = self.visit(ch[0], scope), self.visit(ch[1], scope)
+        if target.kind == "list":
+            if index.kind not in ("int", "uint", "dyn"):
+                self.error(ch[1], "cel-type-mismatch", f"a list index must be int, not {index}")
+            return target.elem or DYN
+        if target.kind in ("map", "dyn"):
+            return DYN
+        return self.error(ch[1], "cel-type-mismatch", f"cannot index {target}")
+
+    def v_ident_arg(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        name = ch[0].value
+        args = ch[1].children if len(ch) > 1 else []
+        if name == "has":
+            if len(args) != 1 or _unwrap(args[0]).data != "member_dot":
+                return self.error(node, "cel-type-mismatch", "has() takes one field selection, e.g. has(user.auth_time)")
+            self.visit(args[0], scope)
+            return BOOL
+        types = [self.visit(a, scope) for a in args]
+        if name == "size" and len(types) == 1:
+            return self._size(node, types[0])
+        if name in _CONVERSIONS and len(types) == 1:
+            return _CONVERSIONS[name]
+        if name == "matches" and len(types) == 2:
+            return BOOL
+        return self.error(ch[0], "cel-unknown-function", f"unknown function {name}() with {len(types)} argument(s)")
+
+    def _size(self, node: lark.Tree, t: T) -> T:
+        if t.kind not in ("string", "bytes", "list", "map", "dyn"):
+            self.error(node, "cel-type-mismatch", f"size() of {t}")
+        return INT
+
+    def v_member_dot_arg(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
+        target_node, name_token = ch[0], ch[1]
+        args = ch[2].children if len(ch) > 2 else []
+        name = name_token.value
+        target = self.visit(target_node, scope)
+        if name in _MACROS:
+            return self._macro(node, name, target, args, scope)
+        types = [self.visit(a, scope) for a in args]
+        if name in _STRING_METHODS:
+            if target.kind not in ("string", "dyn"):
+                return self.error(name_token, "cel-type-mismatch", f"{name}() is a string method, not one of {target}")
+            if len(types) != 1 or types[0].kind not in ("string", "dyn"):
+                return self.error(name_token, "cel-type-mismatch", f"{name}() takes one string argument")
+            return BOOL
+        if name == "size" and not types:
+            return self._size(node, target)
+        if name in _TIMESTAMP_GETTERS:
+            if target.kind not in ("timestamp", "duration", "dyn"):
+                return self.error(name_token, "cel-type-mismatch", f"{name}() needs a timestamp, not {target}")
+            return INT
+        return self.error(name_token, "cel-unknown-function", f"unknown method {name}()")
+
+    def _macro(self, node: lark.Tree, name: str, target: T, args: list, scope: dict[str, T]) -> T:
+        if len(args) != 2 or _unwrap(args[0]).data != "ident":
+            return self.error(node, "cel-type-mismatch", f"{name}() takes a variable name and an expression")
+        var = _unwrap(args[0]).children[0].value
+        if target.kind == "list":
+            elem = target.elem or DYN
+        elif target.kind in ("map", "dyn"):
+            elem = DYN
+        else:
+            return self.error(node, "cel-type-mismatch", f"{name}() needs a list or map, not {target}")
+        body = self.visit(args[1], {**scope, var: elem})
+        if name in ("all", "exists", "exists_one", "filter") and body.kind not in ("bool", "dyn"):
+            self.error(args[1], "cel-type-mismatch", f"the predicate of {name}() must be bool, not {body}")
+        if name == "map":
+            return T("list", T(body.kind, body.elem))
+        if name == "filter":
+            return T("list", elem)
+        return BOOL
+
+
+def _named(t: T, name: str) -> T:
+    return T(t.kind, t.elem, t.values, name)
+
+
+def _describe(t: T) -> str:
+    return f"{t.attr} ({t})" if t.attr else str(t)
+
+
+def _same(a: T, b: T) -> bool:
+    return a.kind == b.kind and (a.kind != "list" or (a.elem is None or b.elem is None or a.elem.kind == b.elem.kind))
+
+
+def _comparable(a: T, b: T) -> bool:
+    if "dyn" in (a.kind, b.kind) or "null" in (a.kind, b.kind):
+        return True
+    if a.kind in NUMERIC and b.kind in NUMERIC:
+        return True
+    if a.kind == "list" and b.kind == "list":
+        return a.elem is None or b.elem is None or _comparable(a.elem, b.elem)
+    return a.kind == b.kind
+
+
+def _unwrap(node: lark.Tree | lark.Token) -> lark.Tree:
+    """Skip the single-child chain expr -> ... -> primary down to the interesting node."""
+    while isinstance(node, lark.Tree) and len(node.children) == 1 and isinstance(node.children[0], lark.Tree):
+        node = node.children[0]
+    return node  # type: ignore[return-value]
+
+
+def _string_literal(node: lark.Tree | lark.Token) -> str | None:
+    node = _unwrap(node)
+    if isinstance(node, lark.Tree) and node.data == "literal":
+        token = node.children[0]
+        if isinstance(token, lark.Token) and token.type == "STRING_LIT" and token.value[:1] in "\"'":
+            body = token.value[1:-1]
+            return body if "\\" not in body else None
+    return None
+
+
+def _list_literal_strings(node: lark.Tree) -> Iterable[lark.Tree]:
+    node = _unwrap(node)
+    if isinstance(node, lark.Tree) and node.data == "list_lit" and node.children:
+        return [c for c in node.children[0].children if _string_literal(c) is not None]
+    return []

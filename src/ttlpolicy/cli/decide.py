@@ -1,0 +1,60 @@
+"""``ttlpolicy decide``: one decision for a context read from a file or stdin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .. import ContextError, PolicyError, UnknownPolicyError, load_policies
+from ..errors import render_text
+from .output import decision_text, fail, write_json
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("decide", help="decide token lifetimes for one context",
+                            description="Decide lifetimes for a context (JSON). Exit 0 with a decision (allow or "
+                                        "deny), 1 when the context violates the declared attributes, 2 for usage, "
+                                        "I/O or policy errors.")
+    parser.add_argument("--policies", default="policies", metavar="DIR", help="policy directory (default: policies/)")
+    parser.add_argument("--context", default="-", metavar="FILE", help="context JSON file; - or omitted: stdin")
+    parser.add_argument("--policy", metavar="NAME", help="policy to use (default: the set's default policy)")
+    parser.add_argument("--now", metavar="RFC3339", help="decision instant (default: now)")
+    parser.add_argument("--explain", action="store_true", help="include every rule's outcome, matched or not")
+    parser.add_argument("--format", choices=["json", "text"], default="json")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        raw = sys.stdin.read() if args.context == "-" else open(args.context, encoding="utf-8").read()
+    except OSError as exc:
+        return fail(f"cannot read context {args.context}: {exc.strerror or exc}")
+    try:
+        context = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return fail(f"context is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+    try:
+        policies = load_policies(args.policies)
+    except PolicyError as exc:
+        print(render_text(exc.problems, exc.sources), file=sys.stderr)
+        return fail(f"cannot load policies from {args.policies}")
+    try:
+        decision = policies.decide(context, policy=args.policy, now=args.now, explain=args.explain)
+    except UnknownPolicyError as exc:
+        return fail(str(exc))
+    except ContextError as exc:
+        if args.format == "json":
+            write_json({"error": "invalid-context", **exc.to_dict()})
+        else:
+            for problem in exc.problems:
+                print(f"context.{problem.path}: {problem.code}: {problem.message}")
+        return 1
+    except ValueError as exc:  # --now that is not RFC 3339
+        return fail(f"--now: {exc}")
+    if args.format == "json":
+        write_json(decision.to_dict())
+    else:
+        print(decision_text(decision.to_dict()))
+    return 0

@@ -1,0 +1,229 @@
+"""Request contexts: validated against the declared attributes, then enriched with derived ones.
+
+A context is nested JSON, ``{"device": {"trust": "managed"}, "user": {"risk": 0.2}, ...}``.
+Everything that violates the declaration is reported at once (promise 2: refused, not
+guessed at). The result is the CEL activation: plain Python values, defaults filled in,
+timestamps as aware datetimes, and the derived ``location.zone`` and ``time.*``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ContextError, Problem
+from .model import Attribute
+from .vocabulary import NO_ZONE, WEEKDAYS
+
+MAX_STRING = 1024
+MAX_LIST = 256
+_UTC = timezone.utc
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """RFC 3339 text with an offset, or seconds since the epoch, as an aware datetime."""
+    if isinstance(value, bool):
+        raise ValueError("expected an RFC 3339 timestamp or epoch seconds")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or not 0 <= value < 253402300800:
+            raise ValueError("epoch seconds out of range")
+        return datetime.fromtimestamp(value, _UTC)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamp has no time zone offset")
+        return value
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("expected an RFC 3339 timestamp or epoch seconds")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an RFC 3339 timestamp") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone offset (add Z or +01:00)")
+    return parsed
+
+
+def check_value(attribute: Attribute, value: Any) -> str | None:
+    """Why ``value`` does not fit ``attribute``, or ``None``. Shared by context and lint."""
+    try:
+        _coerce(attribute, value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _coerce(attribute: Attribute, value: Any) -> Any:
+    kind = attribute.type
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {_json_type(value)}")
+        if len(value) > MAX_STRING:
+            raise ValueError(f"string longer than {MAX_STRING} characters")
+        if attribute.values is not None and value not in attribute.values:
+            raise ValueError(f"{value!r} is not one of {', '.join(attribute.values)}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected a boolean, got {_json_type(value)}")
+        return value
+    if kind in ("int", "double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {_json_type(value)}")
+        if kind == "int" and not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if kind == "double":
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError("expected a finite number")
+        elif not -(2**63) <= value < 2**63:
+            raise ValueError("integer out of the 64-bit range")
+        if attribute.min is not None and value < attribute.min:
+            raise ValueError(f"{value} is below the minimum {attribute.min:g}")
+        if attribute.max is not None and value > attribute.max:
+            raise ValueError(f"{value} is above the maximum {attribute.max:g}")
+        return value
+    if kind == "timestamp":
+        return parse_timestamp(value)
+    if kind == "list":
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of strings, got {_json_type(value)}")
+        if len(value) > MAX_LIST:
+            raise ValueError(f"list longer than {MAX_LIST} items")
+        for item in value:
+            if not isinstance(item, str) or len(item) > MAX_STRING:
+                raise ValueError("expected a list of strings")
+            if attribute.values is not None and item not in attribute.values:
+                raise ValueError(f"{item!r} is not one of {', '.join(attribute.values)}")
+        return value
+    raise ValueError(f"unsupported attribute type {kind}")  # pragma: no cover - schema forbids it
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__)
+
+
+_EXTRA_CHECKS: dict[str, Callable[[Any], None]] = {}
+
+
+def _check_ip(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def _check_country(value: str) -> None:
+    if len(value) != 2 or not value.isascii() or not value.isalpha() or not value.isupper():
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 code such as DE or US")
+
+
+def _check_zone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+
+
+_EXTRA_CHECKS.update({"location.ip": _check_ip, "location.country": _check_country, "time.zone": _check_zone})
+
+
+class ContextSchema:
+    """Validates contexts for one policy and builds their activations. Immutable, thread-safe."""
+
+    def __init__(self, attributes: Mapping[str, Attribute], default_zone: ZoneInfo,
+                 zones: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]):
+        self.attributes = dict(attributes)
+        self.default_zone = default_zone
+        # Zones as integer ranges: comparing ints is several times faster than `ip in network`.
+        self._zones = tuple((net.version, int(net.network_address), int(net.broadcast_address), name)
+                            for net, name in zones)
+        self._fields: dict[str, dict[str, Attribute]] = {}
+        self._top: dict[str, Attribute] = {}
+        for name, attribute in self.attributes.items():
+            if "." in name:
+                namespace, field = name.split(".", 1)
+                self._fields.setdefault(namespace, {})[field] = attribute
+            else:
+                self._top[name] = attribute
+        self._defaults = {ns: {f: a.default for f, a in fs.items() if a.default is not None and not a.derived}
+                          for ns, fs in self._fields.items()}
+        self._top_defaults = {n: a.default for n, a in self._top.items() if a.default is not None}
+        self._required = [n for n, a in self.attributes.items() if a.required]
+
+    def activation(self, context: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """The CEL activation for ``context`` at ``now``; raises :class:`ContextError`."""
+        if not isinstance(context, Mapping):
+            raise ContextError([Problem("context-type", f"context must be an object, got {_json_type(context)}",
+                                        path="context")])
+        problems: list[Problem] = []
+        out: dict[str, Any] = {ns: dict(d) for ns, d in self._defaults.items()}
+        out.update(self._top_defaults)
+        for key, value in context.items():
+            fields = self._fields.get(key)
+            if fields is not None:
+                if not isinstance(value, Mapping):
+                    problems.append(Problem("context-type", f"expected an object, got {_json_type(value)}", path=key))
+                    continue
+                target = out[key]
+                for field, item in value.items():
+                    self._put(target, fields.get(field), f"{key}.{field}", field, item, problems)
+            else:
+                self._put(out, self._top.get(key), key, key, value, problems)
+        for name in self._required:
+            namespace, _, field = name.partition(".")
+            if (field not in out.get(namespace, {})) if field else (name not in out):
+                problems.append(Problem("context-missing", "required attribute is missing", path=name))
+        if problems:
+            raise ContextError(problems)
+        self._derive(out, now)
+        return out
+
+    def _put(self, target: dict[str, Any], attribute: Attribute | None, name: str, field: str, value: Any,
+             problems: list[Problem]) -> None:
+        if attribute is None:
+            problems.append(Problem("context-unknown-attribute", "not a declared attribute of this policy", path=name))
+            return
+        if attribute.derived:
+            problems.append(Problem("context-derived-attribute", "is derived by ttlpolicy; do not send it", path=name))
+            return
+        if value is None:  # JSON null means "not known": the default, or absent
+            return
+        try:
+            value = _coerce(attribute, value)
+            extra = _EXTRA_CHECKS.get(name)
+            if extra is not None:
+                extra(value)
+        except ValueError as exc:
+            problems.append(Problem("context-value", str(exc), path=name))
+            return
+        target[field] = value
+
+    def _derive(self, out: dict[str, Any], now: datetime) -> None:
+        time_ns = out.setdefault("time", {})
+        zone_name = time_ns.get("zone")
+        local = now.astimezone(ZoneInfo(zone_name) if zone_name else self.default_zone)
+        time_ns["now"] = now
+        time_ns["hour"] = local.hour
+        time_ns["minute"] = local.minute
+        time_ns["weekday"] = WEEKDAYS[local.weekday()]
+        time_ns["date"] = local.date().isoformat()
+        location = out.setdefault("location", {})
+        location["zone"] = self.zone_of(location.get("ip"))
+
+    def zone_of(self, ip: str | None) -> str:
+        if not ip or not self._zones:
+            return NO_ZONE
+        address = ipaddress.ip_address(ip)
+        if address.version == 6 and address.ipv4_mapped is not None:  # ::ffff:10.0.0.1 is 10.0.0.1
+            address = address.ipv4_mapped
+        version, value = address.version, int(address)
+        for zone_version, start, end, name in self._zones:
+            if zone_version == version and start <= value <= end:
+                return name
+        return NO_ZONE

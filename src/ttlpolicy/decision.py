@@ -1,0 +1,92 @@
+"""The decision: lifetimes, refresh behaviour, deny or step-up, and the trace behind every number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Step:
+    """One change to one number: ``target`` went to ``result`` because of ``step`` (by ``rule``)."""
+
+    target: str  # access_ttl | refresh_ttl | refresh.idle_timeout | ...
+    step: str  # base multiply floor cap tier_max limit_min limit_max idle_timeout session deny
+    value: float | int | str | None
+    result: int
+    rule: str | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"target": self.target, "step": self.step, "value": self.value, "result": self.result}
+        if self.rule is not None:
+            out["rule"] = self.rule
+        if self.source is not None:
+            out["source"] = self.source
+        return out
+
+
+@dataclass(slots=True)
+class RuleOutcome:
+    """How one rule fared: ``matched``, ``no_match`` or ``error`` (with the message)."""
+
+    rule: str
+    outcome: str
+    message: str | None = None
+    applied: str | None = None  # for errors: which effects were applied (fail safe)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "outcome": self.outcome}
+        if self.message is not None:
+            out["message"] = self.message
+        if self.applied is not None:
+            out["applied"] = self.applied
+        return out
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the issuer should do. ``to_dict()`` is the JSON the CLI prints and the API returns.
+
+    >>> decision.allow, decision.access_ttl, decision.refresh_ttl   # doctest: +SKIP
+    (True, 900, 28800)
+    """
+
+    allow: bool
+    access_ttl: int
+    refresh_ttl: int
+    rotation: bool
+    idle_timeout: int | None
+    max_session: int | None
+    step_up: bool
+    step_up_reasons: list[str]
+    deny_reason: str | None
+    matched: list[str]
+    errors: list[RuleOutcome]
+    trace: list[Step]
+    policy_name: str
+    policy_digest: str
+    tier: str | None = None
+    rules: list[RuleOutcome] | None = None  # every rule's outcome, with explain=True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "allow": self.allow,
+            "access_ttl": self.access_ttl,
+            "refresh_ttl": self.refresh_ttl,
+            "refresh": {"rotation": self.rotation, "idle_timeout": self.idle_timeout,
+                        "max_session": self.max_session},
+            "step_up": self.step_up,
+            "step_up_reasons": self.step_up_reasons,
+            "deny_reason": self.deny_reason,
+            "matched": self.matched,
+            "errors": [e.to_dict() for e in self.errors],
+            "tier": self.tier,
+            "trace": [s.to_dict() for s in self.trace],
+            "policy": {"name": self.policy_name, "digest": self.policy_digest},
+        }
+        if self.rules is not None:
+            out["rules"] = [r.to_dict() for r in self.rules]
+        out.update(self.extra)
+        return out

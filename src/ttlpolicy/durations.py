@@ -1,0 +1,57 @@
+"""Durations written for people (``90s``, ``15m``, ``1h30m``, ``14d``) and ISO 8601 (``PT15M``).
+
+Everything inside ttlpolicy counts whole seconds; these helpers are the only place that
+reads or writes the human forms.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_HUMAN = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_ISO = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+
+# Shared with the JSON Schema so that editors and the loader agree on what a duration is.
+DURATION_PATTERN = r"^(?:\d+|(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?|P(?:\d+W)?(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+S)?)?)$"
+
+
+def parse_duration(value: str | int) -> int:
+    """Return the number of seconds in ``value``.
+
+    >>> parse_duration("1h30m"), parse_duration("PT15M"), parse_duration(90)
+    (5400, 900, 90)
+
+    Raises ``ValueError`` for anything else (negative numbers, fractions, ``P1M`` months,
+    which have no fixed length).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative: {value}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"not a duration: {value!r}")
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    match = _HUMAN.match(text) if text and text[0] != "P" else _ISO.match(text)
+    if not text or not match or not any(match.groups()) or text in ("P", "PT"):
+        raise ValueError(f"not a duration: {value!r} (write e.g. 90s, 15m, 1h30m, 14d or PT15M)")
+    weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return weeks * 604800 + days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest human form: ``format_duration(5400) == "1h30m"``; ``0`` is ``"0s"``."""
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in _UNITS.items():
+        if unit == "w":
+            continue  # "14d" reads better than "2w" for token lifetimes
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

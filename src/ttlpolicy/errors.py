@@ -1,0 +1,135 @@
+"""One error model for every stage: a located problem with a stable code.
+
+Every stage (YAML loading, schema validation, CEL parsing and type checking, semantic
+checks, context validation) collects :class:`Problem` objects instead of raising on the
+first one, so a user sees everything that is wrong at once. The same problem renders as
+text (``file:line:col: code: message`` plus the source line and a caret) and as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Mapping
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A position in a file: 1-based line and column. ``line == 0`` means "the whole file"."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if not self.line:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "column": self.column}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a policy or a context.
+
+    ``code`` is a stable slug (``cel-unknown-attribute``) that tools may match on;
+    ``message`` is for people and may change between releases.
+    """
+
+    code: str
+    message: str
+    location: Location | None = None
+    severity: Severity = "error"
+    path: str = ""  # where in the document or context, e.g. "rules[2].when" or "user.risk"
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        loc = self.location or Location("")
+        return (loc.file, loc.line, loc.column, self.code)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "severity": self.severity, "message": self.message}
+        if self.path:
+            out["path"] = self.path
+        if self.location is not None:
+            out["location"] = self.location.to_dict()
+        return out
+
+    def render(self, sources: Mapping[str, str] | None = None) -> str:
+        """``file:line:col: severity[code]: message`` followed by the source line and a caret."""
+        where = str(self.location) if self.location else "<input>"
+        head = f"{where}: {self.severity}[{self.code}]: {self.message}"
+        loc = self.location
+        if not (sources and loc and loc.line and loc.file in sources):
+            return head
+        lines = sources[loc.file].splitlines()
+        if loc.line > len(lines):
+            return head
+        text = lines[loc.line - 1].expandtabs(1)
+        caret = " " * max(loc.column - 1, 0) + "^"
+        return f"{head}\n  {text}\n  {caret}"
+
+
+def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
+    """Problems in file, line, column order, duplicates removed."""
+    return sorted(dict.fromkeys(problems), key=Problem.sort_key)
+
+
+class PolicyError(Exception):
+    """A policy set could not be loaded. ``problems`` holds every problem found, sorted."""
+
+    def __init__(self, problems: Iterable[Problem], sources: Mapping[str, str] | None = None):
+        self.problems = sorted_problems(problems)
+        self.sources = dict(sources or {})
+        first = self.problems[0].render() if self.problems else "invalid policy"
+        more = len(self.problems) - 1
+        super().__init__(first + (f" (and {more} more)" if more > 0 else ""))
+
+    def render(self) -> str:
+        return render_text(self.problems, self.sources)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"problems": [p.to_dict() for p in self.problems]}
+
+
+class ContextError(ValueError):
+    """A decision context violates the declared attributes. ``problems`` lists every violation."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p.path or 'context'}: {p.message}" for p in self.problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"problems": [p.to_dict() for p in self.problems]}
+
+
+class UnknownPolicyError(LookupError):
+    """``decide(policy=...)`` named a policy that the set does not hold."""
+
+    def __init__(self, name: str, known: Iterable[str]):
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown policy {name!r}; known policies: {', '.join(self.known) or 'none'}")
+
+
+def render_text(problems: Iterable[Problem], sources: Mapping[str, str] | None = None) -> str:
+    problems = list(problems)
+    body = "\n".join(p.render(sources) for p in problems)
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    return f"{body}\n{summary}" if body else summary
+
+
+@dataclass
+class ProblemCollector:
+    """Collects problems for one file; stages append, nothing raises mid-way."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, code: str, message: str, line: int = 0, column: int = 0, *,
+            path: str = "", severity: Severity = "error") -> None:
+        self.problems.append(Problem(code, message, Location(self.file, line, column), severity, path))

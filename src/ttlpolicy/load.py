@@ -1,0 +1,194 @@
+"""Stage 1 — load: read a policy file safely and remember where every value came from.
+
+PyYAML's ``SafeLoader`` builds plain data and never runs code, but on its own it accepts
+duplicate keys (the last silently wins), expands aliases without limit (the "billion laughs"
+bomb) and reads files of any size. This module composes the node graph, refuses those
+cases with located problems, and records a line and column for every key and value so that
+later stages can point at the exact spot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Location, ProblemCollector
+
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: a hand-written policy is a few KiB; anything larger is a mistake
+MAX_NODES = 100_000  # values after alias expansion; a billion-laughs file stops here, early
+
+JsonPath = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    """A loaded YAML document: plain data plus the position of each value and key."""
+
+    file: str
+    source: str
+    data: Any
+    value_marks: dict[JsonPath, yaml.Node] = field(default_factory=dict)
+    key_marks: dict[JsonPath, yaml.Node] = field(default_factory=dict)
+
+    def location(self, path: JsonPath, *, key: bool = False) -> Location:
+        """Where ``path`` is in the file; falls back to the nearest enclosing value."""
+        marks = self.key_marks if key else self.value_marks
+        while path not in marks and path:
+            path = path[:-1]
+        node = marks.get(path) or self.value_marks.get(path)
+        if node is None:
+            return Location(self.file, 1, 1)
+        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def string_location(self, path: JsonPath, offset: int) -> Location:
+        """Where character ``offset`` of the string at ``path`` is in the file.
+
+        Works for every scalar style, multi-line block strings included, by walking the raw
+        source text of the node in step with its value: each value character is found at or
+        after the previous one (folding and indentation only ever add characters).
+        """
+        node = self.value_marks.get(path)
+        if not isinstance(node, yaml.ScalarNode) or not isinstance(node.value, str):
+            return self.location(path)
+        raw = self.source[node.start_mark.index:node.end_mark.index]
+        value = node.value
+        pos = 0
+        if node.style in ("|", ">"):
+            pos = raw.find("\n") + 1  # the indicator line holds no value characters
+        elif node.style in ("'", '"'):
+            pos = 1
+        for ch in value[:offset]:
+            nxt = raw.find(ch, pos)
+            if ch == " " and node.style == ">":  # a folded line break stands for a space
+                brk = raw.find("\n", pos)
+                nxt = brk if nxt == -1 or (brk != -1 and brk < nxt) else nxt
+            if nxt == -1:
+                break
+            pos = nxt + 1
+        while pos < len(raw) and raw[pos] in " \n" and (offset < len(value) and value[offset] not in " \n"):
+            pos += 1
+        index = node.start_mark.index + pos
+        line = self.source.count("\n", 0, index)
+        column = index - (self.source.rfind("\n", 0, index) + 1)
+        return Location(self.file, line + 1, column + 1)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader; the composer is used on its own, the constructor only for scalars."""
+
+
+def read_source(path: Path, problems: ProblemCollector) -> str | None:
+    """Read a file as UTF-8 text, refusing oversized and binary files."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            problems.add("file-too-large", f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
+            return None
+        raw = path.read_bytes()
+    except OSError as exc:
+        problems.add("io-error", f"cannot read file: {exc.strerror or exc}")
+        return None
+    return decode_source(raw, problems)
+
+
+def decode_source(raw: bytes, problems: ProblemCollector) -> str | None:
+    if len(raw) > MAX_FILE_BYTES:
+        problems.add("file-too-large", f"file is {len(raw):,} bytes; the limit is {MAX_FILE_BYTES:,}")
+        return None
+    if b"\x00" in raw:
+        problems.add("file-encoding", "file is binary (it contains NUL bytes), not YAML text")
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        problems.add("file-encoding", f"file is not UTF-8 text (byte {exc.start})", line, 1)
+        return None
+
+
+def parse_document(source: str, problems: ProblemCollector) -> Document | None:
+    """Parse one YAML document whose root is a mapping; ``None`` (with problems) otherwise."""
+    loader = _Loader(source)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        message = exc.problem or str(exc)
+        if exc.context:
+            message = f"{exc.context}, {message}"
+        problems.add("yaml-syntax", message.replace("\n", " "), line, col)
+        return None
+    except yaml.YAMLError as exc:  # reader errors: control characters and the like
+        problems.add("yaml-syntax", str(exc).splitlines()[0])
+        return None
+    finally:
+        loader.dispose()
+    if root is None:
+        problems.add("not-a-mapping", "file is empty; a policy file is a YAML mapping", 1, 1)
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        problems.add("not-a-mapping", f"a policy file is a YAML mapping, not a {_kind(root)}",
+                     root.start_mark.line + 1, root.start_mark.column + 1)
+        return None
+    doc = Document(problems.file, source, None)
+    builder = _Builder(doc, loader, problems)
+    doc.data = builder.build(root, ())
+    return None if builder.failed else doc
+
+
+def _kind(node: yaml.Node) -> str:
+    return {yaml.SequenceNode: "list", yaml.ScalarNode: "scalar"}.get(type(node), "value")
+
+
+class _Builder:
+    """Turns the node graph into plain data, counting every node it expands."""
+
+    def __init__(self, doc: Document, loader: _Loader, problems: ProblemCollector):
+        self.doc, self.loader, self.problems = doc, loader, problems
+        self.count = 0
+        self.failed = False
+
+    def build(self, node: yaml.Node, path: JsonPath) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            if not self.failed:
+                self.failed = True
+                self.problems.add("yaml-too-many-nodes",
+                                  f"document expands to more than {MAX_NODES:,} values "
+                                  "(an alias bomb?); refusing to load it",
+                                  node.start_mark.line + 1, node.start_mark.column + 1)
+            return None
+        self.doc.value_marks.setdefault(path, node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+            for key_node, value_node in node.value:
+                key = self.loader.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    self._problem("yaml-key", "mapping keys must be plain scalars", key_node)
+                    continue
+                if key in out:
+                    first = self.doc.key_marks[path + (key,)]
+                    self._problem("yaml-duplicate-key",
+                                  f"duplicate key {key!r} (first defined on line {first.start_mark.line + 1})",
+                                  key_node)
+                    continue
+                self.doc.key_marks[path + (key,)] = key_node
+                out[key] = self.build(value_node, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        value = self.loader.construct_object(node, deep=True)
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            # Dates and binary are not part of the policy language; keep the text so the
+            # schema reports a clear type error rather than us guessing a conversion.
+            value = str(node.value)
+        return value
+
+    def _problem(self, code: str, message: str, node: yaml.Node) -> None:
+        self.failed = True
+        self.problems.add(code, message, node.start_mark.line + 1, node.start_mark.column + 1)

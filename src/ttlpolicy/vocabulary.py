@@ -1,0 +1,53 @@
+"""The built-in context vocabulary: what a token issuer usually knows about a request.
+
+A policy may redeclare any of these (to narrow the allowed values or set a default) and add
+its own under ``attributes:``. Derived attributes are computed by ttlpolicy and refused in
+a request.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+from .model import Attribute
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+NO_ZONE = "none"  # location.zone when the IP is in no named zone (or no IP was sent)
+
+
+def _a(type_: str, description: str, **kw: object) -> Attribute:
+    return Attribute.model_validate({"type": type_, "description": description, **kw})
+
+
+BUILTIN: Mapping[str, Attribute] = MappingProxyType({
+    "tier": _a("string", "Sector tier of the tenant; its values are the policy's tiers."),
+    "device.trust": _a("string", "How far the device is trusted.",
+                       values=["managed", "compliant", "known", "unmanaged"], default="unmanaged"),
+    "device.platform": _a("string", "Operating system family.",
+                          values=["windows", "macos", "linux", "ios", "android", "chromeos", "other"]),
+    "location.ip": _a("string", "Client IP address (IPv4 or IPv6); location.zone is derived from it."),
+    "location.country": _a("string", "ISO 3166-1 alpha-2 country code, upper case."),
+    "location.zone": _a("string", "Named network zone of location.ip, or \"none\".", derived=True),
+    "time.zone": _a("string", "IANA time zone overriding the policy's, e.g. Europe/Berlin."),
+    "time.now": _a("timestamp", "The decision instant.", derived=True),
+    "time.hour": _a("int", "Hour of day (0-23) in the time zone.", derived=True, min=0, max=23),
+    "time.minute": _a("int", "Minute of the hour (0-59) in the time zone.", derived=True, min=0, max=59),
+    "time.weekday": _a("string", "Day of the week in the time zone.", derived=True, values=list(WEEKDAYS)),
+    "time.date": _a("string", "Calendar date (YYYY-MM-DD) in the time zone.", derived=True),
+    "resource.sensitivity": _a("string", "Classification of the requested resource.",
+                               values=["public", "internal", "confidential", "restricted"], default="internal"),
+    "resource.audience": _a("string", "Audience (resource server) the token is for."),
+    "user.id": _a("string", "Subject identifier."),
+    "user.groups": _a("list", "Groups the user belongs to.", default=[]),
+    "user.mfa": _a("bool", "The user authenticated with a second factor.", default=False),
+    "user.risk": _a("double", "Risk score from 0 (none) to 1 (certain compromise).", min=0, max=1, default=0.0),
+    "user.auth_time": _a("timestamp", "When the user last authenticated (RFC 3339 or epoch seconds)."),
+    "client.id": _a("string", "OAuth client identifier."),
+    "client.type": _a("string", "OAuth client type.", values=["public", "confidential"]),
+    "client.binding": _a("string", "Sender constraint of the token: mTLS (RFC 8705), DPoP (RFC 9449) or none.",
+                         values=["mtls", "dpop", "none"], default="none"),
+    "grant.type": _a("string", "OAuth grant being served.",
+                     values=["authorization_code", "refresh_token", "client_credentials",
+                             "device_code", "token_exchange", "password"]),
+})

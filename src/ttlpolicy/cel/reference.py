@@ -56,7 +56,7 @@ def compile_reference(tree: lark.Tree) -> Callable[[Mapping[str, Any]], Any]:
         env = celpy.Environment()
         runner = env.program(tree)
     finally:
-        sys.setrecursionlimit(max(limit, sys.getrecursionlimit()))
+        sys.setrecursionlimit(limit)
 
     def evaluate(activation: Mapping[str, Any]) -> Any:
         try:

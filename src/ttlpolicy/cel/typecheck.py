@@ -141,15 +141,17 @@ class _Checker:
             return self._in(op_node.children[0], left, right_node, right)
         if op in ("eq", "ne"):
             if not _comparable(left, right):
-                self.error(op_node, "cel-type-mismatch", f"cannot compare {_describe(left)} with {_describe(right)}")
+                self.error(op_node, "cel-type-mismatch",
+                           f"cannot compare {_describe(left)} with {_describe(right)}{_mixed_hint(left, right)}")
             self._enum_literal(left, right_node)
             self._enum_literal(right, op_node.children[0])
             return BOOL
-        ordered = (left.kind in NUMERIC and right.kind in NUMERIC) or (
-            left.kind == right.kind and left.kind in ("string", "timestamp", "duration", "bytes", "bool"))
+        ordered = left.kind == right.kind and left.kind in NUMERIC | {"string", "timestamp", "duration", "bytes",
+                                                                        "bool"}
         if not ordered and "dyn" not in (left.kind, right.kind):
             symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
-            self.error(op_node, "cel-type-mismatch", f"cannot order {_describe(left)} {symbol} {_describe(right)}")
+            self.error(op_node, "cel-type-mismatch",
+                       f"cannot order {_describe(left)} {symbol} {_describe(right)}{_mixed_hint(left, right)}")
         return BOOL
 
     def _in(self, left_node: lark.Tree, left: T, right_node: lark.Tree, right: T) -> T:
@@ -206,10 +208,7 @@ class _Checker:
         return self._arith_error(op_node, left, op, right)
 
     def _arith_error(self, node: lark.Tree, left: T, op: str, right: T) -> T:
-        hint = ""
-        if {left.kind, right.kind} == {"int", "double"}:
-            hint = " (CEL does not mix int and double: write 2.0 instead of 2, or use double())"
-        return self.error(node, "cel-type-mismatch", f"no operator {left} {op} {right}{hint}")
+        return self.error(node, "cel-type-mismatch", f"no operator {left} {op} {right}{_mixed_hint(left, right)}")
 
     def v_unary(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
         op_node, operand_node = ch
@@ -331,6 +330,14 @@ class _Checker:
         return BOOL
 
 
+def _mixed_hint(left: T, right: T) -> str:
+    if {left.kind, right.kind} == {"int", "double"}:
+        return " (CEL does not mix int and double: write 2.0 instead of 2, or use double())"
+    if {left.kind, right.kind} == {"int", "uint"}:
+        return " (CEL does not mix int and uint: write 2u, or use int())"
+    return ""
+
+
 def _named(t: T, name: str) -> T:
     return T(t.kind, t.elem, t.values, name)
 
@@ -345,8 +352,6 @@ def _same(a: T, b: T) -> bool:
 
 def _comparable(a: T, b: T) -> bool:
     if "dyn" in (a.kind, b.kind) or "null" in (a.kind, b.kind):
-        return True
-    if a.kind in NUMERIC and b.kind in NUMERIC:
         return True
     if a.kind == "list" and b.kind == "list":
         return a.elem is None or b.elem is None or _comparable(a.elem, b.elem)

@@ -1,0 +1,295 @@
+"""Native CEL backend vs cel-python (the reference) on a hand-picked corpus of tricky cases.
+
+Run: PYTHONPATH=src python -m pytest tests/test_cel_native.py -q
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import threading
+from typing import Any, Callable
+
+import pytest
+from celpy.celparser import CELParser
+
+from ttlpolicy.cel.native import CELEvalError, UnsupportedExpression, compile_expression
+from ttlpolicy.cel.reference import compile_reference
+
+UTC = datetime.timezone.utc
+T0 = datetime.datetime(2024, 3, 1, 13, 14, 15, 678000, tzinfo=UTC)
+ACT: dict[str, Any] = {
+    "user": {"risk": 0.7, "level": 3, "name": "alice@corp.com", "roles": ["dev", "admin"],
+             "tags": {"team": "core"}, "manager": None, "active": True},
+    "device": {"trust": "unmanaged", "os": "linux"},
+    "location": {"zone": "home"},
+    "nums": [3, 1, 2],
+    "mixed": [1, "a", 3],
+    "now": T0,
+    "ttl": datetime.timedelta(hours=1, minutes=30),
+    "flag": True,
+    "s": "héllo",
+    "n": None,
+}
+
+
+def _parse(text: str) -> Any:
+    return CELParser().parse(text)
+
+
+def _outcome(fn: Callable[[Any], Any], act: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "value", fn(act)
+    except CELEvalError:
+        return "error", None
+
+
+def same(a: Any, b: Any) -> bool:
+    """Type-strict equality (Python's 1 == 1.0 == True is not good enough here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
+
+
+# Each entry: expression, activation (None -> ACT). Native must agree with the reference.
+CORPUS: list[tuple[str, dict[str, Any] | None]] = [
+    # numbers, overflow, division
+    ("1 + 2 * 3 - 4 / 2 % 3", None), ("-7 / 2", None), ("-7 % 2", None), ("7 % -2", None),
+    ("9223372036854775807 + 1", None), ("-9223372036854775807 - 1", None),
+    ("-9223372036854775807 - 2", None), ("-(-9223372036854775807 - 1)", None),
+    ("9223372036854775807 * 2", None), ("5 / 0", None), ("5 % 0", None), ("5u / 0u", None),
+    ("0u - 1u", None), ("18446744073709551615u + 1u", None), ("7u / 2u + 3u % 2u", None),
+    ("1 == 1.0", None), ("1 < 1.5", None), ("1 + 1.0", None), ("1u == 1", None),
+    ("2 < 1u", None), ("5.0 % 2.0", None), ("0.1 + 0.2", None), ("1e3 / 4.0", None),
+    ("-(5)", None), ("--5", None), ("-1.5", None), ("-\"a\"", None), ("-(1u)", None),
+    ("9223372036854775808", None), ("0x1F + -0x1F", None), (".5 + 1.", None),
+    # equality / ordering across types
+    ("null == null", None), ("null == 1", None), ("1 == null", None), ("null == \"a\"", None),
+    ("\"a\" == 1", None), ("\"a\" != 1", None), ("[1] == null", None), ("{\"a\": 1} == null", None),
+    ("[1, 2] == [1, 2]", None), ("[1, 2] == [1, \"a\"]", None), ("[1, \"a\"] == [2, 3]", None),
+    ("[1] == 1", None), ("{\"a\": 1} == {\"a\": 1}", None), ("{\"a\": 1} == {\"a\": \"x\"}", None),
+    ("{\"a\": 1, \"b\": 2} != {\"a\": \"x\", \"b\": 3}", None), ("\"a\" < \"b\"", None),
+    ("b\"a\" < b\"b\"", None), ("false < true", None), ("[1] < [2]", None),
+    ("user.manager == null", None), ("user.tags == {\"team\": \"core\"}", None),
+    # membership
+    ("1 in [1, 2]", None), ("\"a\" in [1, \"a\"]", None), ("\"a\" in [1, 2]", None),
+    ("\"a\" in {\"a\": 1}", None), ("1 in {\"a\": 1}", None), ("null in [null]", None),
+    ("\"admin\" in user.roles", None), ("\"root\" in user.roles", None),
+    ("device.os in [\"linux\", \"mac\"]", None), ("user.level in [1, 2, 3]", None),
+    ("user.risk in [\"a\"]", None), ("\"team\" in user.tags", None),
+    # attributes, indexing, presence
+    ("user.risk", None), ("user.nope", None), ("nobody.risk", None), ("nobody", None),
+    ("user.name.first", None), ("user.manager.name", None), ("nums[0]", None), ("nums[3]", None),
+    ("nums[0u]", None), ("nums[1.0]", None), ("nums[\"x\"]", None), ("user[\"risk\"]", None),
+    ("user[\"zz\"]", None), ("user.tags[\"team\"]", None), ("{\"a\": 1}.a", None),
+    ("{1: \"x\"}[1]", None), ("{\"a\": 1, \"a\": 2}", None), ("[1, 1/0]", None),
+    ("{\"a\": 1/0}", None), ("has(user.risk)", None), ("has(user.nope)", None),
+    ("has(user.tags.team)", None), ("has(user.tags.zz)", None),
+    # logic with error absorption
+    ("1/0 == 1 && false", None), ("false && 1/0 == 1", None), ("true && 1/0 == 1", None),
+    ("1/0 == 1 || true", None), ("1/0 == 1 || false", None), ("true || 1/0 == 1", None),
+    ("user.nope > 1 && user.risk < 0.5", None), ("user.nope > 1 || user.risk > 0.5", None),
+    ("flag && user.active && !false", None), ("!(1/0 == 1)", None), ("!1", None),
+    ("true ? 1 : 1/0", None), ("false ? 1/0 : 2", None), ("(1/0 == 1) ? 1 : 2", None),
+    ("1 ? 1 : 2", None), ("null ? 1 : 2", None), ("user.risk > 0.5 ? \"high\" : \"low\"", None),
+    ("true && false || true && true", None),
+    # macros
+    ("[1, 2, 3].all(x, x > 0)", None), ("[1, \"a\", 3].all(x, x > 2)", None),
+    ("[1, \"a\", 3].all(x, x > 0)", None), ("[1, \"a\", 3].exists(x, x > 2)", None),
+    ("[1, \"a\", 3].exists(x, x > 5)", None), ("[1, 2, 3].exists_one(x, x > 2)", None),
+    ("[1, \"a\", 3].exists_one(x, x > 2)", None), ("nums.map(x, x * 2)", None),
+    ("nums.filter(x, x > 1)", None), ("mixed.filter(x, x > 1)", None),
+    ("mixed.map(x, x + 1)", None), ("user.tags.all(k, k != \"c\")", None),
+    ("user.tags.map(k, k + \"x\")", None), ("[].all(x, x)", None), ("[].exists(x, x)", None),
+    ("nums.map(x, nums.filter(y, y < x))", None), ("user.roles.exists(r, r == \"admin\")", None),
+    ("nums.all(user, user > 0)", None), ("missing.all(x, x > 0)", None),
+    # strings, bytes, conversions
+    ("size(\"abc\") + \"abc\".size() + size(nums) + size(user.tags)", None), ("size(s)", None),
+    ("size(1)", None), ("size(b\"ab\")", None), ("user.name.startsWith(\"alice\")", None),
+    ("user.name.endsWith(\"@corp.com\")", None), ("user.name.contains(\"@\")", None),
+    ("\"abc\".startsWith(1)", None), ("user.name.matches(\"^[a-z]+@corp\\\\.com$\")", None),
+    ("matches(\"abc\", \"b\")", None), ("\"\\x41\\u00e9\\101\\n\"", None), ("r\"\\n\"", None),
+    ("b\"\\x41\" + b\"b\"", None), ("\"a\" + \"b\"", None), ("[1] + [2]", None), ("[1] + \"a\"", None),
+    ("int(\"12\") + int(\"0x1f\")", None), ("int(\"1.5\")", None), ("int(1.9) + int(-1.9)", None),
+    ("int(1e30)", None), ("int(1u)", None), ("int(true)", None), ("uint(5)", None), ("uint(-1)", None),
+    ("double(1)", None), ("double(\"1.5\")", None), ("double(\"x\")", None), ("string(1)", None),
+    ("string(1.5)", None), ("string(b\"ab\")", None), ("bool(\"true\")", None), ("bool(\"x\")", None),
+    # timestamps and durations
+    ("timestamp(\"2020-01-01T00:00:00Z\") + duration(\"1h\")", None),
+    ("duration(\"1h\") + timestamp(\"2020-01-01T00:00:00Z\")", None),
+    ("timestamp(\"2020-01-01T01:00:00Z\") - timestamp(\"2020-01-01T00:00:00Z\")", None),
+    ("now - duration(\"1h30m\") < now", None), ("now + ttl > now", None),
+    ("duration(\"1h\") > duration(\"1m\")", None), ("duration(\"-1.5h\")", None),
+    ("duration(\"1x\")", None), ("duration(\"\")", None), ("timestamp(\"garbage\")", None),
+    ("timestamp(\"2020-01-01T00:00:00+02:00\") == timestamp(\"2019-12-31T22:00:00Z\")", None),
+    ("now == ttl", None), ("now < ttl", None), ("string(now)", None), ("string(ttl)", None),
+    ("int(now)", None), ("now.getHours()", None), ("now.getHours(\"America/New_York\")", None),
+    ("now.getHours(\"+05:30\")", None), ("now.getHours(\"bogus\")", None),
+    ("now.getDayOfWeek()", None), ("now.getDayOfYear()", None), ("now.getMonth()", None),
+    ("now.getDate()", None), ("now.getDayOfMonth()", None), ("now.getFullYear()", None),
+    ("now.getMinutes() + now.getSeconds() + now.getMilliseconds()", None),
+    ("ttl.getHours()", None), ("ttl.getMinutes()", None), ("ttl.getSeconds()", None),
+    ("ttl.getMilliseconds()", None), ("getHours(now)", None), ("-ttl", None),
+    # the headline policy shape
+    ("device.trust == \"unmanaged\" && user.risk > 0.5 && !(location.zone in [\"corp\", \"vpn\"])",
+     None),
+    ("device.trust == \"unmanaged\" && user.risk > 0.5", {"device": {"trust": "unmanaged"}}),
+    ("device.trust == \"managed\" && user.risk > 0.5", {"device": {"trust": "unmanaged"}}),
+    ("user.risk > 0.5", {"user": {"risk": "high"}}), ("user.risk > 0.5", {"user": "x"}),
+]
+
+
+@pytest.mark.parametrize(("text", "act"), CORPUS, ids=[c[0][:60] for c in CORPUS])
+def test_native_matches_reference(text: str, act: dict[str, Any] | None) -> None:
+    tree = _parse(text)
+    activation = ACT if act is None else act
+    native = _outcome(compile_expression(tree), activation)
+    reference = _outcome(compile_reference(tree), activation)
+    assert native[0] == reference[0], (native, reference)
+    assert same(native[1], reference[1]), (native, reference)
+
+
+EXPECTED: list[tuple[str, Any]] = [
+    ("device.trust == \"unmanaged\" && user.risk > 0.5 && !(location.zone in [\"corp\", \"vpn\"])",
+     True),
+    ("-7 / 2", -3), ("-7 % 2", -1), ("7u / 2u", 3), ("0.1 + 0.2", 0.1 + 0.2),
+    ("false && 1/0 == 1", False), ("1/0 == 1 || true", True), ("has(user.nope)", False),
+    ("has(user.tags.team)", True), ("nums.map(x, x * 2)", [6, 2, 4]), ("nums.filter(x, x > 1)", [3, 2]),
+    ("size(s)", 5), ("\"\\x41\\u00e9\\101\\n\"", "AéA\n"), ("r\"\\n\"", "\\n"), ("b\"\\x41\"", b"A"),
+    ("int(\"0x1f\")", 31), ("string(1.5)", "1.5"), ("string(true)", "true"),
+    ("timestamp(\"2020-01-01T00:00:00Z\") + duration(\"1h\")",
+     datetime.datetime(2020, 1, 1, 1, tzinfo=UTC)),
+    ("duration(\"1h30m\")", datetime.timedelta(minutes=90)), ("now.getHours(\"America/New_York\")", 8),
+    ("now.getDayOfWeek()", 5), ("now.getDayOfYear()", 60), ("ttl.getMinutes()", 90),
+    ("1u + 2u", 3), ("{\"a\": [1u]}", {"a": [1]}), ("user.roles.exists(r, r == \"admin\")", True),
+    ("5.0 / 0.0", math.inf), ("-5.0 / 0.0", -math.inf), ("string(now)", "2024-03-01T13:14:15Z"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EXPECTED, ids=[e[0][:60] for e in EXPECTED])
+def test_expected_values(text: str, expected: Any) -> None:
+    result = compile_expression(_parse(text))(ACT)
+    assert same(result, expected), result
+    if type(result) is int:
+        assert type(result) is int  # uint results come back as plain int
+
+
+# Where cel-python is wrong (or lenient beyond CEL) the native backend deliberately differs.
+# (expression, activation, native outcome: value or CELEvalError). Each is also checked to
+# really differ from the reference so this list cannot silently go stale.
+KNOWN_DIFFERENCES: list[tuple[str, dict[str, Any], Any]] = [
+    ("1.5 < 1", {}, CELEvalError),  # celpy: false (but 1 < 1.5 is an error: asymmetric)
+    ("1.0 + 1", {}, CELEvalError),  # celpy: 2.0 (but 1 + 1.0 is an error)
+    ("1u < 2", {}, CELEvalError),  # celpy: true; 2 < 1u is an error
+    ("1u + 1", {}, CELEvalError),  # celpy: 2u; 1 + 1u gives int 2
+    ("true == 1", {}, CELEvalError),  # celpy: true (bool is an int subclass); 1 == true errors
+    ("true + 1", {}, CELEvalError),  # celpy: 2
+    ("true < 1", {}, CELEvalError),  # celpy: false
+    ("1 && true", {}, CELEvalError),  # celpy returns 1: non-bool operands leak through && / ||
+    ("\"a\" in \"abc\"", {}, CELEvalError),  # celpy iterates the string's characters
+    ("\"abc\".all(c, c != \"z\")", {}, CELEvalError),  # same: macros over a string
+    ("[1, 2].filter(x, 1)", {}, CELEvalError),  # celpy uses Python truthiness of non-bools
+    ("[1, 2].exists_one(x, 1)", {}, CELEvalError),
+    ("a[-1]", {"a": [1, 2]}, CELEvalError),  # celpy: Python negative indexing -> 2
+    ("\"abc\"[0]", {}, CELEvalError),  # celpy indexes strings
+    ("has(x.c)", {}, CELEvalError),  # celpy: false for ANY error in the operand (undeclared x)
+    ("has(a.b.c)", {"a": {"b": 1}}, CELEvalError),  # celpy: false; a.b is not a map
+    ("has(a.b.c)", {"a": {}}, CELEvalError),  # celpy: false; a.b is missing
+    ("size(null)", {}, CELEvalError),  # celpy: 0
+    ("string(true)", {}, "true"),  # celpy: "True"
+    ("string(null)", {}, CELEvalError),  # celpy: "None"
+    ("bool(1)", {}, CELEvalError),  # celpy: true
+    ("int(null)", {}, CELEvalError),  # celpy: 0
+    ("duration(\"1h\") * 2", {}, CELEvalError),  # celpy: 2h (no such CEL overload)
+    ("{1.5: \"x\"}", {}, CELEvalError),  # double map keys are not allowed in CEL
+    ("[1] != null", {}, True),  # celpy: error, although [1] == null is false
+    ("-5.0 / 0.0", {}, -math.inf),  # celpy: +inf for every x / 0.0
+    ("[1].contains(1)", {}, CELEvalError),  # celpy: list.contains() (not CEL)
+    ("timestamp(\"2020-01-01\")", {}, datetime.datetime(2020, 1, 1, tzinfo=UTC)),  # same value
+]
+
+
+@pytest.mark.parametrize(("text", "act", "native"), KNOWN_DIFFERENCES,
+                         ids=[k[0][:60] for k in KNOWN_DIFFERENCES])
+def test_known_differences(text: str, act: dict[str, Any], native: Any) -> None:
+    tree = _parse(text)
+    outcome = _outcome(compile_expression(tree), act)
+    if native is CELEvalError:
+        assert outcome[0] == "error", outcome
+    else:
+        assert outcome[0] == "value" and same(outcome[1], native), outcome
+    if text == "timestamp(\"2020-01-01\")":
+        return  # agrees today (fromisoformat accepts dates); listed for the pendulum caveat
+    assert _outcome(compile_reference(tree), act) != outcome
+
+
+UNSUPPORTED: list[tuple[str, int, int, str]] = [
+    ("type(1) == int", 1, 1, "type"),
+    ("x &&\n  dyn(y)", 2, 3, "dyn"),
+    ("a.b.frobnicate(1)", 1, 5, "frobnicate"),
+    ("[1].map(x, x > 0, x)", 1, 5, "map"),
+    ("Msg{a: 1}", 1, 1, "message"),
+    ("has(a)", 1, 1, "has()"),
+    ("\"x\".matches(\"(a)\\\\1\")", 1, 13, "regex"),
+    ("\"x\".matches(\"[\")", 1, 13, "invalid regex"),
+    ("\"x\".matches(\"(?=a)\")", 1, 13, "regex"),
+    ("[1].reduce(r, i, 0, r + i)", 1, 5, "reduce"),
+    (".x", 1, 1, "leading-dot"),
+    ("foo(1)", 1, 1, "foo"),
+    ("int(1, 2)", 1, 1, "int"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "column", "needle"), UNSUPPORTED,
+                         ids=[u[0][:40] for u in UNSUPPORTED])
+def test_unsupported(text: str, line: int, column: int, needle: str) -> None:
+    with pytest.raises(UnsupportedExpression) as info:
+        compile_expression(_parse(text))
+    assert (info.value.line, info.value.column) == (line, column)
+    assert needle in info.value.message
+
+
+def test_error_messages_are_short_and_leak_no_data() -> None:
+    secret = {"user": {"ssn": "123-45-6789", "risk": "x" * 500}}
+    for text in ("user.risk > 0.5", "user.nope", "nobody.x", "user.ssn + 1", "user.ssn.x"):
+        tree = _parse(text)
+        for fn in (compile_expression(tree), compile_reference(tree)):
+            with pytest.raises(CELEvalError) as info:
+                fn(secret)
+            assert "123-45" not in str(info.value) and len(str(info.value)) < 120
+    with pytest.raises(CELEvalError, match="no such attribute 'user.risk'"):
+        compile_expression(_parse("user.risk > 1"))({"user": {}})
+    with pytest.raises(CELEvalError, match="no such attribute 'user'"):
+        compile_expression(_parse("user.risk > 1"))({})
+
+
+def test_concurrent_evaluation() -> None:
+    fn = compile_expression(_parse("xs.filter(x, x % 2 == 0).map(y, y * k)"))
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for _ in range(300):
+                assert fn({"xs": list(range(10)), "k": k}) == [0, 2 * k, 4 * k, 6 * k, 8 * k]
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_results_do_not_alias_constants() -> None:
+    fn = compile_expression(_parse("[1, 2]"))
+    first = fn({})
+    first.append(3)
+    assert fn({}) == [1, 2]

@@ -8,10 +8,12 @@ from typing import Any, Callable
 
 from .. import PolicyError, load_policies
 from ..errors import Problem, render_text
+from . import lint_formats
 from .output import write_json
 
 # Machine formats register here (github and sarif live in their own modules).
 FORMATS: dict[str, Callable[[list[Problem], dict[str, Any]], str]] = {}
+FORMATS.update(lint_formats.FORMATS)
 
 
 def register(sub: Any) -> None:

@@ -9,8 +9,9 @@ from typing import Any, TextIO
 from ..durations import format_duration
 
 
-def write_json(data: Any, stream: TextIO = sys.stdout) -> None:
-    stream.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+def write_json(data: Any, stream: TextIO | None = None) -> None:
+    # Resolve sys.stdout at call time: it is replaced under test capture and redirection.
+    (stream or sys.stdout).write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -1,0 +1,384 @@
+"""Stage 3b — analyse: warnings about what a compiled policy means, not how it is written.
+
+The type checker refuses what cannot run; these checks find what runs but is probably not
+what the author meant. Every finding is a ``warning`` with a stable code and a location:
+
+* ``condition-never-true`` / ``condition-always-true``: a ``when`` that no allowed context
+  makes true (``user.risk > 1.0``, ``a == "x" && a == "y"``, ``time.hour >= 24``) or that every
+  one does (``user.risk >= 0.0``). Found by evaluating the condition on every boundary value
+  of the attributes it reads (each literal and its neighbours, declared min and max, every
+  enum value, absent), which is exhaustive for conditions made of comparisons with literals;
+  conditions with arithmetic or functions are not judged.
+* ``effect-never-applies``: a cap at or above the highest ceiling, a floor at or below the
+  global minimum, or a factor on a lifetime that an unconditional cap always clamps.
+* ``loosening-rule``: a factor above 1 or a floor, so that reviewers see every rule that can
+  make a token live longer.
+
+>>> [p.code for p in analyze(policies.get("workforce"), where)]            # doctest: +SKIP
+['loosening-rule', 'loosening-rule', ...]
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import lark
+
+from .cel.parse import CelSyntaxError, parse
+from .cel.typecheck import check
+from .compile import CompiledPolicy
+from .durations import parse_duration
+from .model import Attribute
+from .durations import format_duration
+from .errors import Problem
+from .evaluate import CompiledRule, TtlOps
+from .load import JsonPath
+from .model import Rule
+from .validate import Locator
+
+ABSENT = object()  # a candidate value meaning "not sent"
+MAX_ASSIGNMENTS = 4096  # conditions over more combinations than this are not judged
+# Tree nodes whose meaning the boundary values capture completely; anything else (arithmetic,
+# functions, macros, indexing) could be true between two candidates, so it is not judged.
+_SIMPLE = {"expr", "conditionalor", "conditionaland", "relation", "relation_eq", "relation_ne", "relation_lt",
+           "relation_le", "relation_gt", "relation_ge", "relation_in", "unary", "unary_not", "member",
+           "member_dot", "primary", "ident", "literal", "list_lit", "exprlist", "paren_expr",
+           "addition", "multiplication"}  # these two only as single-child links; operators are addition_add...
+_SKIP_TYPES = {"timestamp"}
+
+
+def analyze(policy: CompiledPolicy, where: Locator) -> list[Problem]:
+    """Every warning for one compiled (concrete) policy, located in the file each rule came from."""
+    rules = {rule.name: rule for rule in policy.document.rules}
+    problems: list[Problem] = []
+    verdicts: dict[str, str | None] = {}
+    for compiled in policy.rules:
+        source = rules[compiled.name]
+        verdict = condition_verdict(policy, compiled)
+        verdicts[compiled.name] = verdict
+        if verdict == "never":
+            problems.append(_problem(where, source, ("when",), "condition-never-true",
+                                     f"rule {source.name!r} can never match: no context allowed by the declared "
+                                     "attributes makes its condition true"))
+        elif verdict == "always" and compiled.when.strip() != "true":
+            problems.append(_problem(where, source, ("when",), "condition-always-true",
+                                     f"rule {source.name!r} always matches: every context allowed by the declared "
+                                     "attributes makes its condition true (write `when: \"true\"` if that is meant)"))
+    for compiled in policy.rules:
+        source = rules[compiled.name]
+        if verdicts[compiled.name] == "never":
+            continue  # its effects never apply anyway; one warning is enough
+        for target, ops in (("access_ttl", compiled.access), ("refresh_ttl", compiled.refresh)):
+            if ops is not None:
+                problems += _effect_problems(policy, where, source, target, ops, verdicts)
+    return problems
+
+
+def _problem(where: Locator, rule: Rule, path: JsonPath, code: str, message: str) -> Problem:
+    full: JsonPath = ("rules", rule.index, *path)
+    return Problem(code, message, where(full, file=rule.file), "warning", ".".join(map(str, full)))
+
+
+# -- candidate values of attributes (shared with the diff grid) ----------------------------------------------------------
+
+@dataclass
+class Literals:
+    """Literals each attribute is compared with in the conditions (and durations used with time)."""
+
+    numbers: dict[str, set[float]] = field(default_factory=dict)
+    strings: dict[str, set[str]] = field(default_factory=dict)
+    durations: set[int] = field(default_factory=set)
+    used: set[str] = field(default_factory=set)
+    members: dict[str, set[str]] = field(default_factory=dict)  # list attribute -> attributes tested `in` it
+
+
+def collect_literals(policy: CompiledPolicy, into: Literals | None = None) -> Literals:
+    """Attributes the rules read and the literals they compare them with.
+
+    >>> collect_literals(policies.get("workforce")).numbers["user.risk"]   # doctest: +SKIP
+    {0.0, 0.9}
+    """
+    out = into or Literals()
+    for rule in policy.rules:
+        texts = [rule.when] + [ops.factor_text for ops in (rule.access, rule.refresh) if ops and ops.factor_text]
+        for text in texts:
+            try:
+                tree = parse(text)
+            except CelSyntaxError:  # pragma: no cover - a compiled policy parsed already
+                continue
+            out.used |= check(tree, policy.attributes).attributes
+            walk_literals(tree, out)
+    for rule in policy.rules:
+        if rule.max_session:
+            out.durations.add(rule.max_session)
+    if policy.refresh_defaults.max_session:
+        out.durations.add(policy.refresh_defaults.max_session)
+    return out
+
+
+def walk_literals(tree: lark.Tree, out: Literals) -> None:
+    for node in tree.iter_subtrees():
+        if node.data == "relation" and len(node.children) == 2:
+            op_node, right = node.children
+            left = op_node.children[0]
+            if op_node.data == "relation_in" and _attribute_name(left) and _attribute_name(right):
+                out.members.setdefault(str(_attribute_name(right)), set()).add(str(_attribute_name(left)))
+            for a, b in ((left, right), (right, left)):
+                name = _attribute_name(a)
+                if name is None:
+                    continue
+                for value in _literal_values(b):
+                    if isinstance(value, str):
+                        out.strings.setdefault(name, set()).add(value)
+                    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                        out.numbers.setdefault(name, set()).add(float(value))
+        if node.data == "ident_arg" and node.children and getattr(node.children[0], "value", "") == "duration":
+            for value in _literal_values(node.children[1] if len(node.children) > 1 else None):
+                try:
+                    out.durations.add(_cel_duration(str(value)))
+                except ValueError:
+                    pass
+
+
+def _unwrap(node: Any) -> Any:
+    while isinstance(node, lark.Tree) and len(node.children) == 1 and isinstance(node.children[0], lark.Tree):
+        node = node.children[0]
+    return node
+
+
+def _attribute_name(node: Any) -> str | None:
+    """``user.risk`` for the tree of that selection; ``None`` for anything else."""
+    node = _unwrap(node)
+    parts: list[str] = []
+    while isinstance(node, lark.Tree) and node.data == "member_dot":
+        parts.insert(0, node.children[1].value)
+        node = _unwrap(node.children[0])
+    if isinstance(node, lark.Tree) and node.data == "ident":
+        parts.insert(0, node.children[0].value)
+        return ".".join(parts)
+    return None
+
+
+def _literal_values(node: Any) -> list[Any]:
+    node = _unwrap(node)
+    if not isinstance(node, lark.Tree):
+        return []
+    if node.data == "literal":
+        token = node.children[0]
+        try:
+            if token.type == "STRING_LIT" and token.value[:1] in "\"'" and "\\" not in token.value:
+                return [token.value[1:-1]]
+            if token.type in ("INT_LIT", "FLOAT_LIT"):
+                return [float(token.value)]
+        except (ValueError, AttributeError):
+            return []
+        return []
+    if node.data == "list_lit" and node.children:
+        return [v for child in node.children[0].children for v in _literal_values(child)]
+    if node.data == "unary" and len(node.children) == 2 and node.children[0].data == "unary_neg":
+        return [-v for v in _literal_values(node.children[1]) if isinstance(v, float)]
+    if node.data == "exprlist":
+        return [v for child in node.children for v in _literal_values(child)]
+    return []
+
+
+def _cel_duration(text: str) -> int:
+    """Seconds of a CEL duration literal such as ``72h`` or ``1h30m`` (fractions are rare here)."""
+    return parse_duration(text)
+
+
+def numeric_candidates(attribute: Attribute, literals: Iterable[float]) -> list[float]:
+    """Boundary values: the declared min and max, each literal and its neighbours, clamped.
+
+    >>> numeric_candidates(Attribute(type="double", min=0, max=1), [0.5])
+    [0.0, 0.49, 0.5, 0.51, 1.0]
+    """
+    step = 1.0 if attribute.type == "int" else 0.01
+    points: set[float] = set()
+    for literal in literals:
+        points |= {literal - step, literal, literal + step}
+    lo, hi = attribute.min, attribute.max
+    if lo is not None:
+        points.add(lo)
+    if hi is not None:
+        points.add(hi)
+    if not points:
+        points = {0.0, 1.0}
+    if lo is not None and hi is not None and len(points) < 3:
+        points.add((lo + hi) / 2)
+    values = sorted(round(p, 6) for p in points if (lo is None or p >= lo) and (hi is None or p <= hi))
+    return [int(v) if attribute.type == "int" else v for v in values]
+
+
+_SAMPLES = {"location.country": ["DE", "US"]}
+
+
+def attribute_candidates(name: str, attribute: Attribute, literals: Literals) -> list[Any]:
+    """Every value worth trying for one attribute; :data:`ABSENT` when it may be left out.
+
+    >>> attribute_candidates("user.mfa", BUILTIN["user.mfa"], Literals())   # doctest: +SKIP
+    [True, False]
+    """
+    optional = attribute.default is None and not attribute.required and not attribute.derived
+    tail = [ABSENT] if optional else []
+    strings = sorted(literals.strings.get(name, ()))
+    if attribute.type == "bool":
+        return [True, False, *tail]
+    if attribute.type in ("int", "double"):
+        return [*numeric_candidates(attribute, literals.numbers.get(name, ())), *tail]
+    if attribute.type == "string":
+        if attribute.values is not None:
+            return [*attribute.values, *tail]
+        samples = [s for s in _SAMPLES.get(name, ["sample-a", "sample-b"]) if s not in strings]
+        return [*strings, *samples[: 2 if not strings else 1], *tail]
+    if attribute.type == "list":
+        # `location.country in location.expected_countries`: the list holds the first sample of
+        # the tested attribute, so that the grid has both members and non-members.
+        linked = [_SAMPLES.get(m, ["sample-a"])[0] for m in sorted(literals.members.get(name, ()))]
+        items = strings or list(attribute.values or ()) or linked or ["sample-a"]
+        lists: list[Any] = [[]] + [[item] for item in items]
+        if len(items) > 1:
+            lists.append(list(items))
+        return [*lists, *tail]
+    if attribute.type == "timestamp":
+        # Ages before the decision instant: just now, and either side of each duration the
+        # policy compares with (72h) or enforces (max_session).
+        ages = {0}
+        for seconds in literals.durations:
+            ages |= {max(seconds - 60, 0), seconds + 60}
+        return [("age", age) for age in sorted(ages)] + tail
+    return tail or [attribute.default]
+
+
+# -- conditions ---------------------------------------------------------------------------------
+
+def condition_verdict(policy: CompiledPolicy, rule: CompiledRule) -> str | None:
+    """``"never"``, ``"always"`` or ``None`` (sometimes, or not judged) for a rule's condition.
+
+    >>> condition_verdict(policy, rule_with("user.risk > 1.0"))               # doctest: +SKIP
+    'never'
+    """
+    try:
+        tree = parse(rule.when)
+    except CelSyntaxError:  # pragma: no cover - compiled policies parsed already
+        return None
+    if any(node.data not in _SIMPLE for node in tree.iter_subtrees()):
+        return None
+    literals = Literals()
+    walk_literals(tree, literals)
+    names = sorted(_attributes_in(tree, policy))
+    if any(policy.attributes[n].type in _SKIP_TYPES for n in names):
+        return None
+    if not names:
+        return None  # a constant condition (`true`) is deliberate
+    domains = [attribute_candidates(n, policy.attributes[n], literals) for n in names]
+    if math.prod(len(d) for d in domains) > MAX_ASSIGNMENTS:
+        return None
+    seen_true = seen_other = False
+    for values in itertools.product(*domains):
+        try:
+            result = rule.condition(_activation(names, values))
+        except Exception:  # noqa: BLE001 - an evaluation error counts as "not true", as at run time
+            result = None
+        if result is True:
+            seen_true = True
+        else:
+            seen_other = True
+        if seen_true and seen_other:
+            return None
+    return "never" if not seen_true else "always"
+
+
+def _attributes_in(tree: lark.Tree, policy: CompiledPolicy) -> set[str]:
+    return check(tree, policy.attributes).attributes
+
+
+def _activation(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in zip(names, values):
+        if value is ABSENT:
+            if "." in name:
+                out.setdefault(name.split(".", 1)[0], {})
+            continue
+        namespace, _, leaf = name.partition(".")
+        if leaf:
+            out.setdefault(namespace, {})[leaf] = value
+        else:
+            out[namespace] = value
+    return out
+
+
+# -- effects ------------------------------------------------------------------------------------
+
+def _ceiling(policy: CompiledPolicy, target: str) -> tuple[int | None, str]:
+    """The highest value ``target`` can ever have, and where that bound comes from."""
+    limit = getattr(policy.limits, target).max
+    best, source = limit, "limits"
+    tier_attribute = policy.attributes.get("tier")
+    tier_always = tier_attribute is not None and tier_attribute.default in policy.tiers
+    maxima = [getattr(t, f"max_{target}") for t in policy.tiers.values()]
+    if tier_always and maxima and all(m is not None for m in maxima):
+        top = max(m for m in maxima if m is not None)
+        if best is None or top < best:
+            best, source = top, "the highest tier ceiling"
+    return best, source
+
+
+def _bases(policy: CompiledPolicy, target: str) -> list[int]:
+    default = policy.default_access if target == "access_ttl" else policy.default_refresh
+    tiered = [getattr(t, target) for t in policy.tiers.values()]
+    return [default] + [b if b is not None else default for b in tiered]
+
+
+def _effect_problems(policy: CompiledPolicy, where: Locator, rule: Rule, target: str, ops: TtlOps,
+                     verdicts: dict[str, str | None]) -> Iterator[Problem]:
+    if ops.factor is not None and ops.factor > 1:
+        yield _problem(where, rule, (target, "multiply"), "loosening-rule",
+                       f"rule {rule.name!r} multiplies {target} by {ops.factor:g}: tokens it matches live longer")
+    if ops.factor_text is not None and (ops.factor_max is None or ops.factor_max > 1):
+        bound = "without an upper bound" if ops.factor_max is None else f"by up to {ops.factor_max:g}"
+        yield _problem(where, rule, (target, "multiply"), "loosening-rule",
+                       f"rule {rule.name!r} may multiply {target} {bound}: tokens it matches can live longer")
+    if ops.floor is not None:
+        yield _problem(where, rule, (target, "floor"), "loosening-rule",
+                       f"rule {rule.name!r} sets a {format_duration(ops.floor)} floor on {target}: tokens it "
+                       "matches can live longer")
+    ceiling, source = _ceiling(policy, target)
+    if ops.cap is not None and ceiling is not None and ops.cap >= ceiling:
+        yield _problem(where, rule, (target, "cap"), "effect-never-applies",
+                       f"the {format_duration(ops.cap)} cap on {target} never lowers anything: {source} already "
+                       f"stops {target} at {format_duration(ceiling)}")
+    minimum = getattr(policy.limits, target).min
+    if ops.floor is not None and target == "access_ttl" and minimum is not None and ops.floor <= minimum:
+        yield _problem(where, rule, (target, "floor"), "effect-never-applies",
+                       f"the {format_duration(ops.floor)} floor on {target} never lifts anything: the global "
+                       f"minimum is {format_duration(minimum)}")
+    clamp = _unconditional_cap(policy, target, verdicts)
+    factor_up = ops.factor is not None and ops.factor >= 1 or (ops.factor_text is not None and ops.factor_min >= 1)
+    if clamp is not None and factor_up and clamp[1] != rule.name:
+        yield _problem(where, rule, (target, "multiply"), "effect-never-applies",
+                       f"the factor on {target} never changes a decision: rule {clamp[1]!r} always caps it at "
+                       f"{format_duration(clamp[0])}, below every base lifetime, and no rule shortens it first")
+
+
+def _unconditional_cap(policy: CompiledPolicy, target: str, verdicts: dict[str, str | None]
+                       ) -> tuple[int, str] | None:
+    """``(cap, rule)`` when an always-matching rule caps ``target`` at or below every base and no
+    rule can bring the value down first (no factor below 1): then every factor ≥ 1 is moot."""
+    pick: Callable[[CompiledRule], TtlOps | None] = (
+        (lambda r: r.access) if target == "access_ttl" else (lambda r: r.refresh))
+    caps = [(ops.cap, r.name) for r in policy.rules if (ops := pick(r)) is not None and ops.cap is not None
+            and (verdicts.get(r.name) == "always" or r.when.strip() == "true")]
+    if not caps:
+        return None
+    cap = min(caps)
+    for rule in policy.rules:
+        ops = pick(rule)
+        if ops is None:
+            continue
+        if (ops.factor is not None and ops.factor < 1) or (ops.factor_text is not None and ops.factor_min < 1):
+            return None
+    return cap if all(base >= cap[0] for base in _bases(policy, target)) else None

@@ -127,7 +127,7 @@ class _ExpressionCompiler:
 
 
 def compile_policy(policy: PolicyDocument, where: Locator, backend: Backend = "native",
-                   files: tuple[str, ...] = ()) -> tuple[CompiledPolicy | None, list[Problem]]:
+                   files: tuple[str, ...] = (), build: bool = True) -> tuple[CompiledPolicy | None, list[Problem]]:
     """Compile one effective (``extends`` already merged) policy; problems instead of raising."""
     attributes = resolve_attributes(policy)
     compiler = _ExpressionCompiler(attributes, where, backend)
@@ -139,7 +139,7 @@ def compile_policy(policy: PolicyDocument, where: Locator, backend: Backend = "n
         refresh = _ttl_ops(rule.refresh_ttl, compiler, base + ("refresh_ttl",), rule.file)
         if condition is not None:
             rules.append(_rule(rule, condition, access, refresh))
-    if compiler.problems or policy.abstract:
+    if compiler.problems or policy.abstract or not build:
         return None, compiler.problems
     context = ContextSchema(attributes, ZoneInfo(policy.timezone or "UTC"), parse_zones(policy))
     compiled = CompiledPolicy(

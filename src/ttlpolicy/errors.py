@@ -133,3 +133,62 @@ class ProblemCollector:
     def add(self, code: str, message: str, line: int = 0, column: int = 0, *,
             path: str = "", severity: Severity = "error") -> None:
         self.problems.append(Problem(code, message, Location(self.file, line, column), severity, path))
+
+
+# Every stable code, with what it means. Tools may match on these; tests keep this list
+# and the codes the stages emit in step, and docs/errors.md is generated from it.
+CODES: Mapping[str, str] = {
+    # files and YAML
+    "io-error": "a path cannot be read",
+    "no-policies": "nothing to load: no policy files, or only abstract ones",
+    "file-too-large": "a file is over the 1 MiB limit",
+    "file-encoding": "a file is binary or not UTF-8",
+    "yaml-syntax": "the YAML cannot be parsed",
+    "yaml-duplicate-key": "a mapping repeats a key (YAML would silently keep the last)",
+    "yaml-key": "a mapping key is not a plain scalar",
+    "yaml-tag": "a YAML tag or implicit type the policy language does not use (dates, !!binary, !!python/...)",
+    "yaml-too-many-nodes": "the document expands to too many values (an alias bomb)",
+    "not-a-mapping": "the document is empty or not a mapping",
+    # schema and model
+    "schema": "the document violates the policy JSON Schema",
+    "duplicate-policy": "two files define a policy of the same name",
+    "unknown-base": "extends names a policy that does not exist",
+    "extends-cycle": "policies extend each other in a cycle",
+    "extends-concrete": "extends names a policy that is not abstract",
+    "multiple-defaults": "more than one policy is marked default",
+    "no-default-policy": "several policies and none is marked default",
+    # semantics
+    "missing-base": "no base lifetime for a target (no default and not in every tier)",
+    "limit-min-above-max": "a limit's min is above its max",
+    "tier-above-limit": "a tier's base or ceiling is above a limit",
+    "refresh-shorter-than-access": "a base refresh lifetime is shorter than the access lifetime",
+    "unknown-tier": "a tier name that the policy does not declare",
+    "unknown-zone": "a zone name that the policy does not declare",
+    "invalid-cidr": "a zone entry is not a CIDR",
+    "zone-overlap": "two zone CIDRs overlap, so an IP could map to two zones",
+    "invalid-timezone": "not an IANA time zone",
+    "duplicate-rule": "two rules share a name",
+    "rule-no-effect": "a rule has no effect",
+    "floor-above-cap": "a rule's floor is above its own cap",
+    "factor-bounds": "a factor's max is below its min",
+    "attribute-derived": "a derived attribute (location.zone, time.*) is redeclared",
+    "attribute-name": "an attribute name collides with a built-in namespace",
+    "attribute-values": "values given for an attribute type that cannot have them",
+    "attribute-bounds": "an attribute's min is above its max",
+    "attribute-default": "an attribute's default does not fit its declaration",
+    # CEL
+    "cel-syntax": "a CEL expression cannot be parsed",
+    "cel-unknown-attribute": "a CEL expression reads an attribute that is not declared",
+    "cel-type-mismatch": "a CEL expression combines types that do not fit",
+    "cel-enum-value": "a string literal is not an allowed value of the attribute it is compared with",
+    "cel-not-boolean": "a condition is not boolean",
+    "cel-not-numeric": "a factor expression is not a number",
+    "cel-unknown-function": "a CEL function or method that does not exist",
+    "cel-unsupported": "a CEL construct ttlpolicy does not support",
+    # request contexts
+    "context-type": "a context (or a namespace in it) is not an object",
+    "context-unknown-attribute": "a context sends an attribute the policy does not declare",
+    "context-derived-attribute": "a context sends a derived attribute",
+    "context-missing": "a required attribute is missing",
+    "context-value": "a value does not fit its declaration",
+}

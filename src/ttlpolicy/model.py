@@ -119,7 +119,8 @@ def build_document(data: dict[str, Any], file: str) -> PolicyDocument:
     """Build the model from schema-valid data (raises pydantic's ValidationError otherwise)."""
     rules = []
     for index, rule in enumerate(data.get("rules", ())):
-        rule = dict(rule, index=index, file=file)
+        # Rules merged in from a base keep the file and position they were written at.
+        rule = {"index": index, "file": file, **rule}
         for target in ("access_ttl", "refresh_ttl"):
             if isinstance(rule.get(target), dict) and "multiply" in rule[target]:
                 rule[target] = dict(rule[target], multiply=normalise_factor(rule[target]["multiply"]))

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import pydantic
 
+from .analysis import analyze
 from .compile import Backend, CompiledPolicy, compile_policy
 from .context import parse_timestamp
 from .decision import Decision
@@ -123,11 +124,13 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
     for file, content in sorted(sources.items()):
         collector = ProblemCollector(file)
         text = decode_source(content, collector) if isinstance(content, bytes) else content
+        if text is not None:
+            texts[file] = text
         doc = parse_document(text, collector) if text is not None else None
         problems += collector.problems
         if doc is None:
             continue
-        texts[file], documents[file] = doc.source, doc
+        documents[file] = doc
         found = schema_problems(doc)
         problems += found
         if found:
@@ -157,13 +160,16 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
                 problems.append(Problem("schema", f"{'.'.join(map(str, path))}: {error['msg']}", where(path)))
             continue
         found = semantic_problems(policy, where)
+        # Type-check the CEL even when the settings are wrong, to report everything at once,
+        # but build an evaluator only from a policy without errors.
         result, cel_problems = compile_policy(policy, where, backend, files=tuple(dict.fromkeys(
-            raw[n][0] for n in chain)))
+            raw[n][0] for n in chain)), build=not any(p.severity == "error" for p in found))
         found += cel_problems
         problems += [p for p in found if p.severity == "error"]
         warnings += [p for p in found if p.severity == "warning"]
         if result is not None and not any(p.severity == "error" for p in found):
             compiled[name] = result
+            warnings += [w for w in analyze(result, where) if w not in warnings]  # bases are shared: once each
 
     default = _default_policy(raw, documents, problems)
     if any(p.severity == "error" for p in problems) or not raw:

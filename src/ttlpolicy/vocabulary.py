@@ -50,4 +50,17 @@ BUILTIN: Mapping[str, Attribute] = MappingProxyType({
     "grant.type": _a("string", "OAuth grant being served.",
                      values=["authorization_code", "refresh_token", "client_credentials",
                              "device_code", "token_exchange", "password"]),
+    # Claims of the caller's current token (``subject_token``), set only from a token that
+    # ttlpolicy verified; the service refuses a request that sends them in the context.
+    "token.sub": _a("string", "Subject of the verified subject token."),
+    "token.client_id": _a("string", "Client the subject token was issued to."),
+    "token.scope": _a("list", "Scopes of the subject token.", default=[]),
+    "token.amr": _a("list", "Authentication methods (RFC 8176), e.g. pwd, otp, hwk, mfa.", default=[]),
+    "token.acr": _a("string", "Authentication context class reference."),
+    "token.auth_time": _a("timestamp", "When the user authenticated, from the token."),
+    "token.iat": _a("timestamp", "When the subject token was issued."),
+    "token.exp": _a("timestamp", "When the subject token expires."),
+    "token.session_exp": _a("timestamp", "Absolute end of the session the token belongs to."),
+    "token.binding": _a("string", "Sender constraint of the subject token, from its cnf claim "
+                        "(x5t#S256: mtls, jkt: dpop).", values=["mtls", "dpop", "none"], default="none"),
 })

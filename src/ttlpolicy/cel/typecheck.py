@@ -47,6 +47,8 @@ _STRING_METHODS = {"startsWith", "endsWith", "contains", "matches"}
 _CONVERSIONS = {"int": INT, "uint": UINT, "double": DOUBLE, "string": STRING, "bool": BOOL,
                 "timestamp": TIMESTAMP, "duration": DURATION, "bytes": BYTES}
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}
+_UNSUPPORTED = {"member_object": "message construction (Type{field: value})", "dot_ident": "a leading-dot name",
+                "dot_ident_arg": "a leading-dot function call"}
 
 
 def attribute_type(attribute: Attribute) -> T:
@@ -110,7 +112,8 @@ class _Checker:
             return self.visit(children[0], scope)
         method = getattr(self, f"v_{kind}", None)
         if method is None:
-            return self.error(node, "cel-unsupported", f"unsupported CEL construct ({kind})")
+            what = _UNSUPPORTED.get(kind, kind)
+            return self.error(node, "cel-unsupported", f"{what} is not supported in ttlpolicy conditions")
         return method(node, children, scope)
 
     def v_expr(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
@@ -295,6 +298,8 @@ class _Checker:
         target = self.visit(target_node, scope)
         if name in _MACROS:
             return self._macro(node, name, target, args, scope)
+        if name not in _STRING_METHODS | _TIMESTAMP_GETTERS | {"size"}:
+            return self.error(name_token, "cel-unknown-function", f"unknown method {name}()")
         types = [self.visit(a, scope) for a in args]
         if name in _STRING_METHODS:
             if target.kind not in ("string", "dyn"):
@@ -308,7 +313,7 @@ class _Checker:
             if target.kind not in ("timestamp", "duration", "dyn"):
                 return self.error(name_token, "cel-type-mismatch", f"{name}() needs a timestamp, not {target}")
             return INT
-        return self.error(name_token, "cel-unknown-function", f"unknown method {name}()")
+        raise AssertionError(name)  # pragma: no cover - every known method is handled above
 
     def _macro(self, node: lark.Tree, name: str, target: T, args: list, scope: dict[str, T]) -> T:
         if len(args) != 2 or _unwrap(args[0]).data != "ident":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ttlpolicy import load_policies
-
 import json
 import textwrap
 import xml.etree.ElementTree as ET
@@ -11,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ttlpolicy import load_policies
 from ttlpolicy.cli.main import main
 from ttlpolicy.testing import load_test_file, run_tests
 

@@ -1,0 +1,349 @@
+"""The HTTP API: routes, the request path of a decision, and the app factory.
+
+The decide path is kept lean on purpose (promise 6): the body is read once with a streaming
+size limit, parsed and serialized with orjson, checked by hand (no pydantic per request),
+decided on the event loop (microseconds), counted with cached metric children and handed
+to the decision-log thread as a tuple.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
+from ..policyset import resolve_now
+from .auth import AuthError, Authenticator, Caller, require_scope
+from .config import INTERNAL_ENV, Settings
+from .decisionlog import DecisionLog
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+from .openapi import openapi_document
+from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, context_errors, problem, problem_body
+from .reload import Loaded, PolicyHolder, install_sighup, watch
+
+log = logging.getLogger("ttlpolicy.server")
+JSON = "application/json"
+DECIDE_SCOPES = ("decide",)
+READ_SCOPES = ("decide", "admin")
+ADMIN_SCOPES = ("admin",)
+_ITEM_FIELDS = frozenset({"context", "policy", "now", "explain"})
+_UTC = timezone.utc
+
+
+class Refusal(Exception):
+    """Raised inside a handler to answer with ``response`` (always a problem)."""
+
+    def __init__(self, response: Response):
+        self.response = response
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type=JSON)
+
+
+def _field_error(path: str, message: str, code: str = "invalid-field") -> dict[str, str]:
+    return {"path": path, "code": code, "message": message}
+
+
+class Service:
+    """Everything one app instance holds: settings, credentials, the policy holder, metrics, the log."""
+
+    def __init__(self, settings: Settings, policies: PolicySet | None = None):
+        self.settings = settings
+        self.max_body = settings.limits.max_body_bytes
+        self.max_batch = settings.limits.max_batch
+        self.auth = Authenticator(settings.auth)
+        self.holder = PolicyHolder(settings.policies, policies, on_reload=self._reloaded)
+        self.metrics = Metrics(lambda: self.holder.last_success)
+        self.metrics.serving(self.holder.current.policies.digest)
+        self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
+        self.openapi = orjson.dumps(openapi_document(settings))
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _reloaded(self, result: str, loaded: Loaded) -> None:
+        self.metrics.reloaded(result, loaded.policies.digest, self.holder.last_success)
+
+    # -- request plumbing -------------------------------------------------------------------
+
+    def _caller(self, request: Request, scopes: tuple[str, ...] | None) -> Caller:
+        headers = request.headers
+        try:
+            caller = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"))
+            if scopes is not None:
+                require_scope(caller, scopes)
+        except AuthError as exc:
+            raise Refusal(exc.response()) from None
+        return caller
+
+    async def _json_body(self, request: Request) -> Any:
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
+            raise Refusal(problem("unsupported-media-type", f"send the body as {JSON}, not {media or 'nothing'}"))
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise Refusal(self._too_large())
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # counted as it arrives: a lying or absent Content-Length is no way round
+            size += len(chunk)
+            if size > self.max_body:
+                raise Refusal(self._too_large())
+            chunks.append(chunk)
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as exc:
+            raise Refusal(problem("invalid-json", f"body is not valid JSON: {exc}")) from None
+
+    def _too_large(self) -> Response:
+        return problem("body-too-large", f"request body exceeds {self.max_body} bytes", max_bytes=self.max_body)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _decide_one(self, loaded: Loaded, caller: Caller, item: Any, start: float) -> tuple[int, dict[str, Any]]:
+        """``(status, decision or problem body)`` for one request item, decided by ``loaded`` alone."""
+        if not isinstance(item, dict):
+            return 400, problem_body("invalid-request", "a decide request is a JSON object",
+                                     errors=[_field_error("", "expected an object", "invalid-type")])
+        errors: list[dict[str, str]] = [_field_error(k, "unknown field", "unknown-field")
+                                        for k in item if k not in _ITEM_FIELDS]
+        context = item.get("context")
+        if "context" not in item:
+            errors.append(_field_error("context", "required", "missing-field"))
+        elif not isinstance(context, dict):
+            errors.append(_field_error("context", "expected an object"))
+        name = item.get("policy")
+        if "policy" in item and not isinstance(name, str):
+            errors.append(_field_error("policy", "expected a policy name (string)"))
+        explain = item.get("explain", False)
+        if not isinstance(explain, bool):
+            errors.append(_field_error("explain", "expected a boolean"))
+        now: datetime | None = None
+        raw_now = item.get("now")
+        if "now" in item:
+            try:
+                if not isinstance(raw_now, str):
+                    raise ValueError("expected an RFC 3339 timestamp (string)")
+                now = resolve_now(raw_now.upper())  # RFC 3339 allows lower-case t and z
+            except ValueError as exc:
+                errors.append(_field_error("now", str(exc)))
+        policies = loaded.policies
+        if errors:
+            self.metrics.error(name if isinstance(name, str) and name in policies else "unknown")
+            return 400, problem_body("invalid-request", "; ".join(f"{e['path'] or 'body'}: {e['message']}"
+                                                                  for e in errors), errors=errors)
+        try:
+            compiled = policies.get(name)
+        except UnknownPolicyError as exc:
+            self.metrics.error("unknown")
+            return 404, problem_body("unknown-policy", str(exc), policy=exc.name, known=exc.known)
+        try:
+            decision = compiled.decide(context, now or datetime.now(_UTC), explain)
+        except ContextError as exc:
+            self.metrics.error(compiled.name)
+            return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
+                                     f"attribute rule(s) of policy {compiled.name}",
+                                     errors=context_errors(exc.problems), policy=compiled.name)
+        out = decision.to_dict()
+        decision_id = str(uuid.uuid4())
+        out["decision_id"] = decision_id
+        out["policy_set"] = {"digest": policies.digest}
+        elapsed = time.perf_counter() - start
+        self.metrics.decision(compiled.name, decision.allow, decision.step_up, decision.access_ttl,
+                              decision.refresh_ttl, decision.matched, elapsed)
+        if self.decision_log.enabled:
+            self.decision_log.submit((decision_id, time.time(), caller.log_entry(), compiled.name,
+                                      compiled.digest, context, out, elapsed))
+        return 200, out
+
+    async def decide(self, request: Request) -> Response:
+        """POST /v1/decide"""
+        start = time.perf_counter()
+        try:
+            caller = self._caller(request, DECIDE_SCOPES)
+            body = await self._json_body(request)
+        except Refusal as refusal:
+            return refusal.response
+        status, out = self._decide_one(self.holder.current, caller, body, start)
+        if status == 200:
+            return Response(orjson.dumps(out), media_type=JSON)
+        return Response(orjson.dumps(out), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+    async def decide_batch(self, request: Request) -> Response:
+        """POST /v1/decide/batch"""
+        try:
+            caller = self._caller(request, DECIDE_SCOPES)
+            body = await self._json_body(request)
+        except Refusal as refusal:
+            return refusal.response
+        requests = body.get("requests") if isinstance(body, dict) else None
+        extra = [k for k in body if k != "requests"] if isinstance(body, dict) else []
+        if not isinstance(requests, list) or extra:
+            errors = [_field_error(k, "unknown field", "unknown-field") for k in extra]
+            if not isinstance(requests, list):
+                errors.append(_field_error("requests", "expected a list of decide requests"))
+            return problem("invalid-request", 'a batch is {"requests": [...]}', errors=errors)
+        if len(requests) > self.max_batch:
+            return problem("invalid-request", f"a batch holds at most {self.max_batch} requests, not {len(requests)}",
+                           errors=[_field_error("requests", f"at most {self.max_batch} items", "too-many-items")])
+        loaded = self.holder.current  # read once: the whole batch is decided by one set
+        results = []
+        for item in requests:
+            status, out = self._decide_one(loaded, caller, item, time.perf_counter())
+            results.append({"status": status, "decision": out} if status == 200 else {"status": status, "problem": out})
+        return _json({"results": results})
+
+    # -- policies, health, reload -----------------------------------------------------------
+
+    def _policy_entry(self, loaded: Loaded, name: str) -> dict[str, Any]:
+        compiled = loaded.policies.get(name)
+        return {**compiled.summary(), "default": name == loaded.policies.default, "loaded_at": loaded.loaded_at}
+
+    async def list_policies(self, request: Request) -> Response:
+        """GET /v1/policies"""
+        try:
+            self._caller(request, READ_SCOPES)
+        except Refusal as refusal:
+            return refusal.response
+        loaded = self.holder.current
+        return _json({"default": loaded.policies.default, "digest": loaded.policies.digest,
+                      "loaded_at": loaded.loaded_at,
+                      "policies": [self._policy_entry(loaded, n) for n in loaded.policies.names]})
+
+    async def get_policy(self, request: Request) -> Response:
+        """GET /v1/policies/{name}"""
+        try:
+            self._caller(request, READ_SCOPES)
+        except Refusal as refusal:
+            return refusal.response
+        loaded = self.holder.current
+        name = request.path_params["name"]
+        if name not in loaded.policies:
+            exc = UnknownPolicyError(name, loaded.policies.names)
+            return problem("unknown-policy", str(exc), policy=name, known=exc.known)
+        return _json(self._policy_entry(loaded, name))
+
+    async def healthz(self, request: Request) -> Response:
+        """GET /healthz: the process is alive."""
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """GET /readyz: 200 whenever a set is being served; ``degraded`` after a failed reload."""
+        loaded, error = self.holder.current, self.holder.error
+        body: dict[str, Any] = {"status": "degraded" if error else "ready", "digest": loaded.policies.digest,
+                                "loaded_at": loaded.loaded_at, "error": None}
+        if error is not None:
+            body["error"] = {"detail": f"the last reload failed; serving the last good set", **error.to_dict()}
+        return _json(body)
+
+    async def reload(self, request: Request) -> Response:
+        """POST /v1/reload (admin)"""
+        try:
+            self._caller(request, ADMIN_SCOPES)
+        except Refusal as refusal:
+            return refusal.response
+        before = self.holder.current
+        try:
+            loaded = await self.holder.reload("POST /v1/reload")
+        except PolicyError as exc:
+            return problem("policy-load-failed", f"{len(exc.problems)} problem(s); still serving "
+                           f"{self.holder.current.policies.digest}", digest=self.holder.current.policies.digest,
+                           **exc.to_dict())
+        return _json({"status": "unchanged" if loaded is before else "reloaded", "digest": loaded.policies.digest,
+                      "loaded_at": loaded.loaded_at})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """GET /metrics"""
+        if self.settings.auth.metrics_require_auth:
+            try:
+                self._caller(request, None)
+            except Refusal as refusal:
+                return refusal.response
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def openapi_endpoint(self, request: Request) -> Response:
+        """GET /openapi.json"""
+        return Response(self.openapi, media_type=JSON)
+
+    # -- errors and lifespan ----------------------------------------------------------------
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            return problem("not-found", f"no route for {request.url.path}")
+        if exc.status_code == 405:
+            return problem("method-not-allowed", f"{request.method} is not allowed here", headers=headers)
+        body = {"type": PROBLEM_BASE + "http-error", "title": "HTTP error", "status": exc.status_code,
+                "detail": str(exc.detail), "code": "http-error"}
+        return Response(orjson.dumps(body), status_code=exc.status_code, headers=headers,
+                        media_type=PROBLEM_MEDIA_TYPE)
+
+    async def internal_error(self, request: Request, exc: Exception) -> Response:
+        # No detail leaves the process; the server logs the traceback (Starlette re-raises to it).
+        return problem("internal-error", "the server failed to answer; the error has been logged")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.decision_log.start()
+        stop = asyncio.Event()
+        if self.settings.reload.watch:
+            paths = list(self.settings.reload.watch_paths) or [self.settings.policies]
+            task = asyncio.get_running_loop().create_task(
+                watch(self.holder, paths, self.settings.reload.debounce_ms, stop))
+            self._tasks.add(task)
+        undo_sighup = install_sighup(self.holder, self._tasks)
+        try:
+            yield
+        finally:
+            undo_sighup()
+            stop.set()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.decision_log.stop()
+            self.metrics.close()
+
+
+def create_app(settings: Settings | None = None, policies: PolicySet | None = None) -> Starlette:
+    """The Starlette app serving ``settings.policies`` (or an already loaded ``policies``).
+
+    Raises :class:`~ttlpolicy.PolicyError` when the set does not load.
+
+    >>> app = create_app(Settings(policies="policies"))                 # doctest: +SKIP
+    """
+    service = Service(settings or Settings(), policies)
+    routes = [
+        Route("/v1/decide", service.decide, methods=["POST"]),
+        Route("/v1/decide/batch", service.decide_batch, methods=["POST"]),
+        Route("/v1/policies", service.list_policies, methods=["GET"]),
+        Route("/v1/policies/{name}", service.get_policy, methods=["GET"]),
+        Route("/v1/reload", service.reload, methods=["POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+        Route("/readyz", service.readyz, methods=["GET"]),
+        Route("/metrics", service.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", service.openapi_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=service.lifespan,
+                    exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})
+    app.router.redirect_slashes = False  # "/v1/policies/" is a 404 problem, not an undocumented redirect
+    app.state.service = service
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory for worker processes: settings resolved by ``ttlpolicy serve``."""
+    return create_app(Settings.model_validate_json(os.environ[INTERNAL_ENV]))

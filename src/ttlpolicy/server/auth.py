@@ -1,0 +1,269 @@
+"""Caller credentials: API keys (stored as SHA-256 hashes) and JWT bearer tokens (PyJWT).
+
+Errors follow RFC 6750: 401 with ``WWW-Authenticate: Bearer realm="ttlpolicy"`` (plus
+``error="invalid_token"`` when a credential was sent but is not good), 403 with
+``error="insufficient_scope"`` for a caller without the needed scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from starlette.responses import Response
+
+from .config import AuthSettings, ConfigError, JwtSettings
+from .problems import problem
+
+REALM = "ttlpolicy"
+_MAX_CREDENTIAL = 8192
+_UNSAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # RFC 6750 error_description characters
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: ``kind`` (api_key, jwt, anonymous), an ``id`` for the log, and scopes."""
+
+    kind: str
+    id: str
+    scopes: frozenset[str]
+
+    def log_entry(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.id}
+
+
+ANONYMOUS = Caller("anonymous", "anonymous", frozenset({"decide", "admin"}))
+
+
+class AuthError(Exception):
+    """A refused request; :meth:`response` is the RFC 6750 + RFC 9457 answer."""
+
+    def __init__(self, status: int, description: str, error: str | None = None, scope: str | None = None):
+        super().__init__(description)
+        self.status, self.description, self.error, self.scope = status, description, error, scope
+
+    def challenge(self) -> str:
+        parts = [f'Bearer realm="{REALM}"']
+        if self.error:
+            parts.append(f'error="{self.error}"')
+            parts.append(f'error_description="{_UNSAFE.sub("?", self.description)}"')
+        if self.scope:
+            parts.append(f'scope="{self.scope}"')
+        return ", ".join(parts)
+
+    def response(self) -> Response:
+        code = "unauthorized" if self.status == 401 else "insufficient-scope"
+        return problem(code, self.description, headers={"WWW-Authenticate": self.challenge()})
+
+
+def hash_key(key: str) -> str:
+    """The form an API key is stored in: ``sha256:<hex>``.
+
+    >>> hash_key("s3cret").startswith("sha256:")
+    True
+    """
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _algorithms_for(key: Any) -> set[str]:
+    """Which JWS algorithms a public key can verify: chosen by the key's type, never by the token."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        alg = _EC_ALGORITHMS.get(key.curve.name)
+        return {alg} if alg else set()
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        return {"EdDSA"}
+    return set()  # symmetric or unknown keys verify nothing
+
+
+@dataclass(frozen=True, slots=True)
+class _VerifyKey:
+    kid: str | None
+    key: Any
+    algorithms: frozenset[str]
+
+
+def load_verify_keys(settings: JwtSettings) -> list[_VerifyKey]:
+    """Public keys from PEM files (keys or certificates) and a JWKS file; raises :class:`ConfigError`."""
+    allowed = set(settings.algorithms)
+    keys: list[_VerifyKey] = []
+    for path in settings.public_keys:
+        data = _read(path)
+        try:
+            if b"BEGIN CERTIFICATE" in data:
+                key: Any = x509.load_pem_x509_certificate(data).public_key()
+            else:
+                key = serialization.load_pem_public_key(data)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not a PEM public key or certificate ({exc})") from None
+        keys.append(_VerifyKey(None, key, frozenset(_algorithms_for(key) & allowed)))
+    if settings.jwks_file is not None:
+        try:
+            document = json.loads(_read(settings.jwks_file))
+            entries = document["keys"]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{settings.jwks_file}: not a JWKS document ({{\"keys\": [...]}})") from None
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
+                continue  # shared secrets and encryption keys never verify a caller
+            try:
+                jwk = jwt.PyJWK(entry)
+            except jwt.PyJWTError as exc:
+                raise ConfigError(f"{settings.jwks_file}: unusable key {entry.get('kid')!r}: {exc}") from None
+            algorithms = _algorithms_for(jwk.key) & allowed
+            if "alg" in entry:
+                algorithms &= {entry["alg"]}
+            keys.append(_VerifyKey(entry.get("kid"), jwk.key, frozenset(algorithms)))
+    if not any(k.algorithms for k in keys):
+        raise ConfigError("auth.jwt: no configured key can verify any of the allowed algorithms "
+                          f"({', '.join(settings.algorithms)})")
+    return keys
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+_JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not yet valid"),
+    (jwt.InvalidIssuerError, "wrong issuer"),
+    (jwt.InvalidAudienceError, "wrong audience"),
+    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
+)
+
+
+class JwtVerifier:
+    """Verifies JWTs against local keys, caching verified tokens (LRU, until ``exp``)."""
+
+    def __init__(self, settings: JwtSettings):
+        self.settings = settings
+        self.keys = load_verify_keys(settings)
+        self._cache: OrderedDict[bytes, tuple[Caller, float]] = OrderedDict()
+
+    def verify(self, token: str) -> Caller:
+        """The caller a token stands for; raises :class:`AuthError` (401 invalid_token)."""
+        cache_key = hashlib.sha256(token.encode()).digest()
+        hit = self._cache.get(cache_key)
+        if hit is not None:
+            if time.time() < hit[1] + self.settings.leeway:
+                self._cache.move_to_end(cache_key)
+                return hit[0]
+            del self._cache[cache_key]
+        claims = self._decode(token)
+        caller = Caller("jwt", _identity(claims), _scopes(claims))
+        if self.settings.cache_size:
+            self._cache[cache_key] = (caller, float(claims["exp"]))
+            if len(self._cache) > self.settings.cache_size:
+                self._cache.popitem(last=False)
+        return caller
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid("malformed token") from None
+        alg = header.get("alg")
+        if alg not in self.settings.algorithms:  # covers "none" and every HMAC algorithm
+            raise _invalid("token algorithm not allowed")
+        kid = header.get("kid")
+        candidates = [k for k in self.keys if alg in k.algorithms]
+        if kid is not None and any(k.kid == kid for k in candidates):
+            candidates = [k for k in candidates if k.kid == kid]
+        if not candidates:
+            raise _invalid("no key to verify this token")
+        for candidate in candidates:
+            try:
+                return jwt.decode(token, candidate.key, algorithms=[alg], audience=self.settings.audience,
+                                  issuer=self.settings.issuer, leeway=self.settings.leeway,
+                                  options={"require": ["exp", "iss", "aud"]})
+            except jwt.InvalidSignatureError:
+                continue  # another configured key may have signed it
+            except jwt.PyJWTError as exc:
+                for kind, description in _JWT_ERRORS:
+                    if isinstance(exc, kind):
+                        raise _invalid(description) from None
+                raise _invalid("invalid token") from None
+        raise _invalid("bad signature")
+
+
+def _invalid(description: str) -> AuthError:
+    return AuthError(401, description, "invalid_token")
+
+
+def _identity(claims: Mapping[str, Any]) -> str:
+    for claim in ("sub", "client_id", "azp"):
+        if claims.get(claim) not in (None, ""):
+            return str(claims[claim])[:256]
+    return "unknown"
+
+
+def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    raw = claims.get("scope", claims.get("scp"))
+    if isinstance(raw, str):
+        return frozenset(raw.split())
+    if isinstance(raw, list):
+        return frozenset(s for s in raw if isinstance(s, str))
+    return frozenset()
+
+
+class Authenticator:
+    """Turns request headers into a :class:`Caller` or an :class:`AuthError`."""
+
+    def __init__(self, settings: AuthSettings):
+        self.enabled = settings.enabled
+        self._keys = [(bytes.fromhex(k.hash.removeprefix("sha256:")), k) for k in settings.api_keys]
+        self._jwt = JwtVerifier(settings.jwt) if settings.jwt is not None else None
+
+    def authenticate(self, authorization: str | None, api_key: str | None) -> Caller:
+        """The caller behind ``Authorization`` / ``X-API-Key``; raises :class:`AuthError`."""
+        if not self.enabled:
+            return ANONYMOUS
+        if api_key is not None:
+            return self._api_key(api_key)
+        if authorization is None:
+            raise AuthError(401, "credentials required")
+        scheme, _, credential = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthError(401, "credentials required (Bearer token or X-API-Key)")
+        credential = credential.strip()
+        if not credential or len(credential) > _MAX_CREDENTIAL or " " in credential:
+            raise _invalid("malformed bearer token")
+        if self._jwt is not None and credential.count(".") == 2:
+            return self._jwt.verify(credential)
+        return self._api_key(credential)
+
+    def _api_key(self, key: str) -> Caller:
+        if not self._keys or not key or len(key) > _MAX_CREDENTIAL:
+            raise _invalid("unknown API key")
+        presented = hashlib.sha256(key.encode()).digest()
+        found = None
+        for stored, entry in self._keys:  # no early exit: timing must not reveal which key matched
+            if hmac.compare_digest(stored, presented) and found is None:
+                found = entry
+        if found is None:
+            raise _invalid("unknown API key")
+        return Caller("api_key", found.name, frozenset(found.scopes))
+
+
+def require_scope(caller: Caller, needed: Iterable[str]) -> None:
+    """Raise a 403 :class:`AuthError` unless ``caller`` holds one of ``needed``."""
+    needed = tuple(needed)
+    if not caller.scopes.intersection(needed):
+        raise AuthError(403, f"requires scope {' or '.join(needed)}", "insufficient_scope", " ".join(needed))

@@ -1,0 +1,226 @@
+"""Service settings: a YAML file, overridden by ``TTLPOLICY_*`` environment variables,
+overridden by command-line flags. Validated once, at start, with pydantic.
+
+Environment variables name a setting by its path, upper case, with ``__`` between levels:
+``TTLPOLICY_PORT=9090``, ``TTLPOLICY_DECISION_LOG__SINK=off``,
+``TTLPOLICY_AUTH__JWT__AUDIENCE=ttlpolicy``. A value starting with ``[`` or ``{`` is read as
+YAML/JSON (``TTLPOLICY_RELOAD__WATCH_PATHS='["/git"]'``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENV_PREFIX = "TTLPOLICY_"
+# How `serve` hands the resolved settings to uvicorn worker processes; never read from a user.
+INTERNAL_ENV = "TTLPOLICY_INTERNAL_SETTINGS"
+_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "EdDSA")
+SCOPES = ("decide", "admin")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; the message says which and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiKey(_Model):
+    """One API key: a name for the logs, the key's SHA-256 and the scopes it grants."""
+
+    name: str = Field(min_length=1, max_length=128)
+    hash: str = Field(description="sha256:<64 hex digits> of the key; never the key itself")
+    scopes: tuple[Literal["decide", "admin"], ...] = ("decide",)
+
+    @field_validator("hash")
+    @classmethod
+    def _check_hash(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _HASH.match(value):
+            raise ValueError("must be 'sha256:' followed by 64 hex digits (see `ttlpolicy serve --hash-key`)")
+        return value
+
+
+class JwtSettings(_Model):
+    """JWT bearer tokens, verified locally against configured public keys (no network fetch)."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    public_keys: tuple[Path, ...] = ()
+    jwks_file: Path | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    leeway: float = Field(30.0, ge=0, le=300)
+    cache_size: int = Field(10_000, ge=0)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Shared-secret algorithms are not offered at all: that rules out key confusion.
+        bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
+        if bad or not value:
+            raise ValueError(f"unsupported algorithms {bad or value}; use some of {', '.join(ASYMMETRIC_ALGORITHMS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _some_key(self) -> JwtSettings:
+        if not self.public_keys and self.jwks_file is None:
+            raise ValueError("give public_keys (PEM files) or jwks_file")
+        return self
+
+
+class AuthSettings(_Model):
+    api_keys: tuple[ApiKey, ...] = ()
+    jwt: JwtSettings | None = None
+    metrics_require_auth: bool = Field(False, description="require a credential (any scope) for GET /metrics")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_keys) or self.jwt is not None
+
+
+class LimitSettings(_Model):
+    max_body_bytes: int = Field(65_536, ge=256, le=64 * 1024 * 1024)
+    max_batch: int = Field(100, ge=1, le=10_000)
+
+
+class ReloadSettings(_Model):
+    watch: bool = True
+    debounce_ms: int = Field(500, ge=10, le=60_000)
+    watch_paths: tuple[Path, ...] = Field((), description="watch these instead of the policy directory "
+                                                           "(e.g. a git-sync root whose symlink is swapped)")
+
+
+class DecisionLogSettings(_Model):
+    sink: Literal["stdout", "file", "off"] = "stdout"
+    path: Path | None = None
+    queue_size: int = Field(10_000, ge=1)
+    mask: dict[str, Literal["hash", "drop"]] = Field(default_factory=dict)
+    salt: str = ""
+    hash_length: int = Field(16, ge=8, le=64)
+
+    @field_validator("sink", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecisionLogSettings:
+        if self.sink == "file" and self.path is None:
+            raise ValueError("sink 'file' needs a path")
+        if "hash" in self.mask.values() and not self.salt:
+            raise ValueError("masking with 'hash' needs a salt (set TTLPOLICY_DECISION_LOG__SALT)")
+        return self
+
+
+class Settings(_Model):
+    """Every setting of `ttlpolicy serve`; see docs/service.md and examples/serve.yaml."""
+
+    policies: Path = Path("policies")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65_535)
+    workers: int = Field(1, ge=1, le=64)
+    insecure_no_auth: bool = False
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
+    limits: LimitSettings = LimitSettings()
+    auth: AuthSettings = AuthSettings()
+    reload: ReloadSettings = ReloadSettings()
+    decision_log: DecisionLogSettings = DecisionLogSettings()
+
+    def bind_problem(self) -> str | None:
+        """Why this bind is refused (non-loopback without credentials), or ``None``."""
+        if self.auth.enabled or self.insecure_no_auth or is_loopback(self.host):
+            return None
+        return (f"refusing to listen on {self.host}: no credentials are configured. Configure auth.api_keys or "
+                "auth.jwt, bind to 127.0.0.1, or pass --insecure-no-auth")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        child = target.get(key)
+        if not isinstance(child, dict):
+            child = target[key] = {}
+        target = child
+    target[path[-1]] = value
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in "[{":
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return raw
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested settings from ``TTLPOLICY_*`` variables (``__`` separates levels)."""
+    out: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == INTERNAL_ENV:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
+        if path:
+            _set_path(out, path, _env_value(raw))
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(file: str | Path | None = None, environ: Mapping[str, str] | None = None,
+                  flags: Mapping[str, Any] | None = None) -> Settings:
+    """File, then environment, then flags (``None`` flag values are ignored); raises :class:`ConfigError`.
+
+    >>> load_settings(flags={"port": 9090}).port                     # doctest: +SKIP
+    9090
+    """
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {file}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {file} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config {file} must be a mapping of settings")
+        data = loaded or {}
+    data = _merge(data, env_overrides(os.environ if environ is None else environ))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_path(data, key.split("."), value)
+    try:
+        return Settings.model_validate(data)
+    except pydantic.ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
+

@@ -1,0 +1,163 @@
+"""Prometheus metrics, correct with one worker or many.
+
+With ``--workers`` > 1, ``ttlpolicy serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker
+imports prometheus-client; each worker then writes its samples to files there and any worker
+answers a scrape with the aggregate (``MultiProcessCollector``). Labelled children are cached
+so the hot path does a dict lookup and an increment, nothing else.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+_LAST_LOAD = "ttlpolicy_last_successful_load_timestamp_seconds"
+_TTL_BUCKETS = (0, 60, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 604800, 1209600, 2592000,
+                7776000)
+_LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+class _Staleness(Collector):
+    """``ttlpolicy_seconds_since_last_successful_load``, computed at scrape time.
+
+    In multiprocess mode the timestamp is the oldest live worker's (``livemin``), so the
+    gauge shows the most stale worker."""
+
+    def __init__(self, source: Collector | None, local: Callable[[], float]):
+        self._source, self._local = source, local
+
+    def collect(self) -> Iterator[Metric]:
+        last = None
+        if self._source is None:
+            last = self._local()
+        else:
+            for metric in self._source.collect():
+                yield metric
+                if metric.name == _LAST_LOAD and metric.samples:
+                    last = min(s.value for s in metric.samples)
+        gauge = GaugeMetricFamily("ttlpolicy_seconds_since_last_successful_load",
+                                  "Seconds since the policy set was last loaded successfully.")
+        if last is not None:
+            gauge.add_metric([], max(0.0, time.time() - last))
+        yield gauge
+
+
+class Metrics:
+    """Every metric of one app. ``render()`` answers ``GET /metrics``."""
+
+    def __init__(self, last_success: Callable[[], float]):
+        self.multiprocess_dir = multiprocess_dir()
+        self.registry = registry = CollectorRegistry(auto_describe=False)
+        self.decisions = Counter("ttlpolicy_decisions", "Decisions by policy and outcome (allow, deny, step_up, "
+                                 "error).", ["policy", "outcome"], registry=registry)
+        self.rule_matches = Counter("ttlpolicy_rule_matches", "Rules that matched, by policy and rule.",
+                                    ["policy", "rule"], registry=registry)
+        self.access_ttl = Histogram("ttlpolicy_access_ttl_seconds", "Access-token lifetimes decided.", ["policy"],
+                                    buckets=_TTL_BUCKETS, registry=registry)
+        self.refresh_ttl = Histogram("ttlpolicy_refresh_ttl_seconds", "Refresh-token lifetimes decided (0 = none).",
+                                     ["policy"], buckets=_TTL_BUCKETS, registry=registry)
+        self.latency = Histogram("ttlpolicy_decision_duration_seconds", "Time to answer one decide request, "
+                                 "from parsed body to serialized response.", buckets=_LATENCY_BUCKETS,
+                                 registry=registry)
+        self.reloads = Counter("ttlpolicy_reloads", "Policy reloads by result (success, unchanged, failure).",
+                               ["result"], registry=registry)
+        self.log_dropped = Counter("ttlpolicy_decision_log_dropped", "Decision-log records dropped because the "
+                                   "writer fell behind.", registry=registry)
+        self.last_load = Gauge(_LAST_LOAD, "Unix time of the last successful policy load.", registry=registry,
+                               multiprocess_mode="livemin")
+        self.policy_info = Gauge("ttlpolicy_policy_set_info", "The digest of the policy set being served (1).",
+                                 ["digest"], registry=registry, multiprocess_mode="livemax")
+        self._decisions: dict[tuple[str, str], Counter] = {}
+        self._rules: dict[tuple[str, str], Counter] = {}
+        self._ttls: dict[str, tuple[Histogram, Histogram]] = {}
+        self._digest: str | None = None
+        if self.multiprocess_dir is None:
+            registry.register(_Staleness(None, last_success))
+        else:
+            _forget_dead_workers(self.multiprocess_dir)
+        self.last_load.set(last_success())
+        self.reloads.labels("success")  # precreate so a dashboard shows 0, not "no data"
+        self.reloads.labels("failure")
+
+    def decision(self, policy: str, allow: bool, step_up: bool, access_ttl: int, refresh_ttl: int,
+                 matched: list[str], seconds: float) -> None:
+        """Record one decision (the hot path: cached children only)."""
+        outcome = "deny" if not allow else "step_up" if step_up else "allow"
+        child = self._decisions.get((policy, outcome))
+        if child is None:
+            child = self._decisions[(policy, outcome)] = self.decisions.labels(policy, outcome)
+        child.inc()
+        for rule in matched:
+            counter = self._rules.get((policy, rule))
+            if counter is None:
+                counter = self._rules[(policy, rule)] = self.rule_matches.labels(policy, rule)
+            counter.inc()
+        ttls = self._ttls.get(policy)
+        if ttls is None:
+            ttls = self._ttls[policy] = (self.access_ttl.labels(policy), self.refresh_ttl.labels(policy))
+        ttls[0].observe(access_ttl)
+        ttls[1].observe(refresh_ttl)
+        self.latency.observe(seconds)
+
+    def error(self, policy: str) -> None:
+        """A decide request answered with a problem; ``policy`` must be a known name or "unknown"."""
+        child = self._decisions.get((policy, "error"))
+        if child is None:
+            child = self._decisions[(policy, "error")] = self.decisions.labels(policy, "error")
+        child.inc()
+
+    def reloaded(self, result: str, digest: str, last_success: float) -> None:
+        self.reloads.labels(result).inc()
+        if result != "failure":
+            self.last_load.set(last_success)
+        self.serving(digest)
+
+    def serving(self, digest: str) -> None:
+        if digest == self._digest:
+            return
+        if self._digest is not None:
+            self.policy_info.labels(self._digest).set(0)  # set, not remove: removal is not multiprocess-safe
+        self.policy_info.labels(digest).set(1)
+        self._digest = digest
+
+    def render(self) -> bytes:
+        """The exposition text for a scrape: this process's registry, or every worker's aggregate."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Staleness(MultiProcessCollector(None, path=self.multiprocess_dir), lambda: 0.0))
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """Forget this worker's live gauges (called at shutdown)."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+
+def _forget_dead_workers(path: str) -> None:
+    """Drop live-gauge files of workers that died without cleaning up (e.g. killed and restarted)."""
+    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        match = re.search(r"_(\d+)\.db$", file)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, path)
+        except PermissionError:
+            pass  # alive, someone else's

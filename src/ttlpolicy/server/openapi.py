@@ -1,0 +1,242 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+It describes what the server really does, status code by status code, so a schema-driven
+fuzzer (schemathesis) can check every response against it. Built once per app: the batch
+limit, the body limit and whether credentials are required come from the settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from .config import Settings
+
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": [kind, "null"]}
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description,
+                           "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_CHALLENGE = {"WWW-Authenticate": {"description": 'RFC 6750 challenge, e.g. Bearer realm="ttlpolicy", '
+                                                  'error="invalid_token", error_description="token expired"',
+                                   "required": True, "schema": {"type": "string", "pattern": "^Bearer realm="}}}
+_AUTH_RESPONSES = {"401": _problem("Missing or invalid credentials.", _CHALLENGE),
+                   "403": _problem("The credentials lack the required scope.", _CHALLENGE)}
+_BODY_RESPONSES = {"400": _problem("Body is not valid JSON, or not the expected shape (see `errors`)."),
+                   "413": _problem("Body larger than the configured limit."),
+                   "415": _problem("Content-Type is not application/json.")}
+
+_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details. `code` is a stable slug; `errors` lists every offending field.",
+        "required": ["type", "title", "status", "detail", "code"],
+        "properties": {
+            "type": {"type": "string", "format": "uri"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+            "code": {"type": "string"},
+            "errors": {"type": "array", "items": _ref("FieldError")},
+            "problems": {"type": "array", "items": _ref("PolicyProblem")},
+            "policy": {"type": "string"},
+            "known": {"type": "array", "items": {"type": "string"}},
+            "digest": {"type": "string"},
+            "max_bytes": {"type": "integer"},
+        },
+    },
+    "FieldError": {
+        "type": "object", "required": ["path", "code", "message"],
+        "properties": {"path": {"type": "string", "description": "e.g. user.risk (context) or now (request)"},
+                       "code": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "PolicyProblem": {
+        "type": "object", "required": ["code", "severity", "message"],
+        "properties": {
+            "code": {"type": "string"}, "severity": {"enum": ["error", "warning"]}, "message": {"type": "string"},
+            "path": {"type": "string"},
+            "location": {"type": "object", "required": ["file", "line", "column"],
+                         "properties": {"file": {"type": "string"}, "line": {"type": "integer"},
+                                        "column": {"type": "integer"}}},
+        },
+    },
+    "DecideRequest": {
+        "type": "object", "required": ["context"], "additionalProperties": False,
+        "properties": {
+            "context": {"type": "object", "description": "The request's risk context (declared attributes)."},
+            "policy": {"type": "string", "description": "Policy name; default: the set's default policy."},
+            "now": {"type": "string", "format": "date-time", "description": "Decision instant (RFC 3339)."},
+            "explain": {"type": "boolean", "description": "Include every rule's outcome in `rules`."},
+        },
+    },
+    "RuleOutcome": {
+        "type": "object", "required": ["rule", "outcome"],
+        "properties": {"rule": {"type": "string"}, "outcome": {"enum": ["matched", "no_match", "error"]},
+                       "message": {"type": "string"}, "applied": {"type": "string"}},
+    },
+    "Step": {
+        "type": "object", "required": ["target", "step", "value", "result"],
+        "properties": {"target": {"type": "string"}, "step": {"type": "string"},
+                       "value": {"type": ["number", "string", "null"]}, "result": {"type": "integer"},
+                       "rule": {"type": "string"}, "source": {"type": "string"}},
+    },
+    "Decision": {
+        "type": "object",
+        "required": ["allow", "access_ttl", "refresh_ttl", "refresh", "step_up", "step_up_reasons", "deny_reason",
+                     "matched", "errors", "tier", "trace", "policy", "decision_id", "policy_set"],
+        "properties": {
+            "allow": {"type": "boolean"},
+            "access_ttl": {"type": "integer", "minimum": 0, "description": "seconds"},
+            "refresh_ttl": {"type": "integer", "minimum": 0, "description": "seconds; 0 = no refresh token"},
+            "refresh": {"type": "object", "required": ["rotation", "idle_timeout", "max_session"],
+                        "properties": {"rotation": {"type": "boolean"}, "idle_timeout": _nullable("integer"),
+                                       "max_session": _nullable("integer")}},
+            "step_up": {"type": "boolean"},
+            "step_up_reasons": {"type": "array", "items": {"type": "string"}},
+            "deny_reason": _nullable("string"),
+            "matched": {"type": "array", "items": {"type": "string"}},
+            "errors": {"type": "array", "items": _ref("RuleOutcome")},
+            "tier": _nullable("string"),
+            "trace": {"type": "array", "items": _ref("Step")},
+            "policy": {"type": "object", "required": ["name", "digest"],
+                       "properties": {"name": {"type": "string"}, "digest": {"type": "string"}}},
+            "rules": {"type": "array", "items": _ref("RuleOutcome"), "description": "only with explain"},
+            "decision_id": {"type": "string", "format": "uuid"},
+            "policy_set": {"type": "object", "required": ["digest"], "properties": {"digest": {"type": "string"}},
+                           "description": "digest of the whole set that made this decision"},
+        },
+    },
+    "BatchResult": {
+        "oneOf": [
+            {"type": "object", "required": ["status", "decision"], "additionalProperties": False,
+             "properties": {"status": {"const": 200}, "decision": _ref("Decision")}},
+            {"type": "object", "required": ["status", "problem"], "additionalProperties": False,
+             "properties": {"status": {"type": "integer", "minimum": 400, "maximum": 499},
+                            "problem": _ref("Problem")}},
+        ],
+    },
+    "BatchResponse": {
+        "type": "object", "required": ["results"],
+        "properties": {"results": {"type": "array", "items": _ref("BatchResult")}},
+    },
+    "PolicySummary": {
+        "type": "object", "required": ["name", "digest", "description", "files", "rules", "default", "loaded_at"],
+        "properties": {"name": {"type": "string"}, "digest": {"type": "string"}, "description": {"type": "string"},
+                       "files": {"type": "array", "items": {"type": "string"}},
+                       "rules": {"type": "integer", "description": "number of rules, inherited ones included"},
+                       "default": {"type": "boolean"}, "loaded_at": {"type": "string", "format": "date-time"}},
+    },
+    "PolicyList": {
+        "type": "object", "required": ["default", "digest", "loaded_at", "policies"],
+        "properties": {"default": {"type": "string"}, "digest": {"type": "string"},
+                       "loaded_at": {"type": "string", "format": "date-time"},
+                       "policies": {"type": "array", "items": _ref("PolicySummary")}},
+    },
+    "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+    "Ready": {
+        "type": "object", "required": ["status", "digest", "loaded_at", "error"],
+        "properties": {
+            "status": {"enum": ["ready", "degraded"]}, "digest": {"type": "string"},
+            "loaded_at": {"type": "string", "format": "date-time"},
+            "error": {"oneOf": [{"type": "null"}, {
+                "type": "object", "required": ["detail", "problems"],
+                "properties": {"detail": {"type": "string"},
+                               "problems": {"type": "array", "items": _ref("PolicyProblem")}}}]},
+        },
+    },
+    "ReloadResult": {
+        "type": "object", "required": ["status", "digest", "loaded_at"],
+        "properties": {"status": {"enum": ["reloaded", "unchanged"]}, "digest": {"type": "string"},
+                       "loaded_at": {"type": "string", "format": "date-time"}},
+    },
+}
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the API as configured by ``settings``."""
+    secured = settings.auth.enabled
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}] if secured else []
+    schemas = dict(_SCHEMAS)
+    schemas["BatchRequest"] = {
+        "type": "object", "required": ["requests"], "additionalProperties": False,
+        "properties": {"requests": {"type": "array", "maxItems": settings.limits.max_batch,
+                                    "description": "Decide requests (see DecideRequest); each is checked on its "
+                                                   "own and answered in order, with a decision or a problem.",
+                                    "items": {}}},
+    }
+
+    def op(summary: str, responses: dict[str, Any], body: str | None = None, auth: bool = True,
+           **extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
+        if body is not None:
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+        if auth:
+            out["responses"] = {**responses, **_AUTH_RESPONSES}
+            out["security"] = security
+        else:
+            out["security"] = []
+        return out
+
+    name_param = [{"name": "name", "in": "path", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}]
+    metrics_auth = settings.auth.metrics_require_auth
+    paths = {
+        "/v1/decide": {"post": op("Decide token lifetimes for one context (scope: decide)", {
+            "200": _ok("The decision.", "Decision"), **_BODY_RESPONSES,
+            "404": _problem("Unknown policy."), "422": _problem("The context violates the declared attributes.")},
+            body="DecideRequest")},
+        "/v1/decide/batch": {"post": op("Decide many contexts in order (scope: decide)", {
+            "200": _ok("One result per request, in order.", "BatchResponse"), **_BODY_RESPONSES},
+            body="BatchRequest")},
+        "/v1/policies": {"get": op("The loaded policies (scope: decide or admin)", {
+            "200": _ok("Every policy of the serving set.", "PolicyList")})},
+        "/v1/policies/{name}": {"get": op("One loaded policy (scope: decide or admin)", {
+            "200": _ok("The policy.", "PolicySummary"), "404": _problem("Unknown policy.")},
+            parameters=name_param)},
+        "/v1/reload": {"post": op("Reload the policy directory now (scope: admin)", {
+            "200": _ok("The set now being served.", "ReloadResult"),
+            "422": _problem("The new set failed to load (see `problems`); the last good set is still served.")})},
+        "/healthz": {"get": op("Liveness", {"200": _ok("The process is alive.", "Health")}, auth=False)},
+        "/readyz": {"get": op("Readiness: 200 while a set is served; status degraded after a failed reload", {
+            "200": _ok("Ready or degraded (still serving the last good set).", "Ready")}, auth=False)},
+        "/metrics": {"get": op("Prometheus metrics", {
+            "200": {"description": "Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}, auth=metrics_auth)},
+        "/openapi.json": {"get": op("This document", {
+            "200": {"description": "OpenAPI 3.1 document.",
+                    "content": {"application/json": {"schema": {"type": "object"}}}}}, auth=False)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ttlpolicy decision service", "version": __version__,
+                 "description": "Adaptive access- and refresh-token lifetimes. Errors are RFC 9457 problems "
+                                "(application/problem+json). Request bodies are limited to "
+                                f"{settings.limits.max_body_bytes} bytes."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key or a JWT."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }

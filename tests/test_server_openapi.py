@@ -1,0 +1,79 @@
+"""Every response the API gives, success or problem, validates against its own OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+from jsonschema import Draft202012Validator
+from server_fixtures.helpers import FINANCE, client, hand_made_token
+
+from ttlpolicy.server.auth import hash_key
+
+KEY = "openapi-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Any]:
+    auth = {"api_keys": [{"name": "t", "hash": hash_key(KEY), "scopes": ["decide"]}]}
+    with client(auth=auth, limits={"max_body_bytes": 2048, "max_batch": 5}) as test_client:
+        yield test_client
+
+
+GOOD = {"X-API-Key": KEY}
+JSON = {"content-type": "application/json"}
+CASES: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": FINANCE, "explain": True}, "headers": GOOD}),
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": {"tier": 1}}, "headers": GOOD}),
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": {}, "policy": "x"}, "headers": GOOD}),
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": 1, "now": 5}, "headers": GOOD}),
+    ("post", "/v1/decide", "/v1/decide", {"content": b"{", "headers": {**GOOD, **JSON}}),
+    ("post", "/v1/decide", "/v1/decide", {"content": b"{}", "headers": GOOD}),
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": {"x": "y" * 4000}}, "headers": GOOD}),
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": {}}}),
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": {}}, "headers": {"Authorization": "Bearer nope"}}),
+    ("post", "/v1/decide", "/v1/decide", {"json": {"context": {}}, "headers": {
+        "Authorization": "Bearer " + hand_made_token({"alg": "none"}, {}, None)}}),
+    ("post", "/v1/decide/batch", "/v1/decide/batch", {"json": {"requests": [
+        {"context": {}}, {"context": {"tier": 3}}, 7, {"context": {}, "policy": "nope"}]}, "headers": GOOD}),
+    ("post", "/v1/decide/batch", "/v1/decide/batch", {"json": {"requests": [{}] * 6}, "headers": GOOD}),
+    ("get", "/v1/policies", "/v1/policies", {"headers": GOOD}),
+    ("get", "/v1/policies/workforce", "/v1/policies/{name}", {"headers": GOOD}),
+    ("get", "/v1/policies/nope", "/v1/policies/{name}", {"headers": GOOD}),
+    ("get", "/v1/policies/nope", "/v1/policies/{name}", {}),
+    ("post", "/v1/reload", "/v1/reload", {"headers": GOOD}),  # decide scope only: 403
+    ("get", "/healthz", "/healthz", {}),
+    ("get", "/readyz", "/readyz", {}),
+    ("get", "/metrics", "/metrics", {}),
+    ("get", "/openapi.json", "/openapi.json", {}),
+]
+
+
+def validator(document: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
+    return Draft202012Validator({**schema, "components": document["components"]},
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def test_document_is_a_valid_json_schema_set(api: Any) -> None:
+    document = api.get("/openapi.json").json()
+    for schema in document["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("method, url, template, kwargs", CASES)
+def test_response_matches_the_document(api: Any, method: str, url: str, template: str,
+                                       kwargs: dict[str, Any]) -> None:
+    document = api.get("/openapi.json").json()
+    response = api.request(method.upper(), url, **kwargs)
+    declared = document["paths"][template][method]["responses"]
+    assert str(response.status_code) in declared, f"{response.status_code} not documented for {method} {template}"
+    spec = declared[str(response.status_code)]
+    media = response.headers["content-type"].split(";")[0]
+    assert media in spec["content"], f"{media} not documented"
+    for header, header_spec in spec.get("headers", {}).items():
+        if header_spec.get("required"):
+            assert header.lower() in response.headers
+    schema = spec["content"][media]["schema"]
+    if media.endswith("json"):
+        errors = sorted(validator(document, schema).iter_errors(response.json()), key=str)
+        assert not errors, errors[0].message

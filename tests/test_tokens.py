@@ -1,0 +1,627 @@
+"""The issuer SDK: strict verification, claims as context, minting from decisions, refresh families."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from ttlpolicy import load_policies
+from ttlpolicy.tokens import (
+    ACCESS_TOKEN_TYPE,
+    IssuanceDenied,
+    IssuerConfig,
+    MemoryRefreshStore,
+    RefreshChain,
+    TokenInvalid,
+    TokenVerifier,
+    apply_decision,
+    check_sender,
+    cnf_claim,
+    jwk_thumbprint,
+    public_jwk,
+    session_end,
+    sign,
+    token_context,
+    verify_dpop_proof,
+    verify_key,
+)
+import ttlpolicy.tokens as tokens
+
+ISS = "https://id.example.com"
+AUD = "api"
+NOW = 1_741_082_400  # 2025-03-04T10:00:00Z, a Tuesday
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+OTHER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def claims(**extra: Any) -> dict[str, Any]:
+    base = {"iss": ISS, "aud": AUD, "sub": "alice", "iat": NOW, "exp": NOW + 600}
+    base.update(extra)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def verifier(**kw: Any) -> TokenVerifier:
+    revocations = kw.pop("revocations", None)
+    config = IssuerConfig(ISS, AUD, (verify_key(EC_KEY, "k1"), verify_key(RSA_KEY, "k2")),
+                          algorithms=("ES256", "RS256"), **kw)
+    return TokenVerifier([config], revocations=revocations)
+
+
+def token(key: Any = EC_KEY, alg: str = "ES256", kid: str | None = "k1", **extra: Any) -> str:
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims(**extra), key, algorithm=alg, headers=headers)
+
+
+def reason(tok: str, **kw: Any) -> str:
+    with pytest.raises(TokenInvalid) as info:
+        verifier().verify(tok, kw.pop("now", NOW), **kw)
+    assert info.value.error == "invalid_token"
+    assert len(tok) < 8 or tok not in info.value.description  # the token never appears in an error
+    return info.value.reason
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def handmade(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
+    head = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(payload).encode())
+    return head + "." + _b64(signature)
+
+
+# ---------------------------------------------------------------- public face
+
+def test_public_names_are_pinned() -> None:
+    assert {"TokenVerifier", "VerifiedToken", "TokenInvalid", "token_context", "apply_decision", "sign",
+            "RefreshChain", "RefreshStore", "MemoryRefreshStore", "check_sender", "verify_dpop_proof",
+            "IssuerConfig"} <= set(tokens.__all__)
+    assert all(hasattr(tokens, name) for name in tokens.__all__)
+
+
+# ---------------------------------------------------------------- verification
+
+def test_valid_token_verifies_with_binding_and_kid() -> None:
+    verified = verifier().verify(token(cnf={"jkt": "abc"}), NOW)
+    assert verified.subject == "alice" and verified.kid == "k1" and verified.algorithm == "ES256"
+    assert verified.binding == "dpop"
+    with pytest.raises(TypeError):
+        verified.claims["sub"] = "mallory"  # type: ignore[index]
+
+
+def test_rsa_key_and_epoch_or_datetime_now() -> None:
+    tok = token(RSA_KEY, "RS256", "k2")
+    assert verifier().verify(tok, datetime.fromtimestamp(NOW, timezone.utc)).algorithm == "RS256"
+
+
+@pytest.mark.parametrize("tok, expected", [
+    ("", "malformed"),
+    ("not-a-token", "malformed"),
+    ("a.b.c", "malformed"),
+    ("a.b.c.d.e", "malformed"),
+])
+def test_malformed(tok: str, expected: str) -> None:
+    assert reason(tok) == expected
+
+
+def test_expiry_with_leeway() -> None:
+    tok = token(exp=NOW + 100)
+    assert verifier().verify(tok, NOW + 100 + 29).subject == "alice"  # within the 30 s leeway
+    assert reason(tok, now=NOW + 100 + 30) == "expired"
+
+
+def test_not_yet_valid_and_issued_in_future() -> None:
+    assert reason(token(nbf=NOW + 120)) == "not_yet_valid"
+    assert reason(token(iat=NOW + 120)) == "not_yet_valid"
+
+
+def test_session_exp_claim_ends_the_token() -> None:
+    with pytest.raises(TokenInvalid, match="session expired"):
+        verifier().verify(token(session_exp=NOW - 60), NOW)
+
+
+def test_bad_signature_and_tampered_payload() -> None:
+    assert reason(token(OTHER_EC_KEY)) == "signature"
+    header, payload, signature = token(amr=["pwd"]).split(".")
+    forged = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    forged["amr"] = ["pwd", "mfa"]
+    assert reason(f"{header}.{_b64(json.dumps(forged).encode())}.{signature}") == "signature"
+
+
+def test_unknown_issuer_wrong_audience_missing_claims() -> None:
+    assert reason(token(iss="https://evil.example")) == "unknown_issuer"
+    assert reason(token(aud="other")) == "audience"
+    assert reason(token(iss=None)) == "missing_claim"
+    assert reason(token(exp=None)) == "missing_claim"
+    assert reason(token(aud=None)) == "missing_claim"
+    strict = verifier(required_claims=("jti",))
+    with pytest.raises(TokenInvalid, match="'jti'"):
+        strict.verify(token(), NOW)
+
+
+def test_alg_none_is_refused() -> None:
+    tok = handmade({"alg": "none", "typ": "JWT"}, claims())
+    assert reason(tok) == "algorithm"
+
+
+def test_hmac_key_confusion_is_refused() -> None:
+    # The classic attack: sign with HS256 using the issuer's *public* key as the HMAC secret.
+    public_pem = EC_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    header = {"alg": "HS256", "typ": "JWT", "kid": "k1"}
+    head = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims()).encode())
+    tok = head + "." + _b64(hmac.new(public_pem, head.encode(), hashlib.sha256).digest())
+    assert reason(tok) == "algorithm"
+
+
+def test_algorithm_must_fit_the_key_type() -> None:
+    # RS256 is allowed, but the kid names an EC key: no key can check it.
+    tok = jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "k1"})
+    assert reason(tok) == "unknown_key"
+    assert reason(token(kid="nope")) == "unknown_key"
+
+
+def test_es384_not_in_allow_list() -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    assert reason(jwt.encode(claims(), key, algorithm="ES384")) == "algorithm"
+
+
+def test_crit_header_and_token_type() -> None:
+    assert reason(jwt.encode(claims(), EC_KEY, algorithm="ES256", headers={"crit": ["exp"]})) == "malformed"
+    at = jwt.encode(claims(), EC_KEY, algorithm="ES256", headers={"kid": "k1", "typ": ACCESS_TOKEN_TYPE})
+    assert verifier().verify(at, NOW, token_type="application/AT+JWT").token_type == "at+jwt"
+    assert reason(token(), token_type="at+jwt") == "token_type"
+    typed = verifier(token_types=("at+jwt",))
+    with pytest.raises(TokenInvalid, match="wrong token type"):
+        typed.verify(token(), NOW)
+
+
+def test_key_rotation_tries_every_matching_key() -> None:
+    config = IssuerConfig(ISS, AUD, (verify_key(OTHER_EC_KEY), verify_key(EC_KEY)), algorithms=("ES256",))
+    assert TokenVerifier([config]).verify(token(kid=None), NOW).subject == "alice"
+
+
+def test_claim_types_are_checked() -> None:
+    assert reason(token(amr="mfa")) == "claim_type"
+    assert reason(token(cnf={"jkt": "a", "x5t#S256": "b"})) == "claim_type"
+    assert reason(token(exp="tomorrow")) in ("claim_type", "malformed")
+    assert reason(token(auth_time="yesterday")) == "claim_type"
+
+
+def test_revoked_family() -> None:
+    class Revoked:
+        def is_revoked(self, family: str) -> bool:
+            return family == "f1"
+
+    v = verifier(revocations=Revoked())
+    assert v.verify(token(sid="f2"), NOW).family == "f2"
+    with pytest.raises(TokenInvalid, match="token family revoked") as info:
+        v.verify(token(sid="f1"), NOW)
+    assert info.value.reason == "revoked"
+
+
+def test_www_authenticate_is_rfc6750_safe() -> None:
+    err = TokenInvalid("expired", 'bad "quote"\\ and ünïcode')
+    header = err.www_authenticate(realm="api")
+    assert header.startswith('Bearer realm="api", error="invalid_token", error_description="bad ?quote?? and ')
+    assert err.to_dict()["error"] == "invalid_token"
+
+
+def test_config_from_files(tmp_path: Path) -> None:
+    pem = tmp_path / "issuer.pem"
+    pem.write_bytes(RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    jwks = {"keys": [public_jwk(EC_KEY, kid="k1", alg="ES256"), {"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    v = TokenVerifier.from_config({"issuers": [{"issuer": ISS, "audience": [AUD, "other"],
+                                                "public_keys": ["issuer.pem"], "jwks_file": "jwks.json",
+                                                "algorithms": ["ES256", "RS256"]}]}, base_dir=tmp_path)
+    assert v.issuers == [ISS]
+    assert v.verify(token(), NOW).kid == "k1"
+    assert v.verify(token(RSA_KEY, "RS256", kid=None, aud="other"), NOW).algorithm == "RS256"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"algorithms": ["HS256"]}, "unsupported algorithms"),
+    ({"algorithms": ["none"]}, "unsupported algorithms"),
+    ({"algorithms": ["ES384"]}, "no key can verify"),
+    ({"audience": ""}, "audience"),
+    ({"leeway": 3600}, "leeway"),
+    ({"bogus": 1}, "unknown issuer settings"),
+])
+def test_bad_config_is_refused(tmp_path: Path, settings: dict[str, Any], message: str) -> None:
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [public_jwk(EC_KEY, kid="k1")]}))
+    entry = {"issuer": ISS, "audience": AUD, "jwks_file": "jwks.json", "algorithms": ["ES256"], **settings}
+    with pytest.raises(ValueError, match=message):
+        TokenVerifier.from_config([entry], base_dir=tmp_path)
+
+
+def test_jwks_with_private_material_is_refused(tmp_path: Path) -> None:
+    private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(EC_KEY))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [private]}))
+    with pytest.raises(ValueError, match="private material"):
+        TokenVerifier.from_config([{"issuer": ISS, "audience": AUD, "jwks_file": "jwks.json",
+                                    "algorithms": ["ES256"]}], base_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- claims as context
+
+def test_token_context_maps_claims() -> None:
+    ctx = token_context({"sub": "alice", "azp": "web", "scope": "read write", "amr": ["pwd", "otp"],
+                         "acr": "urn:mfa", "auth_time": NOW - 60.5, "iat": NOW, "exp": NOW + 60,
+                         "session_exp": NOW + 3600, "cnf": {"x5t#S256": "thumb"}, "iss": ISS})
+    assert ctx == {"sub": "alice", "client_id": "web", "scope": ["read", "write"], "amr": ["pwd", "otp"],
+                   "acr": "urn:mfa", "auth_time": NOW - 61, "iat": NOW, "exp": NOW + 60,
+                   "session_exp": NOW + 3600, "binding": "mtls"}
+    assert token_context({})["binding"] == "none"
+
+
+CLAIMS_POLICY = """
+apiVersion: ttlpolicy/v1
+name: claims
+defaults:
+  access_ttl: 10m
+  refresh_ttl: 1h
+rules:
+  - name: mfa-from-amr
+    when: '"mfa" in token.amr'
+    access_ttl: {multiply: 3}
+  - name: dpop-bound
+    when: token.binding == "dpop"
+    refresh_ttl: {multiply: 4}
+  - name: bearer
+    when: token.binding == "none"
+    refresh_ttl: {cap: 30m}
+"""
+
+
+@pytest.fixture(scope="module")
+def claims_policies(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    directory = tmp_path_factory.mktemp("claims")
+    (directory / "claims.yaml").write_text(CLAIMS_POLICY)
+    return load_policies(directory)
+
+
+def decide_with(policies: Any, tok: str) -> Any:
+    verified = verifier().verify(tok, NOW)
+    return policies.decide({"token": token_context(verified.claims)}, now=datetime.fromtimestamp(NOW, timezone.utc))
+
+
+def test_mfa_from_amr_and_binding_from_cnf(claims_policies: Any) -> None:
+    strong = decide_with(claims_policies, token(amr=["pwd", "otp", "mfa"], cnf={"jkt": "k"}))
+    assert strong.matched == ["dpop-bound", "mfa-from-amr"]
+    assert (strong.access_ttl, strong.refresh_ttl) == (1800, 14400)
+    weak = decide_with(claims_policies, token(amr=["pwd"]))
+    assert weak.matched == ["bearer"]
+    assert (weak.access_ttl, weak.refresh_ttl) == (600, 1800)
+    mtls = decide_with(claims_policies, token(cnf={"x5t#S256": "t"}))
+    assert mtls.matched == [] and mtls.refresh_ttl == 3600
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: token(OTHER_EC_KEY, amr=["mfa"], cnf={"jkt": "k"}),  # forged signature
+    lambda: token(amr=["mfa"], exp=NOW - 3600),  # expired
+    lambda: token(amr=["mfa"], iss="https://evil.example"),  # unknown issuer
+    lambda: token(amr="mfa"),  # a claim of the wrong type
+])
+def test_invalid_token_never_reaches_the_decision(claims_policies: Any, bad: Any) -> None:
+    with pytest.raises(TokenInvalid):
+        decide_with(claims_policies, bad())
+
+
+# ---------------------------------------------------------------- minting
+
+@pytest.fixture(scope="module")
+def policies() -> Any:
+    return load_policies(Path(__file__).resolve().parents[1] / "policies")
+
+
+def decision(policies: Any, **context: Any) -> Any:
+    return policies.decide(context, now=datetime.fromtimestamp(NOW, timezone.utc))
+
+
+def test_apply_decision_sets_times_and_audit(policies: Any) -> None:
+    d = decision(policies, device={"trust": "managed"}, location={"ip": "10.0.0.1"})
+    base = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": 1, "jti": "old"}
+    out = apply_decision(base, d, NOW, decision_id="d-1")
+    assert base == {"iss": ISS, "aud": AUD, "sub": "alice", "exp": 1, "jti": "old"}  # not modified
+    assert (out["iat"], out["nbf"], out["exp"]) == (NOW, NOW, NOW + d.access_ttl)
+    assert out["jti"] != "old" and len(out["jti"]) >= 22
+    assert out["ttl"] == {"policy": "workforce", "digest": d.policy_digest, "decision_id": "d-1"}
+    refresh = apply_decision(base, d.to_dict(), NOW, "refresh")  # the JSON form works too
+    assert refresh["exp"] == NOW + d.refresh_ttl and "session_exp" not in refresh
+
+
+def test_apply_decision_enforces_the_session_cap_itself(policies: Any) -> None:
+    d = decision(policies, device={"trust": "managed"}, location={"ip": "10.0.0.1"})
+    assert d.refresh_ttl == 7 * 86400 and d.max_session == 30 * 86400
+    # No user.auth_time went into the decision, but the token says the user signed in 29.5 days ago.
+    auth_time = NOW - 29 * 86400 - 43200
+    out = apply_decision({"sub": "alice", "auth_time": auth_time}, d, NOW, "refresh")
+    assert out["exp"] == auth_time + 30 * 86400 == out["session_exp"]
+    out = apply_decision({"sub": "alice"}, d, NOW, "refresh", session_exp=NOW + 100)
+    assert out["exp"] == NOW + 100
+    with pytest.raises(IssuanceDenied) as info:
+        apply_decision({"sub": "alice", "auth_time": NOW - 31 * 86400}, d, NOW, "access")
+    assert info.value.end_session
+    assert session_end({}, d) is None
+
+
+def test_apply_decision_refuses(policies: Any) -> None:
+    denied = decision(policies, user={"risk": 0.95})
+    with pytest.raises(IssuanceDenied, match="risk is too high"):
+        apply_decision({"sub": "alice"}, denied, NOW)
+    step_up = decision(policies, resource={"sensitivity": "restricted"})
+    with pytest.raises(IssuanceDenied) as info:
+        apply_decision({"sub": "alice"}, step_up, NOW)
+    assert info.value.step_up and info.value.reasons
+    assert apply_decision({"sub": "alice"}, step_up, NOW, step_up_satisfied=True)["exp"] == NOW + 300
+    with pytest.raises(IssuanceDenied, match="no refresh token"):
+        apply_decision({"sub": "alice"}, step_up, NOW, "refresh", step_up_satisfied=True)
+    with pytest.raises(ValueError):
+        apply_decision({"sub": "alice"}, step_up, NOW, "id", step_up_satisfied=True)
+
+
+def test_decided_expires_at_is_honoured(policies: Any) -> None:
+    data = decision(policies).to_dict()
+    data["expires_at"] = {"access": NOW + 60, "session": "2025-03-04T10:30:00Z"}
+    assert apply_decision({"sub": "a"}, data, NOW)["exp"] == NOW + 60
+    assert apply_decision({"sub": "a"}, data, NOW, "refresh")["exp"] == NOW + 1800
+
+
+def test_sign_round_trip_and_refusals() -> None:
+    out = sign(claims(), EC_KEY, "ES256", kid="k1", typ=ACCESS_TOKEN_TYPE)
+    assert verifier().verify(out, NOW, token_type="at+jwt").kid == "k1"
+    pem = EC_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+    assert verifier().verify(sign(claims(), pem, "ES256", kid="k1"), NOW).subject == "alice"
+    with pytest.raises(ValueError, match="refusing"):
+        sign(claims(), b"secret", "HS256")
+    with pytest.raises(ValueError, match="does not fit"):
+        sign(claims(), EC_KEY, "RS256")
+    with pytest.raises(ValueError, match="does not fit"):
+        sign(claims(), EC_KEY.public_key(), "ES256")
+    with pytest.raises(ValueError, match="numeric exp"):
+        sign({"sub": "alice"}, EC_KEY, "ES256")
+    ed = ed25519.Ed25519PrivateKey.generate()
+    assert jwt.get_unverified_header(sign(claims(), ed, "EdDSA"))["alg"] == "EdDSA"
+
+
+# ---------------------------------------------------------------- sender constraint
+
+def dpop_proof(key: Any, method: str, url: str, iat: int = NOW, jti: str = "p1", access_token: str | None = None,
+               alg: str = "ES256", jwk: dict[str, Any] | None = None) -> str:
+    body: dict[str, Any] = {"jti": jti, "htm": method, "htu": url, "iat": iat}
+    if access_token is not None:
+        body["ath"] = _b64(hashlib.sha256(access_token.encode()).digest())
+    return jwt.encode(body, key, algorithm=alg, headers={"typ": "dpop+jwt", "jwk": jwk or public_jwk(key)})
+
+
+def test_check_sender() -> None:
+    thumb = jwk_thumbprint(public_jwk(OTHER_EC_KEY))
+    bound = verifier().verify(token(cnf=cnf_claim(dpop_jkt=thumb)), NOW)
+    assert check_sender(bound, dpop_jkt=thumb) == "dpop"
+    for presented in (None, "x" * len(thumb)):
+        with pytest.raises(TokenInvalid) as info:
+            check_sender(bound, dpop_jkt=presented)
+        assert info.value.reason == "sender"
+    assert check_sender({"cnf": {"x5t#S256": "t"}}, certificate_thumbprint="t") == "mtls"
+    with pytest.raises(TokenInvalid, match="client certificate"):
+        check_sender({"cnf": {"x5t#S256": "t"}}, certificate_thumbprint="u")
+    assert check_sender({}) == "none"
+    with pytest.raises(TokenInvalid, match="must be sender-constrained"):
+        check_sender({}, required=True)
+    with pytest.raises(ValueError):
+        cnf_claim(dpop_jkt="a", certificate_thumbprint="b")
+
+
+def test_dpop_proof() -> None:
+    key = OTHER_EC_KEY
+    url = "https://as.example/token"
+    assert verify_dpop_proof(dpop_proof(key, "POST", url + "?x=1"), method="post", url=url, now=NOW) \
+        == jwk_thumbprint(public_jwk(key))
+    seen: set[str] = set()
+
+    def replay(proof_id: str, expires: int) -> bool:
+        hit = proof_id in seen
+        seen.add(proof_id)
+        return hit
+
+    proof = dpop_proof(key, "POST", url, jti="once")
+    verify_dpop_proof(proof, method="POST", url=url, now=NOW, seen=replay)
+    bad = [
+        (proof, {"seen": replay}, "already used"),
+        (dpop_proof(key, "GET", url), {}, "another HTTP method"),
+        (dpop_proof(key, "POST", "https://evil.example/token"), {}, "another URL"),
+        (dpop_proof(key, "POST", url, iat=NOW - 3600), {}, "too old"),
+        (dpop_proof(key, "POST", url, access_token="a"), {"access_token": "b"}, "ath"),
+        (dpop_proof(key, "POST", url), {"access_token": "b"}, "ath"),
+        (dpop_proof(key, "POST", url, jwk=public_jwk(EC_KEY)), {}, "bad signature"),
+        (dpop_proof(key, "POST", url, jwk=json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))), {}, "public key"),
+        (token(), {}, "typ dpop\\+jwt"),
+        ("x.y", {}, "malformed"),
+    ]
+    for tok, kw, message in bad:
+        with pytest.raises(TokenInvalid, match=message) as info:
+            verify_dpop_proof(tok, method="POST", url=url, now=NOW, **kw)
+        assert info.value.error == "invalid_dpop_proof"
+
+
+# ---------------------------------------------------------------- refresh families
+
+class Chain:
+    """A refresh chain over the bundled policy, driven at explicit instants."""
+
+    def __init__(self, policies: Any, grace: int = 10, public: bool = True, cnf: dict[str, str] | None = None):
+        self.policies, self.store = policies, MemoryRefreshStore()
+        self.chain = RefreshChain(self.store, reuse_grace=grace)
+        self.verifier = TokenVerifier([IssuerConfig(ISS, ISS, (verify_key(EC_KEY),), ("ES256",))],
+                                      revocations=self.store)
+        self.cnf = cnf
+        d = self.decide(NOW, {"client": {"type": "public" if public else "confidential"}}, auth=NOW)
+        self.issued = self.chain.start({"iss": ISS, "aud": ISS, "sub": "alice"}, d, NOW, client_id="cli",
+                                       public_client=public, cnf=cnf)
+        self.family = self.issued.family
+
+    def decide(self, at: int, context: dict[str, Any] | None = None, auth: int | None = NOW) -> Any:
+        # auth=None leaves user.auth_time out: then only the SDK, not the evaluator, enforces the cap.
+        base = {"device": {"trust": "managed"}, "location": {"ip": "10.0.0.1"},
+                "user": {"auth_time": auth} if auth is not None else {}}
+        for key, value in (context or {}).items():
+            base[key] = {**base.get(key, {}), **value}
+        return self.policies.decide(base, now=datetime.fromtimestamp(at, timezone.utc))
+
+    def token(self, issued: Any = None) -> str:
+        return sign((issued or self.issued).refresh_claims, EC_KEY, "ES256")
+
+    def refresh(self, tok: str, at: int, context: dict[str, Any] | None = None, auth: int | None = NOW,
+                **proof: Any) -> Any:
+        redemption = self.chain.redeem(self.verifier.verify(tok, at), at, client_id="cli", **proof)
+        decision = self.decide(at, {**(context or {}), "grant": {"type": "refresh_token"}}, auth)
+        return self.chain.rotate(redemption, {"iss": ISS, "aud": ISS, "sub": "alice"}, decision, at)
+
+
+def test_rotation_and_reuse_revokes_the_family(policies: Any) -> None:
+    c = Chain(policies)
+    assert c.issued.rotated and c.issued.refresh_claims["sid"] == c.family
+    first = c.token()
+    second = c.refresh(first, NOW + 60)
+    assert second.rotated and second.refresh_claims["jti"] != c.issued.refresh_claims["jti"]
+    third = c.refresh(c.token(second), NOW + 120)
+    with pytest.raises(TokenInvalid) as info:
+        c.refresh(first, NOW + 180)  # replay of a consumed token outside the grace window
+    assert info.value.reason == "reuse"
+    assert c.store.is_revoked(c.family)
+    with pytest.raises(TokenInvalid, match="token family revoked"):
+        c.refresh(c.token(third), NOW + 200)
+    access = third.access_claims({"iss": ISS, "aud": ISS, "sub": "alice"})
+    with pytest.raises(TokenInvalid, match="revoked"):
+        c.verifier.verify(sign(access, EC_KEY, "ES256"), NOW + 200)
+
+
+def test_grace_retry_supersedes_the_lost_successor(policies: Any) -> None:
+    c = Chain(policies, grace=10)
+    first = c.token()
+    lost = c.refresh(first, NOW + 60)  # the client never received this answer
+    retried = c.refresh(first, NOW + 65)  # within the grace window: allowed once more
+    assert retried.refresh_claims["jti"] != lost.refresh_claims["jti"]
+    c.refresh(c.token(retried), NOW + 70)
+    with pytest.raises(TokenInvalid) as info:
+        c.refresh(c.token(lost), NOW + 75)  # the superseded successor surfacing later is reuse
+    assert info.value.reason == "reuse" and c.store.is_revoked(c.family)
+
+
+def test_grace_does_not_cover_a_chain_that_moved_on(policies: Any) -> None:
+    c = Chain(policies, grace=10)
+    first = c.token()
+    second = c.refresh(first, NOW + 60)
+    c.refresh(c.token(second), NOW + 61)
+    with pytest.raises(TokenInvalid, match="reuse"):
+        c.refresh(first, NOW + 62)
+
+
+def test_non_rotating_tokens_only_tighten(policies: Any) -> None:
+    c = Chain(policies, public=False)
+    assert not c.issued.rotated
+    tok = c.token()
+    before = c.store.token(c.issued.refresh_claims["jti"]).expires_at
+    same = c.refresh(tok, NOW + 3600)
+    assert same.refresh_claims is None and not same.rotated
+    assert c.store.token(c.issued.refresh_claims["jti"]).expires_at == before  # never extended
+    c.refresh(tok, NOW + 7200, {"user": {"risk": 0.6}})  # riskier: 14d x 0.4 (below the 7d idle cap)
+    assert c.store.token(c.issued.refresh_claims["jti"]).expires_at == NOW + 7200 + 483840
+    c.refresh(tok, NOW + 7300, {"resource": {"sensitivity": "restricted"}, "user": {"mfa": True},
+                                "device": {"trust": "known"}})
+    with pytest.raises(TokenInvalid, match="refresh token expired"):
+        c.refresh(tok, NOW + 7301)  # the policy granted no refresh token: this one ended
+
+
+def test_riskier_refresh_never_outlives_the_presented_token(policies: Any) -> None:
+    c = Chain(policies)
+    first_exp = c.issued.refresh_claims["exp"]
+    assert first_exp == NOW + 7 * 86400
+    risky = c.refresh(c.token(), NOW + 86400, {"user": {"risk": 0.55}})
+    # 14d x 0.45 = 6.3d from a day later would end after the first token; a stricter decision may not.
+    assert risky.refresh_claims["exp"] == first_exp
+    calm = c.refresh(c.token(risky), NOW + 2 * 86400, {"user": {"risk": 0.55}})
+    assert calm.refresh_claims["exp"] == NOW + 2 * 86400 + 544320  # same decision again: the window slides
+
+
+def test_session_cap_and_deny_end_the_family(policies: Any) -> None:
+    c = Chain(policies)
+    assert c.issued.session_exp == NOW + 30 * 86400
+    tok, at = c.token(), NOW
+    for _ in range(4):
+        at += 7 * 86400 - 3600  # just before each token expires, on weekday office hours
+        issued = c.refresh(tok, at, auth=None)
+        assert issued.refresh_claims["exp"] <= NOW + 30 * 86400
+        tok = c.token(issued)
+    assert issued.refresh_claims["exp"] == NOW + 30 * 86400
+    with pytest.raises(TokenInvalid, match="expired"):
+        c.refresh(tok, NOW + 30 * 86400)
+    d = Chain(policies)
+    with pytest.raises(IssuanceDenied):
+        d.refresh(d.token(), NOW + 60, {"user": {"risk": 0.95}})
+    assert d.store.is_revoked(d.family)
+
+
+def test_step_up_on_refresh_does_not_revoke(policies: Any) -> None:
+    c = Chain(policies)
+    with pytest.raises(IssuanceDenied) as info:
+        c.refresh(c.token(), NOW + 4 * 86400)  # stale-authentication: more than 72 h since sign-in
+    assert info.value.step_up and not c.store.is_revoked(c.family)
+
+
+def test_bound_family_requires_the_key_and_binds_access_tokens(policies: Any) -> None:
+    thumb = jwk_thumbprint(public_jwk(OTHER_EC_KEY))
+    c = Chain(policies, public=False, cnf={"jkt": thumb})
+    assert not c.issued.rotated
+    access = c.issued.access_claims({"iss": ISS, "aud": ISS, "sub": "alice"})
+    assert access["cnf"] == {"jkt": thumb} and access["sid"] == c.family
+    first = c.token()
+    with pytest.raises(TokenInvalid, match="proof of possession"):
+        c.refresh(first, NOW + 60)
+    with pytest.raises(TokenInvalid, match="does not match"):
+        c.refresh(first, NOW + 60, dpop_jkt="someone-else")
+    assert not c.store.is_revoked(c.family)  # a thief without the key cannot end the session
+    assert c.refresh(first, NOW + 60, dpop_jkt=thumb).cnf == {"jkt": thumb}
+
+
+def test_wrong_client_and_unknown_tokens(policies: Any) -> None:
+    c = Chain(policies)
+    verified = c.verifier.verify(c.token(), NOW)
+    with pytest.raises(TokenInvalid, match="another client"):
+        c.chain.redeem(verified, NOW, client_id="web")
+    stray = sign({**c.issued.refresh_claims, "jti": "unknown"}, EC_KEY, "ES256")
+    with pytest.raises(TokenInvalid, match="unknown refresh token"):
+        c.chain.redeem(c.verifier.verify(stray, NOW), NOW, client_id="cli")
+    with pytest.raises(ValueError):
+        RefreshChain(MemoryRefreshStore(), reuse_grace=3600)
+
+
+def test_sender_constrained_decision_requires_cnf(policies: Any) -> None:
+    data = Chain(policies).decide(NOW).to_dict()
+    data["refresh"]["sender_constrained"] = True
+    chain = RefreshChain(MemoryRefreshStore())
+    with pytest.raises(IssuanceDenied, match="sender-constrained"):
+        chain.start({"sub": "alice"}, data, NOW, client_id="cli")
+    assert chain.start({"sub": "alice"}, data, NOW, client_id="cli", cnf={"jkt": "t"}).family
+
+
+def test_verification_is_fast_enough() -> None:
+    v, tok = verifier(), token()
+    start = time.perf_counter()
+    for _ in range(200):
+        v.verify(tok, NOW)
+    assert (time.perf_counter() - start) / 200 < 0.005

@@ -3,10 +3,11 @@ always hold, and an evaluation error never makes a token live longer."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ttlpolicy import Decision, load_sources
@@ -95,6 +96,11 @@ def no_longer(after: Decision, before: Decision) -> bool:
     return after.access_ttl <= before.access_ttl and after.refresh_ttl <= before.refresh_ttl
 
 
+# Pinned cases: several floors and several caps meeting on one lifetime.
+@example([{"when": "true", "access_ttl": {"floor": 7200}}, {"when": "true", "access_ttl": {"floor": 5400}}],
+         random.Random(1), {}, NOW)
+@example([{"when": "true", "access_ttl": {"cap": 600}}, {"when": "true", "access_ttl": {"cap": 1800}}],
+         random.Random(1), {}, NOW)
 @given(rules, st.randoms(use_true_random=False), contexts, hours)
 def test_order_never_matters(rule_list: list[dict[str, Any]], rnd: Any, context: dict[str, Any], now: str) -> None:
     """Shuffling the rules, and their names (the engine's internal order), changes nothing."""
@@ -147,6 +153,9 @@ def test_limits_always_hold(rule_list: list[dict[str, Any]], context: dict[str, 
         assert decision.refresh_ttl <= max(decision.idle_timeout, LIMITS["refresh_ttl"]["min"])
 
 
+@example([], {"when": "true", "access_ttl": {"multiply": 3.0}}, {}, NOW, False)
+@example([], {"when": "true", "refresh_ttl": {"floor": 172800}}, {}, NOW, False)
+@example([], {"when": "true", "access_ttl": {"multiply": {"expr": "2.0 + user.risk", "min": 1.5}}}, {}, NOW, False)
 @given(rules, rule(), contexts, hours, st.booleans())
 def test_an_evaluation_error_never_lengthens(rule_list: list[dict[str, Any]], suspect: dict[str, Any],
                                             context: dict[str, Any], now: str, either: bool) -> None:

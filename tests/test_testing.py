@@ -166,3 +166,10 @@ def test_policies_key_points_elsewhere(tmp_path: Path) -> None:
     suite = load_test_file(tmp_path / "t.yaml")
     assert suite.policy_dir == tmp_path / "pol"
     assert run_tests([suite]).ok
+
+
+def test_empty_test_directory_is_an_io_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "tests").mkdir()
+    assert main(["test", str(tmp_path / "tests")]) == 2
+    captured = capsys.readouterr()
+    assert "error[no-tests]: directory holds no *.yaml test files" in captured.out + captured.err

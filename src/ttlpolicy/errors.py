@@ -185,6 +185,14 @@ CODES: Mapping[str, str] = {
     "cel-not-numeric": "a factor expression is not a number",
     "cel-unknown-function": "a CEL function or method that does not exist",
     "cel-unsupported": "a CEL construct ttlpolicy does not support",
+    # warnings from analysis (lint shows them; they never fail a load)
+    "condition-never-true": "warning: no allowed context makes the condition true",
+    "condition-always-true": "warning: every allowed context makes the condition true",
+    "effect-never-applies": "warning: an effect that a limit, ceiling or unconditional cap always dominates",
+    "loosening-rule": "warning: a rule that can make tokens live longer (factor above 1, floor)",
+    # policy test files (ttlpolicy test)
+    "no-tests": "a test directory holds no test files",
+    "test-file": "a policy test file violates its format",
     # request contexts
     "context-type": "a context (or a namespace in it) is not an object",
     "context-unknown-attribute": "a context sends an attribute the policy does not declare",

@@ -1,0 +1,54 @@
+"""The JSON Schema: one source, valid draft 2020-12, and what editors see matches the loader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from ttlpolicy.durations import parse_duration
+from ttlpolicy.validate import policy_schema
+
+ROOT = Path(__file__).parent.parent
+POLICY_FILES = sorted((ROOT / "policies").glob("*.yaml"))
+
+
+def test_top_level_copy_is_the_shipped_schema() -> None:
+    assert json.loads((ROOT / "schema" / "policy.schema.json").read_text()) == policy_schema()
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    jsonschema.Draft202012Validator.check_schema(policy_schema())
+    assert policy_schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.name)
+def test_bundled_policies_validate_and_carry_the_modeline(path: Path) -> None:
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=../schema/policy.schema.json")
+    jsonschema.validate(yaml.safe_load(text), policy_schema())
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("90", True), ("90s", True), ("15m", True), ("1h30m", True), ("14d", True), ("2w", True),
+    ("PT15M", True), ("P1DT12H", True), ("P2W", True),
+    ("15 m", False), ("1.5h", False), ("P1M", False), ("-5m", False), ("PT", False), ("", False), ("1h2d", False),
+])
+def test_schema_and_parser_agree_on_durations(text: str, ok: bool) -> None:
+    duration_schema = {**policy_schema()["$defs"]["duration"], "$defs": policy_schema()["$defs"]}
+    schema_ok = jsonschema.Draft202012Validator(duration_schema).is_valid(text)
+    try:
+        parse_duration(text)
+        parser_ok = True
+    except ValueError:
+        parser_ok = False
+    assert schema_ok == parser_ok == ok
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("1h30m", 5400), ("14d", 1209600), ("PT15M", 900),
+                                           ("P1DT12H", 129600), (45, 45)])
+def test_duration_values(text: str | int, seconds: int) -> None:
+    assert parse_duration(text) == seconds

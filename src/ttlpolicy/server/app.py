@@ -26,8 +26,9 @@ from starlette.routing import Route
 
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
 from ..policyset import resolve_now
+from ..tokens import TokenInvalid, token_context
 from .auth import AuthError, Authenticator, Caller, require_scope
-from .config import INTERNAL_ENV, Settings
+from .config import INTERNAL_ENV, MAX_SUBJECT_TOKEN, Settings
 from .decisionlog import DecisionLog
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
@@ -40,7 +41,11 @@ JSON = "application/json"
 DECIDE_SCOPES = ("decide",)
 READ_SCOPES = ("decide", "admin")
 ADMIN_SCOPES = ("admin",)
-_ITEM_FIELDS = frozenset({"context", "policy", "now", "explain"})
+_ITEM_FIELDS = frozenset({"context", "policy", "now", "explain", "subject_token"})
+# The claims a decision sees under token.* come only from a subject_token the service verified.
+_FORGED_TOKEN = {"path": "token", "code": "context-forbidden-attribute",
+                 "message": "token.* comes only from a verified subject_token"}
+_SUBJECT_FIELDS = ("iss", "sub", "jti")  # what the decision log keeps of a subject token
 _UTC = timezone.utc
 
 
@@ -68,6 +73,8 @@ class Service:
         self.max_batch = settings.limits.max_batch
         self.auth = Authenticator(settings.auth)
         self.holder = PolicyHolder(settings.policies, policies, on_reload=self._reloaded)
+        # Built (key files read) when the settings were validated; None: no issuer configured.
+        self.subject_tokens = settings.subject_tokens.verifier
         self.metrics = Metrics(lambda: self.holder.last_success)
         self.metrics.serving(self.holder.current.policies.digest)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
@@ -131,6 +138,13 @@ class Service:
         explain = item.get("explain", False)
         if not isinstance(explain, bool):
             errors.append(_field_error("explain", "expected a boolean"))
+        subject_token = item.get("subject_token")
+        if "subject_token" in item:  # the messages never echo the value: it is a credential
+            if not isinstance(subject_token, str) or not subject_token:
+                errors.append(_field_error("subject_token", "expected a JWT (non-empty string)"))
+            elif len(subject_token) > MAX_SUBJECT_TOKEN:
+                errors.append(_field_error("subject_token", f"longer than {MAX_SUBJECT_TOKEN} characters",
+                                           "too-long"))
         now: datetime | None = None
         raw_now = item.get("now")
         if "now" in item:
@@ -150,8 +164,32 @@ class Service:
         except UnknownPolicyError as exc:
             self.metrics.error("unknown")
             return 404, problem_body("unknown-policy", str(exc), policy=exc.name, known=exc.known)
+        assert isinstance(context, dict)  # checked above
+        instant = now or datetime.now(_UTC)
+        if "token" in context:
+            return self._forged_token(compiled, context, instant)
+        subject: dict[str, str] | None = None
+        if subject_token is not None:
+            if self.subject_tokens is None:
+                self.metrics.error(compiled.name)
+                return 422, problem_body("subject-token-not-configured", "this service verifies no subject tokens "
+                                         "(no subject_tokens.issuers configured); send the request without "
+                                         "subject_token", policy=compiled.name)
+            try:
+                # At the real time, never at the request's `now`: a back-dated `now` must not
+                # revive an expired token. `now` only moves the policy's clock.
+                verified = self.subject_tokens.verify(subject_token, datetime.now(_UTC))
+            except TokenInvalid as exc:
+                # 422, not 401: the caller's own credential is fine; the token it relays is not.
+                # exc.description never contains the token, a key or an attacker-chosen value.
+                self.metrics.error(compiled.name)
+                self.metrics.subject_token_failure(exc.reason)
+                return 422, problem_body("invalid-subject-token", exc.description, reason=exc.reason,
+                                         policy=compiled.name)
+            context = {**context, "token": token_context(verified.claims)}
+            subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
         try:
-            decision = compiled.decide(context, now or datetime.now(_UTC), explain)
+            decision = compiled.decide(context, instant, explain)
         except ContextError as exc:
             self.metrics.error(compiled.name)
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
@@ -166,8 +204,20 @@ class Service:
                               decision.refresh_ttl, decision.matched, elapsed)
         if self.decision_log.enabled:
             self.decision_log.submit((decision_id, time.time(), caller.log_entry(), compiled.name,
-                                      compiled.digest, context, out, elapsed))
+                                      compiled.digest, context, out, elapsed, subject))
         return 200, out
+
+    def _forged_token(self, compiled: Any, context: dict[str, Any], instant: datetime) -> tuple[int, dict[str, Any]]:
+        """The 422 for a context that sends ``token`` itself, listing every other offending field too."""
+        errors = [dict(_FORGED_TOKEN)]
+        try:
+            compiled.context.activation({k: v for k, v in context.items() if k != "token"}, instant)
+        except ContextError as exc:
+            errors += context_errors(exc.problems)
+        self.metrics.error(compiled.name)
+        return 422, problem_body("invalid-context", f"the context violates {len(errors)} declared attribute "
+                                 f"rule(s) of policy {compiled.name}: token.* comes only from a verified "
+                                 "subject_token", errors=errors, policy=compiled.name)
 
     async def decide(self, request: Request) -> Response:
         """POST /v1/decide"""

@@ -13,11 +13,14 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from ..tokens import IssuerConfig, TokenVerifier
 
 ENV_PREFIX = "TTLPOLICY_"
 # How `serve` hands the resolved settings to uvicorn worker processes; never read from a user.
@@ -26,10 +29,20 @@ _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
 SCOPES = ("decide", "admin")
+# The longest `subject_token` a decide request may carry (a JWT is rarely over 2 KiB).
+MAX_SUBJECT_TOKEN = 8192
 
 
 class ConfigError(ValueError):
     """Settings that cannot be used; the message says which and why."""
+
+
+def _asymmetric(value: tuple[str, ...]) -> tuple[str, ...]:
+    # Shared-secret algorithms are not offered at all: that rules out key confusion.
+    bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
+    if bad or not value:
+        raise ValueError(f"unsupported algorithms {bad or value}; use some of {', '.join(ASYMMETRIC_ALGORITHMS)}")
+    return value
 
 
 class _Model(BaseModel):
@@ -66,11 +79,7 @@ class JwtSettings(_Model):
     @field_validator("algorithms")
     @classmethod
     def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # Shared-secret algorithms are not offered at all: that rules out key confusion.
-        bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
-        if bad or not value:
-            raise ValueError(f"unsupported algorithms {bad or value}; use some of {', '.join(ASYMMETRIC_ALGORITHMS)}")
-        return value
+        return _asymmetric(value)
 
     @model_validator(mode="after")
     def _some_key(self) -> JwtSettings:
@@ -123,6 +132,96 @@ class DecisionLogSettings(_Model):
         return self
 
 
+class SubjectTokenIssuer(_Model):
+    """One issuer whose tokens a decide request may carry as ``subject_token``.
+
+    The same fields as :meth:`ttlpolicy.tokens.IssuerConfig.from_mapping` (minus the inline
+    ``jwks``); relative key paths in the config file resolve against the file's directory.
+    """
+
+    issuer: str = Field(min_length=1, max_length=1024)
+    audience: tuple[str, ...] = Field(min_length=1, description="accepted `aud` values (a string or a list)")
+    public_keys: tuple[Path, ...] = ()
+    jwks_file: Path | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    leeway: int = Field(30, ge=0, le=300)
+    required_claims: tuple[str, ...] = ("exp", "iat", "iss", "aud")
+    token_types: tuple[str, ...] | None = Field(None, description="required JOSE `typ` values, e.g. [at+jwt]")
+    _config: IssuerConfig | None = PrivateAttr(default=None)  # built from the fields, key files read
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("audience", "required_claims")
+    @classmethod
+    def _non_empty_strings(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(value):
+            raise ValueError("entries must be non-empty strings")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _asymmetric(value)
+
+    @model_validator(mode="after")
+    def _load_keys(self) -> SubjectTokenIssuer:
+        if not self.public_keys and self.jwks_file is None:
+            raise ValueError("give public_keys (PEM files) or jwks_file")
+        from ..tokens import IssuerConfig  # PyJWT and cryptography only when this is used
+
+        # Reads the key files now: an unreadable or unusable key is a configuration error.
+        self._config = IssuerConfig.from_mapping(self.as_mapping())  # its ValueErrors say what is wrong
+        return self
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The form :meth:`ttlpolicy.tokens.IssuerConfig.from_mapping` reads."""
+        out: dict[str, Any] = {"issuer": self.issuer, "audience": list(self.audience),
+                               "public_keys": [str(p) for p in self.public_keys],
+                               "algorithms": list(self.algorithms), "leeway": self.leeway,
+                               "required_claims": list(self.required_claims)}
+        if self.jwks_file is not None:
+            out["jwks_file"] = str(self.jwks_file)
+        if self.token_types is not None:
+            out["token_types"] = list(self.token_types)
+        return out
+
+
+class SubjectTokenSettings(_Model):
+    """Issuers whose JWTs ``POST /v1/decide`` accepts as ``subject_token`` (default: none).
+
+    The key files are read and the verifier is built when the settings are validated, so a
+    missing or unusable key is a configuration error before anything is served.
+    """
+
+    issuers: tuple[SubjectTokenIssuer, ...] = ()
+    _verifier: TokenVerifier | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _build(self) -> SubjectTokenSettings:
+        if not self.issuers:
+            return self
+        seen = [i.issuer for i in self.issuers]
+        twice = sorted({i for i in seen if seen.count(i) > 1})
+        if twice:
+            raise ValueError(f"issuer {twice[0]} is configured twice")
+        from ..tokens import TokenVerifier
+
+        self._verifier = TokenVerifier([i._config for i in self.issuers if i._config is not None])
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuers)
+
+    @property
+    def verifier(self) -> TokenVerifier | None:
+        """The one verifier built from these settings, or ``None`` when no issuer is configured."""
+        return self._verifier
+
+
 class Settings(_Model):
     """Every setting of `ttlpolicy serve`; see docs/service.md and examples/serve.yaml."""
 
@@ -137,6 +236,7 @@ class Settings(_Model):
     auth: AuthSettings = AuthSettings()
     reload: ReloadSettings = ReloadSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
+    subject_tokens: SubjectTokenSettings = SubjectTokenSettings()
 
     def bind_problem(self) -> str | None:
         """Why this bind is refused (non-loopback without credentials), or ``None``."""
@@ -196,6 +296,27 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _relative_to(data: dict[str, Any], base: Path) -> None:
+    """Resolve the relative key paths of the file's ``subject_tokens`` issuers against ``base``."""
+    section = data.get("subject_tokens")
+    issuers = section.get("issuers") if isinstance(section, dict) else None
+    if not isinstance(issuers, list):
+        return
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, (str, Path)) and str(value) and not Path(value).is_absolute():
+            return str(base / value)
+        return value  # anything else is left for validation to refuse
+
+    for issuer in issuers:
+        if not isinstance(issuer, dict):
+            continue
+        if isinstance(issuer.get("public_keys"), list):
+            issuer["public_keys"] = [resolve(p) for p in issuer["public_keys"]]
+        if "jwks_file" in issuer:
+            issuer["jwks_file"] = resolve(issuer["jwks_file"])
+
+
 def load_settings(file: str | Path | None = None, environ: Mapping[str, str] | None = None,
                   flags: Mapping[str, Any] | None = None) -> Settings:
     """File, then environment, then flags (``None`` flag values are ignored); raises :class:`ConfigError`.
@@ -214,6 +335,9 @@ def load_settings(file: str | Path | None = None, environ: Mapping[str, str] | N
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {file} must be a mapping of settings")
         data = loaded or {}
+        # abspath, not resolve(): a config mounted through symlinks (a Kubernetes ConfigMap)
+        # must keep pointing through them when the volume is updated.
+        _relative_to(data, Path(os.path.abspath(Path(file).parent)))
     data = _merge(data, env_overrides(os.environ if environ is None else environ))
     for key, value in (flags or {}).items():
         if value is not None:

@@ -25,14 +25,28 @@ log = logging.getLogger("ttlpolicy.server")
 _STOP = object()
 _CHUNK = 4096  # writes of at most PIPE_BUF bytes are atomic, so workers sharing stdout do not interleave lines
 
-# (decision_id, unix time, caller, policy name, policy digest, context, decision dict, latency seconds)
-Record = tuple[str, float, Mapping[str, str], str, str, Any, Mapping[str, Any], float]
+# (decision_id, unix time, caller, policy name, policy digest, context, decision dict, latency seconds
+#  [, subject token: {iss, sub, jti} of a verified subject_token, or None])
+Record = tuple[Any, ...]
+# A value that appears both in the context and in the subject-token record is masked by either rule.
+_TWINS = (("token.sub", "subject_token.sub"),)
 
 
 class Masker:
-    """Applies ``mask: {"user.id": "hash", "location.ip": "drop"}`` to a context (a copy; the input is untouched)."""
+    """Applies ``mask: {"user.id": "hash", "location.ip": "drop"}`` to a context (a copy; the input is untouched).
+
+    Paths under ``subject_token.`` (``sub``, ``iss``, ``jti``) address the subject-token record of
+    a log line; ``token.sub`` and ``subject_token.sub`` are the same value, so a rule for either
+    masks both.
+    """
 
     def __init__(self, rules: Mapping[str, str], salt: str, length: int):
+        rules = dict(rules)
+        for one, other in _TWINS:  # else a hashed token.sub would leak through subject_token.sub
+            how = rules.get(one) or rules.get(other)
+            if how:
+                rules.setdefault(one, how)
+                rules.setdefault(other, how)
         self._rules = [(path.split("."), how) for path, how in sorted(rules.items())]
         self._salt = salt.encode()
         self._length = length
@@ -114,8 +128,9 @@ class DecisionLog:
 
     def format(self, record: Record) -> bytes:
         """One JSON line for ``record`` (masking applied)."""
-        decision_id, when, caller, name, digest, context, result, latency = record
-        return orjson.dumps({
+        decision_id, when, caller, name, digest, context, result, latency = record[:8]
+        subject = record[8] if len(record) > 8 else None
+        line: dict[str, Any] = {
             "decision_id": decision_id,
             "time": datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds").replace(
                 "+00:00", "Z"),
@@ -127,7 +142,10 @@ class DecisionLog:
                        "deny_reason": result["deny_reason"]},
             "matched": result["matched"],
             "latency_ms": round(latency * 1000, 3),
-        }, option=orjson.OPT_APPEND_NEWLINE)
+        }
+        if subject is not None:  # that a subject token was used, and whose: never the token itself
+            line["subject_token"] = self._masker.apply({"subject_token": subject})["subject_token"]
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
     def _run(self) -> None:
         pending: list[bytes] = []

@@ -24,6 +24,10 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _LAST_LOAD = "ttlpolicy_last_successful_load_timestamp_seconds"
 _TTL_BUCKETS = (0, 60, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 604800, 1209600, 2592000,
                 7776000)
+# The reasons TokenInvalid gives for a subject token (anything else is counted as "other").
+TOKEN_FAILURE_REASONS = frozenset({"expired", "not_yet_valid", "signature", "unknown_issuer", "audience",
+                                   "algorithm", "unknown_key", "malformed", "missing_claim", "claim_type",
+                                   "token_type", "revoked"})
 _LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
@@ -81,7 +85,11 @@ class Metrics:
                                multiprocess_mode="livemin")
         self.policy_info = Gauge("ttlpolicy_policy_set_info", "The digest of the policy set being served (1).",
                                  ["digest"], registry=registry, multiprocess_mode="livemax")
+        self.subject_token_failures = Counter("ttlpolicy_subject_token_failures", "Subject tokens refused, by "
+                                              "reason (expired, signature, audience, ...).", ["reason"],
+                                              registry=registry)
         self._decisions: dict[tuple[str, str], Counter] = {}
+        self._token_failures: dict[str, Counter] = {}
         self._rules: dict[tuple[str, str], Counter] = {}
         self._ttls: dict[str, tuple[Histogram, Histogram]] = {}
         self._digest: str | None = None
@@ -118,6 +126,15 @@ class Metrics:
         child = self._decisions.get((policy, "error"))
         if child is None:
             child = self._decisions[(policy, "error")] = self.decisions.labels(policy, "error")
+        child.inc()
+
+    def subject_token_failure(self, reason: str) -> None:
+        """A ``subject_token`` that failed verification; ``reason`` is one of :data:`TOKEN_FAILURE_REASONS`."""
+        if reason not in TOKEN_FAILURE_REASONS:
+            reason = "other"  # the label set stays bounded whatever the SDK adds
+        child = self._token_failures.get(reason)
+        if child is None:
+            child = self._token_failures[reason] = self.subject_token_failures.labels(reason)
         child.inc()
 
     def reloaded(self, result: str, digest: str, last_success: float) -> None:

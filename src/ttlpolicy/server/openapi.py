@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from .config import Settings
+from .config import MAX_SUBJECT_TOKEN, Settings
 
 _REF = "#/components/schemas/"
 
@@ -61,6 +61,10 @@ _SCHEMAS: dict[str, Any] = {
             "known": {"type": "array", "items": {"type": "string"}},
             "digest": {"type": "string"},
             "max_bytes": {"type": "integer"},
+            "reason": {"type": "string", "description": "invalid-subject-token: why the token was refused "
+                                                        "(expired, not_yet_valid, signature, unknown_issuer, "
+                                                        "audience, algorithm, unknown_key, malformed, "
+                                                        "missing_claim, claim_type, token_type, revoked)"},
         },
     },
     "FieldError": {
@@ -85,6 +89,13 @@ _SCHEMAS: dict[str, Any] = {
             "policy": {"type": "string", "description": "Policy name; default: the set's default policy."},
             "now": {"type": "string", "format": "date-time", "description": "Decision instant (RFC 3339)."},
             "explain": {"type": "boolean", "description": "Include every rule's outcome in `rules`."},
+            "subject_token": {
+                "type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_TOKEN,
+                "description": "The user's current JWT (access, ID or refresh token). Verified against "
+                               "`subject_tokens.issuers` at the decision instant; its claims become the "
+                               "context's `token` namespace, which the context itself may not carry. An "
+                               "invalid token is a 422 `invalid-subject-token` problem (not a 401: the "
+                               "caller's own credentials are fine)."},
         },
     },
     "RuleOutcome": {
@@ -201,7 +212,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     paths = {
         "/v1/decide": {"post": op("Decide token lifetimes for one context (scope: decide)", {
             "200": _ok("The decision.", "Decision"), **_BODY_RESPONSES,
-            "404": _problem("Unknown policy."), "422": _problem("The context violates the declared attributes.")},
+            "404": _problem("Unknown policy."),
+            "422": _problem("`invalid-context`: the context violates the declared attributes (or sends `token`); "
+                            "`invalid-subject-token`: the subject token failed verification (`reason` says why; "
+                            "422 rather than 401, because the caller's credentials are not what failed); "
+                            "`subject-token-not-configured`: no subject-token issuer is configured.")},
             body="DecideRequest")},
         "/v1/decide/batch": {"post": op("Decide many contexts in order (scope: decide)", {
             "200": _ok("One result per request, in order.", "BatchResponse"), **_BODY_RESPONSES},

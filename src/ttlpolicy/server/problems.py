@@ -28,6 +28,8 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "body-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "invalid-context": (422, "Context violates the declared attributes"),
+    "invalid-subject-token": (422, "Subject token failed verification"),
+    "subject-token-not-configured": (422, "Subject tokens are not accepted by this service"),
     "policy-load-failed": (422, "Policy set failed to load"),
     "internal-error": (500, "Internal server error"),
 }

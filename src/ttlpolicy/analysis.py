@@ -154,10 +154,14 @@ def _attribute_name(node: Any) -> str | None:
     node = _unwrap(node)
     parts: list[str] = []
     while isinstance(node, lark.Tree) and node.data == "member_dot":
-        parts.insert(0, node.children[1].value)
+        name_tok = node.children[1]
+        assert isinstance(name_tok, lark.Token)  # cel.lark: member_dot : member "." IDENT
+        parts.insert(0, name_tok.value)
         node = _unwrap(node.children[0])
     if isinstance(node, lark.Tree) and node.data == "ident":
-        parts.insert(0, node.children[0].value)
+        ident = node.children[0]
+        assert isinstance(ident, lark.Token)  # cel.lark: ident : IDENT
+        parts.insert(0, ident.value)
         return ".".join(parts)
     return None
 
@@ -168,6 +172,8 @@ def _literal_values(node: Any) -> list[Any]:
         return []
     if node.data == "literal":
         token = node.children[0]
+        if not isinstance(token, lark.Token):  # a Tree would fail with AttributeError below: same []
+            return []
         try:
             if token.type == "STRING_LIT" and token.value[:1] in "\"'" and "\\" not in token.value:
                 return [token.value[1:-1]]

@@ -211,11 +211,12 @@ def change_kinds(base: Outcome, head: Outcome) -> list[tuple[str, float]]:
         kinds.append(("step-up added" if head.step_up else "step-up removed", 0.0))
     if base.rotation != head.rotation:
         kinds.append(("rotation added" if head.rotation else "rotation removed", 0.0))
-    for label, a, b in (("idle timeout", base.idle_timeout, head.idle_timeout),
-                        ("max session", base.max_session, head.max_session)):
-        longer = _longer(a, b)
+    # Own names: these limits are ``int | None`` (no limit), the TTLs above are plain ``int``.
+    for label, limit_a, limit_b in (("idle timeout", base.idle_timeout, head.idle_timeout),
+                                    ("max session", base.max_session, head.max_session)):
+        longer = _longer(limit_a, limit_b)
         if longer is not None:
-            kinds.append((f"{label} {'longer' if longer else 'shorter'}", abs((b or 0) - (a or 0))))
+            kinds.append((f"{label} {'longer' if longer else 'shorter'}", abs((limit_b or 0) - (limit_a or 0))))
     return kinds
 
 
@@ -314,11 +315,11 @@ def diff_policies(base: PolicySet, head: PolicySet, *, max_scenarios: int = 2000
             context, now = scenario_context(scenario, grid.timezone)
             _compare(b, h, "grid", scenario, context, now, changes)
         replayed = 0
-        for source, context, now, policy in replay:
+        for source, recorded, now, policy in replay:  # ``recorded`` is a Mapping, ``context`` above a dict
             if (policy or head.default) != name:
                 continue
             replayed += 1
-            _compare(b, h, source, _flatten(context), dict(context), now, changes)
+            _compare(b, h, source, _flatten(recorded), dict(recorded), now, changes)
         for change in changes:
             rules = tuple(sorted([f"+{r}" for r in change.head.matched - change.base.matched]
                                  + [f"-{r}" for r in change.base.matched - change.head.matched]

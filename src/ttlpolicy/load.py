@@ -20,7 +20,9 @@ from .errors import Location, ProblemCollector
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a hand-written policy is a few KiB; anything larger is a mistake
 MAX_NODES = 100_000  # values after alias expansion; a billion-laughs file stops here, early
 
-JsonPath = tuple[str | int, ...]
+# Keys are whatever YAML scalars the document used: mostly str, int for list indices, but a
+# mapping key may also be a bool or float (``1.5: x``); those end up in paths too.
+JsonPath = tuple[str | int | float, ...]
 
 
 @dataclass
@@ -84,7 +86,7 @@ _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", 
 _SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_SafeBase):  # type: ignore[misc,valid-type]
+class _Loader(_SafeBase):
     """A safe loader; the composer is used on its own, the constructor only for scalars."""
 
 

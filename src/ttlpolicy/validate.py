@@ -29,7 +29,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 def policy_schema() -> dict[str, Any]:
     """The policy JSON Schema (draft 2020-12), as shipped in the package."""
     text = resources.files("ttlpolicy").joinpath("policy.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
+    return json.loads(text)
 
 
 @cache

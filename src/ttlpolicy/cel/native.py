@@ -502,6 +502,7 @@ class _Compiler:
 
     def n_literal(self, t: lark.Tree) -> _Node:
         tok = t.children[0]
+        assert isinstance(tok, lark.Token)  # cel.lark: literal is a single *_LIT token
         kind = tok.type
         try:
             if kind == "INT_LIT":
@@ -563,6 +564,7 @@ class _Compiler:
 
     def n_ident_arg(self, t: lark.Tree) -> _Node:
         name_tok = t.children[0]
+        assert isinstance(name_tok, lark.Token)  # cel.lark: ident_arg : IDENT "(" [exprlist] ")"
         name = str(name_tok)
         arg_trees = list(t.children[1].children) if len(t.children) > 1 else []
         if name == "has":
@@ -584,6 +586,7 @@ class _Compiler:
 
     def n_member_dot_arg(self, t: lark.Tree) -> _Node:
         target_tree, name_tok = t.children[0], t.children[1]
+        assert isinstance(name_tok, lark.Token)  # cel.lark: member_dot_arg : member "." IDENT "(" ...
         name = str(name_tok)
         arg_trees = list(t.children[2].children) if len(t.children) > 2 else []
         if name in _MACROS:

@@ -318,7 +318,9 @@ class _Checker:
     def _macro(self, node: lark.Tree, name: str, target: T, args: list, scope: dict[str, T]) -> T:
         if len(args) != 2 or _unwrap(args[0]).data != "ident":
             return self.error(node, "cel-type-mismatch", f"{name}() takes a variable name and an expression")
-        var = _unwrap(args[0]).children[0].value
+        var_token = _unwrap(args[0]).children[0]
+        assert isinstance(var_token, lark.Token)  # cel.lark: ident : IDENT
+        var = var_token.value
         if target.kind == "list":
             elem = target.elem or DYN
         elif target.kind in ("map", "dyn"):

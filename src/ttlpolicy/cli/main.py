@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .. import __version__
 
@@ -15,7 +15,7 @@ COMMANDS = ("lint", "decide", "test", "diff", "serve", "schema")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 on usage errors; keep that, drop the noise
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 on usage errors; keep that, drop the noise
         self.print_usage(sys.stderr)
         print(f"ttlpolicy: error: {message}", file=sys.stderr)
         raise SystemExit(2)

@@ -114,4 +114,8 @@ def install_sighup(holder: PolicyHolder, tasks: set[asyncio.Task[None]]) -> Call
         loop.add_signal_handler(signal.SIGHUP, on_hup)
     except (NotImplementedError, AttributeError, RuntimeError, ValueError):
         return lambda: None  # Windows, or not the main thread (e.g. a test client): no SIGHUP
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def undo() -> None:  # a def, not a lambda: remove_signal_handler's bool result is not ours to return
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo

@@ -380,7 +380,7 @@ class RefreshChain:
     def _retry_allowed(self, record: RefreshRecord, at: int) -> bool:
         if record.successor in (None, SUPERSEDED) or record.used_at is None or at - record.used_at > record.grace:
             return False
-        successor = self.store.token(record.successor)  # type: ignore[arg-type]
+        successor = self.store.token(record.successor)
         return successor is not None and successor.successor is None
 
     def _record(self, refresh: Mapping[str, Any], family: str, view: DecisionView, rotation: bool) -> RefreshRecord:

@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence, TypeGuard
 
 import jwt
 
 from .keys import VerifyKey, check_algorithms, load_jwks, load_pem_public_key
+
+if TYPE_CHECKING:  # jwt.types.Options (a TypedDict) only exists in newer PyJWT releases
+    from jwt.types import Options as JwtOptions
 
 MAX_TOKEN_LENGTH = 16_384
 MAX_LEEWAY = 300
@@ -268,8 +271,8 @@ class TokenVerifier:
             candidates = [k for k in candidates if k.kid is None]  # PEM keys have no kid
         if not candidates:
             raise TokenInvalid("unknown_key", "no trusted key for this token (unknown kid or algorithm)")
-        options: dict[str, Any] = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                                   "require": list(config.required_claims)}
+        options: JwtOptions = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                             "require": list(config.required_claims)}
         for candidate in candidates:
             try:
                 return jwt.decode(token, candidate.key, algorithms=[alg], audience=list(config.audience),
@@ -384,7 +387,7 @@ def _string_list(value: Any) -> bool:
             and all(isinstance(v, str) and len(v) <= _MAX_STRING for v in value))
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:  # float includes int for the type checker
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -75,8 +75,9 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
     access, refresh = _Target("access_ttl"), _Target("refresh_ttl")
     defaults = policy.refresh_defaults
     rotation = bool(defaults.rotation)
-    idle: list[tuple[int, str | None]] = [(defaults.idle_timeout, None)] if defaults.idle_timeout else []
-    session: list[tuple[int, str | None]] = [(defaults.max_session, None)] if defaults.max_session else []
+    # (seconds, rule); the policy default has rule "" so a plain tuple min() breaks ties by name
+    idle: list[tuple[int, str]] = [(defaults.idle_timeout, "")] if defaults.idle_timeout else []
+    session: list[tuple[int, str]] = [(defaults.max_session, "")] if defaults.max_session else []
     matched: list[str] = []
     errors: list[RuleOutcome] = []
     outcomes: list[RuleOutcome] | None = [] if explain else None
@@ -86,18 +87,24 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
     for rule in policy.rules:
         try:
             result = rule.condition(activation)
-            failure = None if result is True or result is False else f"condition gave {type(result).__name__}, not bool"
         except Exception as exc:  # noqa: BLE001 - any failure of a condition is an evaluation error (fail safe)
             result, failure = None, _error_text(exc)
-        if failure is None and result is False:
-            if outcomes is not None:
-                outcomes.append(RuleOutcome(rule.name, "no_match"))
-            continue
-        full = failure is None
-        if full:
+        else:
+            if result is False:  # the common case: most rules do not match most requests
+                if outcomes is not None:
+                    outcomes.append(RuleOutcome(rule.name, "no_match"))
+                continue
+            failure = None if result is True else f"condition gave {type(result).__name__}, not bool"
+        if failure is None:
             matched.append(rule.name)
-        applied = _apply_ttl(rule, rule.access, access, activation, full, errors)
-        applied += _apply_ttl(rule, rule.refresh, refresh, activation, full, errors)
+            # Hot path: a full match records every effect and formats nothing.
+            if rule.access is not None:
+                _apply_full(rule, rule.access, access, activation, errors)
+            if rule.refresh is not None:
+                _apply_full(rule, rule.refresh, refresh, activation, errors)
+        else:
+            applied = _apply_ttl(rule, rule.access, access, activation, False, errors)
+            applied += _apply_ttl(rule, rule.refresh, refresh, activation, False, errors)
         # Refresh restrictions, deny and step-up only ever tighten: they apply either way.
         if rule.rotation:
             rotation = True
@@ -109,13 +116,13 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
             denies.append((rule.name, rule.deny))
         if rule.step_up is not None:
             step_ups.append((rule.name, rule.step_up))
-        if full:
-            outcome = RuleOutcome(rule.name, "matched")
-        else:
-            applied += _restrictions(rule)
-            outcome = RuleOutcome(rule.name, "error", failure,
-                                  "tightening effects only: " + (", ".join(applied) or "none"))
-            errors.append(outcome)
+        if failure is None:
+            if outcomes is not None:
+                outcomes.append(RuleOutcome(rule.name, "matched"))
+            continue
+        applied += _restrictions(rule)
+        outcome = RuleOutcome(rule.name, "error", failure, "tightening effects only: " + (", ".join(applied) or "none"))
+        errors.append(outcome)
         if outcomes is not None:
             outcomes.append(outcome)
 
@@ -131,8 +138,9 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
         access_value = _limit(trace, "access_ttl", "tier_max", access_value, tier.max_access_ttl, source, min)
         refresh_value = _limit(trace, "refresh_ttl", "tier_max", refresh_value, tier.max_refresh_ttl, source, min)
 
-    idle_timeout, idle_rule = min(idle, key=_by_value) if idle else (None, None)
-    max_session, session_rule = min(session, key=_by_value) if session else (None, None)
+    idle_timeout, idle_rule = min(idle) if idle else (None, None)
+    max_session, session_rule = min(session) if session else (None, None)
+    idle_rule, session_rule = idle_rule or None, session_rule or None
     if idle_timeout is not None and refresh_value > idle_timeout:
         refresh_value = idle_timeout
         trace.append(Step("refresh_ttl", "idle_timeout", idle_timeout, refresh_value, idle_rule,
@@ -171,11 +179,13 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
         for name, value in (("access_ttl", access_value), ("refresh_ttl", refresh_value)):
             trace.append(Step(name, "deny", None, 0, denies[0][0]))
         access_value = refresh_value = 0
+    # Rules are compiled in name order, so ``matched`` and ``step_ups`` are already sorted;
+    # sort anyway (cheap on short sorted lists) so correctness does not hang on that.
     step_ups.sort()
-    errors.sort(key=lambda e: e.rule)
+    errors.sort(key=_by_rule)
     matched.sort()
     if outcomes is not None:
-        outcomes.sort(key=lambda o: o.rule)
+        outcomes.sort(key=_by_rule)
     return Decision(
         allow=allow, access_ttl=access_value, refresh_ttl=refresh_value,
         rotation=rotation, idle_timeout=idle_timeout, max_session=max_session,
@@ -197,8 +207,21 @@ def _restrictions(rule: CompiledRule) -> list[str]:
     return out + ["deny"] * (rule.deny is not None) + ["step_up"] * (rule.step_up is not None)
 
 
-def _by_value(item: tuple[int, str | None]) -> tuple[int, str]:
-    return (item[0], item[1] or "")
+def _by_rule(outcome: RuleOutcome) -> str:
+    return outcome.rule
+
+
+def _apply_full(rule: CompiledRule, ops: TtlOps, target: _Target, activation: Mapping[str, Any],
+                errors: list[RuleOutcome]) -> None:
+    """Record every effect of a fully matched rule on one lifetime (the hot-path twin of
+    :func:`_apply_ttl`, which also handles the rare errored rule and explains what it applied)."""
+    factor = ops.factor if ops.factor_program is None else _dynamic_factor(rule, ops, activation, errors)
+    if factor is not None:
+        target.factors.append((factor, rule.name))
+    if ops.cap is not None:
+        target.caps.append((ops.cap, rule.name))
+    if ops.floor is not None:
+        target.floors.append((ops.floor, rule.name))
 
 
 def _apply_ttl(rule: CompiledRule, ops: TtlOps | None, target: _Target, activation: Mapping[str, Any],
@@ -248,7 +271,7 @@ def _combine(target: _Target, base: int, source: str, trace: list[Step]) -> int:
         trace.append(Step(name, "multiply", factor, _seconds(value), rule))
     result = _seconds(value)
     if target.floors:
-        floor, rule = max(target.floors, key=lambda f: (f[0], f[1]))
+        floor, rule = max(target.floors)
         if floor > result:
             result = floor
             trace.append(Step(name, "floor", floor, result, rule))

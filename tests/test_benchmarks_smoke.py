@@ -1,0 +1,43 @@
+"""The benchmark harness can't rot: every available engine agrees on a few contexts.
+
+Runs the correctness check of ``benchmarks/run.py`` (hand-written Python, ttlpolicy native and
+reference, and whichever of Rego/regorus, OPA and Rust CEL are installed) on a handful of
+contexts, then the timing loop with tiny iteration counts. No timing is asserted: benchmarks
+are not tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import engines  # noqa: E402
+import synthetic  # noqa: E402
+from contexts import workforce_contexts  # noqa: E402
+from inprocess import check_agreement, time_engines  # noqa: E402
+
+from ttlpolicy.policyset import resolve_now  # noqa: E402
+
+
+@pytest.mark.parametrize("which", ["workforce", "synthetic"])
+def test_all_engines_agree_and_the_timing_loop_runs(which: str) -> None:
+    failures: dict[str, str] = {}
+    if which == "workforce":
+        found = engines.workforce_engines(str(ROOT / "policies"), failures)
+        contexts = [(c, resolve_now(n)) for c, n in workforce_contexts(8, seed=1)]
+    else:
+        found = engines.synthetic_engines(synthetic.generate(20), failures)
+        contexts = [(c, resolve_now(n)) for c, n in synthetic.synthetic_contexts(8, seed=1)]
+    names = [e.name for e in found]
+    assert names[:3] == ["hand-written Python", "ttlpolicy (native CEL)", "ttlpolicy (cel-python interpreter)"]
+    # Optional engines are skipped when their package is missing, but one that is installed must work.
+    assert not [reason for reason in failures.values() if "not installed" not in reason], failures
+    estimates = check_agreement(found, contexts, slow_contexts=2)  # raises SystemExit on any mismatch
+    timings = time_engines(found, contexts, estimates, repeats=1, budget_s=0.0, max_iterations=20,
+                           log=open("/dev/null", "w"))
+    assert [t.engine for t in timings] == names and all(t.p99_us > 0 for t in timings)

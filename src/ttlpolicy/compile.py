@@ -172,4 +172,5 @@ def _rule(rule: Rule, condition: Program, access: TtlOps | None, refresh: TtlOps
     return CompiledRule(name=rule.name, description=rule.description, when=rule.when, condition=condition,
                         access=access, refresh=refresh, rotation=settings.rotation,
                         idle_timeout=settings.idle_timeout, max_session=settings.max_session,
+                        reuse_grace=settings.reuse_grace, sender_constrained=settings.sender_constrained,
                         step_up=rule.step_up, deny=rule.deny)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 
@@ -58,6 +59,10 @@ class Decision:
     rotation: bool
     idle_timeout: int | None
     max_session: int | None
+    reuse_grace: int | None
+    sender_constrained: bool
+    issued_at: datetime
+    session_end: datetime | None
     step_up: bool
     step_up_reasons: list[str]
     deny_reason: str | None
@@ -76,7 +81,9 @@ class Decision:
             "access_ttl": self.access_ttl,
             "refresh_ttl": self.refresh_ttl,
             "refresh": {"rotation": self.rotation, "idle_timeout": self.idle_timeout,
-                        "max_session": self.max_session},
+                        "max_session": self.max_session, "reuse_grace": self.reuse_grace,
+                        "on_reuse": "revoke_family", "sender_constrained": self.sender_constrained},
+            "expires_at": self.expires_at(),
             "step_up": self.step_up,
             "step_up_reasons": self.step_up_reasons,
             "deny_reason": self.deny_reason,
@@ -90,3 +97,18 @@ class Decision:
             out["rules"] = [r.to_dict() for r in self.rules]
         out.update(self.extra)
         return out
+
+    def expires_at(self) -> dict[str, str | None]:
+        """Absolute expiry instants (RFC 3339, UTC, whole seconds) of what this decision allows:
+        ``access`` and ``refresh`` (``None`` when not issued) and ``session`` (``None`` when the
+        session end is unknown). Lifetimes were already cut to the session end."""
+        issued = self.issued_at
+        return {
+            "access": _rfc3339(issued + timedelta(seconds=self.access_ttl)) if self.allow else None,
+            "refresh": _rfc3339(issued + timedelta(seconds=self.refresh_ttl)) if self.refresh_ttl else None,
+            "session": _rfc3339(self.session_end) if self.session_end is not None else None,
+        }
+
+
+def _rfc3339(instant: datetime) -> str:
+    return instant.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .decision import Decision, RuleOutcome, Step
@@ -55,6 +55,8 @@ class CompiledRule:
     rotation: bool | None
     idle_timeout: int | None
     max_session: int | None
+    reuse_grace: int | None
+    sender_constrained: bool | None
     step_up: str | None
     deny: str | None
 
@@ -75,6 +77,8 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
     access, refresh = _Target("access_ttl"), _Target("refresh_ttl")
     defaults = policy.refresh_defaults
     rotation = bool(defaults.rotation)
+    bound = bool(defaults.sender_constrained)
+    grace: list[int] = [defaults.reuse_grace] if defaults.reuse_grace is not None else []
     # (seconds, rule); the policy default has rule "" so a plain tuple min() breaks ties by name
     idle: list[tuple[int, str]] = [(defaults.idle_timeout, "")] if defaults.idle_timeout else []
     session: list[tuple[int, str]] = [(defaults.max_session, "")] if defaults.max_session else []
@@ -85,6 +89,7 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
     step_ups: list[tuple[str, str]] = []
 
     for rule in policy.rules:
+        failure: str | None
         try:
             result = rule.condition(activation)
         except Exception as exc:  # noqa: BLE001 - any failure of a condition is an evaluation error (fail safe)
@@ -112,6 +117,10 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
             idle.append((rule.idle_timeout, rule.name))
         if rule.max_session is not None:
             session.append((rule.max_session, rule.name))
+        if rule.reuse_grace is not None:
+            grace.append(rule.reuse_grace)
+        if rule.sender_constrained:
+            bound = True
         if rule.deny is not None:
             denies.append((rule.name, rule.deny))
         if rule.step_up is not None:
@@ -146,22 +155,23 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
         trace.append(Step("refresh_ttl", "idle_timeout", idle_timeout, refresh_value, idle_rule,
                           None if idle_rule else "defaults"))
     denied_by_session = None
-    if max_session is not None:
-        auth_time = activation.get("user", {}).get("auth_time")
-        remaining = max_session if auth_time is None else max_session - int((now - auth_time).total_seconds())
-        src = None if session_rule else "defaults"
+    session_end = _session_end(activation, max_session)
+    if session_end is not None or max_session is not None:
+        # What remains of the session bounds both lifetimes; without a known start the cap
+        # still bounds each token on its own.
+        remaining = max_session if session_end is None else int((session_end - now).total_seconds())
+        assert remaining is not None
+        src = None if session_rule else ("defaults" if session_end is None else "session")
         if remaining <= 0:
             denied_by_session = (session_rule or "max_session",
-                                 f"session is older than max_session ({format_duration(max_session)}); "
-                                 "re-authenticate")
-        for name in ("access_ttl", "refresh_ttl"):
-            value = access_value if name == "access_ttl" else refresh_value
-            if 0 <= remaining < value:
-                trace.append(Step(name, "session", remaining, remaining, session_rule, src))
-                if name == "access_ttl":
-                    access_value = remaining
-                else:
-                    refresh_value = remaining
+                                 "the session has reached its absolute limit (max_session); re-authenticate")
+            remaining = 0
+        if remaining < access_value:
+            access_value = remaining
+            trace.append(Step("access_ttl", "session", remaining, remaining, session_rule, src))
+        if remaining < refresh_value:
+            refresh_value = remaining
+            trace.append(Step("refresh_ttl", "session", remaining, remaining, session_rule, src))
 
     limits = policy.limits
     access_value = _limit(trace, "access_ttl", "limit_max", access_value, limits.access_ttl.max, "limits", min)
@@ -189,6 +199,8 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
     return Decision(
         allow=allow, access_ttl=access_value, refresh_ttl=refresh_value,
         rotation=rotation, idle_timeout=idle_timeout, max_session=max_session,
+        reuse_grace=min(grace) if grace else None, sender_constrained=bound,
+        issued_at=now, session_end=session_end,
         step_up=bool(step_ups), step_up_reasons=[reason for _, reason in step_ups],
         deny_reason="; ".join(reason for _, reason in denies) if denies else None,
         matched=matched, errors=errors, trace=trace,
@@ -197,9 +209,26 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
     )
 
 
+def _session_end(activation: Mapping[str, Any], max_session: int | None) -> datetime | None:
+    """The absolute end of the session: the earliest of the start plus ``max_session`` and the
+    verified token's ``session_exp``. The start is the verified token's ``auth_time`` if there is
+    one (the issuer cannot forge it), else the context's ``user.auth_time``."""
+    token = activation.get("token") or {}
+    start = token.get("auth_time") or (activation.get("user") or {}).get("auth_time")
+    end = start + timedelta(seconds=max_session) if start is not None and max_session is not None else None
+    token_end = token.get("session_exp")
+    if token_end is not None and (end is None or token_end < end):
+        return token_end
+    return end
+
+
 def _restrictions(rule: CompiledRule) -> list[str]:
     """Names of a rule's effects that always apply, for the note on an errored rule."""
     out = ["refresh rotation"] if rule.rotation else []
+    if rule.sender_constrained:
+        out.append("sender-constrained refresh")
+    if rule.reuse_grace is not None:
+        out.append(f"reuse_grace {format_duration(rule.reuse_grace)}")
     if rule.idle_timeout is not None:
         out.append(f"idle_timeout {format_duration(rule.idle_timeout)}")
     if rule.max_session is not None:
@@ -256,8 +285,8 @@ def _dynamic_factor(rule: CompiledRule, ops: TtlOps, activation: Mapping[str, An
             raise TypeError(f"factor gave {type(value).__name__}, not a finite number")
     except Exception as exc:  # noqa: BLE001 - fail safe: the most restrictive factor the author allowed
         errors.append(RuleOutcome(rule.name, "error", f"multiply {ops.factor_text!r}: {_error_text(exc)}",
-                                  f"factor {ops.factor_min:g} (its lower bound)"))
-        return ops.factor_min
+                                  f"factor {min(ops.factor_min, 1.0):g} (its lower bound, at most 1)"))
+        return min(ops.factor_min, 1.0)  # a lower bound above 1 must not lengthen on failure
     value = max(float(value), ops.factor_min)
     return value if ops.factor_max is None else min(value, ops.factor_max)
 

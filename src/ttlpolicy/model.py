@@ -24,6 +24,8 @@ class RefreshSettings(_Frozen):
     rotation: bool | None = None
     idle_timeout: Seconds | None = None
     max_session: Seconds | None = None
+    reuse_grace: Seconds | None = None
+    sender_constrained: bool | None = None
 
 
 class Defaults(_Frozen):

@@ -65,6 +65,8 @@ class ExpectedRefresh(_Strict):
     rotation: bool | None = None
     idle_timeout: Seconds | None = None
     max_session: Seconds | None = None
+    reuse_grace: Seconds | None = None
+    sender_constrained: bool | None = None
 
 
 class Expect(_Strict):

@@ -38,6 +38,8 @@ def decision_text(d: dict[str, Any]) -> str:
         settings.append(f"idle {format_duration(refresh['idle_timeout'])}")
     if refresh["max_session"]:
         settings.append(f"session {format_duration(refresh['max_session'])}")
+    if refresh.get("sender_constrained"):
+        settings.append("sender-constrained")
     refresh_text = format_duration(d["refresh_ttl"]) if d["refresh_ttl"] else "none"
     lines.append(f"{verdict}  access {format_duration(d['access_ttl'])}  refresh {refresh_text}  "
                  f"({', '.join(settings)})")

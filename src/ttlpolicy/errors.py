@@ -83,9 +83,15 @@ class PolicyError(Exception):
     def __init__(self, problems: Iterable[Problem], sources: Mapping[str, str] | None = None):
         self.problems = sorted_problems(problems)
         self.sources = dict(sources or {})
-        first = self.problems[0].render() if self.problems else "invalid policy"
-        more = len(self.problems) - 1
-        super().__init__(first + (f" (and {more} more)" if more > 0 else ""))
+        errors = [p for p in self.problems if p.severity == "error"] or self.problems
+        first = errors[0].render() if errors else "invalid policy"
+        more = len(errors) - 1
+        super().__init__(first + (f" (and {more} more error{'s' * (more != 1)})" if more > 0 else ""))
+
+    @property
+    def errors(self) -> list[Problem]:
+        """The problems that made loading fail (``problems`` also holds warnings)."""
+        return [p for p in self.problems if p.severity == "error"]
 
     def render(self) -> str:
         return render_text(self.problems, self.sources)

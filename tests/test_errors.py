@@ -88,7 +88,7 @@ def test_docs_list_every_code() -> None:
 
 def test_the_exception_message_leads_with_an_error_not_a_warning() -> None:
     head = "apiVersion: ttlpolicy/v1\nname: {}\ndefaults: {{access_ttl: 1h, refresh_ttl: 1d}}\nrules:\n"
-    loosening = head.format("a") + "  - {name: a, when: user.mfa, access_ttl: {multiply: 2}}\n"
+    loosening = "default: true\n" + head.format("a") + "  - {name: a, when: user.mfa, access_ttl: {multiply: 2}}\n"
     broken = head.format("b") + "  - {name: b, when: user.mfa}\n"
     with pytest.raises(PolicyError) as info:
         load_sources({"a.yaml": loosening, "b.yaml": broken})
@@ -96,3 +96,4 @@ def test_the_exception_message_leads_with_an_error_not_a_warning() -> None:
     assert [p.code for p in error.problems] == ["loosening-rule", "rule-no-effect"]  # sorted by file
     assert [p.code for p in error.errors] == ["rule-no-effect"]
     assert str(error).startswith("b.yaml:5:") and "rule-no-effect" in str(error)
+    assert error.problems[0].location is not None and error.problems[0].location.file == "a.yaml"

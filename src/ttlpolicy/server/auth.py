@@ -228,7 +228,12 @@ class Authenticator:
 
     def __init__(self, settings: AuthSettings):
         self.enabled = settings.enabled
-        self._keys = [(bytes.fromhex(k.hash.removeprefix("sha256:")), k) for k in settings.api_keys]
+        # SHA-256 of the key -> (that digest, its caller), built once: a request hashes the key it
+        # presents once and finds its entry with one dict lookup, not a comparison per stored key.
+        self._keys: dict[bytes, tuple[bytes, Caller]] = {}
+        for entry in settings.api_keys:
+            digest = bytes.fromhex(entry.hash.removeprefix("sha256:"))
+            self._keys.setdefault(digest, (digest, Caller("api_key", entry.name, frozenset(entry.scopes))))
         self._jwt = JwtVerifier(settings.jwt) if settings.jwt is not None else None
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Caller:
@@ -253,13 +258,13 @@ class Authenticator:
         if not self._keys or not key or len(key) > _MAX_CREDENTIAL:
             raise _invalid("unknown API key")
         presented = hashlib.sha256(key.encode()).digest()
-        found = None
-        for stored, entry in self._keys:  # no early exit: timing must not reveal which key matched
-            if hmac.compare_digest(stored, presented) and found is None:
-                found = entry
-        if found is None:
+        # The lookup is keyed by the digest of a secret, not the secret: its timing can reveal at
+        # most something about a SHA-256 output, which says nothing about a key. The final check is
+        # a constant-time comparison of the two digests, as before.
+        hit = self._keys.get(presented)
+        if hit is None or not hmac.compare_digest(hit[0], presented):
             raise _invalid("unknown API key")
-        return Caller("api_key", found.name, frozenset(found.scopes))
+        return hit[1]
 
 
 def require_scope(caller: Caller, needed: Iterable[str]) -> None:

@@ -1,0 +1,172 @@
+"""The hot path of the service: POST /v1/decide outside Starlette, cheap ids, local metrics, the log writer.
+
+Each optimisation must be invisible from outside: the bare-ASGI decide answers exactly like the
+Starlette route, ids are UUID4-shaped and unique, single-process metrics render like
+prometheus-client's objects, and log lines still reach the file while the server runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from server_fixtures.helpers import FINANCE, POLICIES, client, iter_lines
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from ttlpolicy.server import Settings, create_app
+from ttlpolicy.server.auth import hash_key
+from ttlpolicy.server.metrics import _LATENCY_BUCKETS, _TTL_BUCKETS, Metrics
+
+KEY = "fastpath-key-0123456789"
+AUTH = {"api_keys": [{"name": "issuer-a", "hash": hash_key(KEY), "scopes": ["decide"]},
+                     {"name": "ops", "hash": hash_key(KEY + "-admin"), "scopes": ["admin"]}]}
+NOW = "2025-03-04T10:00:00Z"
+
+
+def _clients(**settings: Any) -> tuple[TestClient, TestClient]:
+    """The same app twice: through its fast path, and forced through the Starlette route."""
+    settings = {"policies": POLICIES, "decision_log": {"sink": "off"}, "reload": {"watch": False}, **settings}
+    app = create_app(Settings.model_validate(settings))
+
+    async def through_starlette(scope: Any, receive: Any, send: Any) -> None:
+        await Starlette.__call__(app, scope, receive, send)
+
+    return (TestClient(app, raise_server_exceptions=False),
+            TestClient(through_starlette, raise_server_exceptions=False))
+
+
+def _comparable(response: Any) -> tuple[int, dict[str, str], Any]:
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    if isinstance(body, dict):
+        body.pop("decision_id", None)
+    return response.status_code, headers, body
+
+
+CASES: list[tuple[str, dict[str, Any]]] = [
+    ("decision", {"json": {"context": FINANCE, "now": NOW}}),
+    ("explain", {"json": {"context": FINANCE, "now": NOW, "explain": True}}),
+    ("shape", {"json": {"context": [], "extra": 1}}),
+    ("not an object", {"json": [1, 2]}),
+    ("unknown policy", {"json": {"context": {}, "policy": "nope"}}),
+    ("bad context", {"json": {"context": {"tier": "nope"}, "now": NOW}}),
+    ("forged token", {"json": {"context": {"token": {"sub": "x"}}, "now": NOW}}),
+    ("subject token not configured", {"json": {"context": {}, "subject_token": "a.b.c"}}),
+    ("bad now", {"json": {"context": {}, "now": "yesterday"}}),
+    ("invalid json", {"content": b"{nope", "headers": {"Content-Type": "application/json"}}),
+    ("no content type", {"content": b"{}"}),
+    ("text", {"content": b"{}", "headers": {"Content-Type": "text/plain"}}),
+    ("+json with charset", {"content": json.dumps({"context": FINANCE, "now": NOW}).encode(),
+                            "headers": {"Content-Type": "application/ttl+json; charset=utf-8"}}),
+    ("too large", {"content": b"{" + b" " * 70_000 + b"}", "headers": {"Content-Type": "application/json"}}),
+]
+
+
+@pytest.mark.parametrize(("name", "request_kwargs"), CASES, ids=[name for name, _ in CASES])
+def test_fast_path_answers_like_the_starlette_route(name: str, request_kwargs: dict[str, Any]) -> None:
+    fast, slow = _clients(limits={"max_body_bytes": 65536})
+    with fast, slow:
+        assert _comparable(fast.post("/v1/decide", **request_kwargs)) == \
+            _comparable(slow.post("/v1/decide", **request_kwargs))
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "Basic abc"},
+                                     {"X-API-Key": KEY + "-admin"}, {"X-API-Key": KEY},
+                                     {"Authorization": f"Bearer {KEY}"}])
+def test_fast_path_authenticates_like_the_starlette_route(headers: dict[str, str]) -> None:
+    fast, slow = _clients(auth=AUTH)
+    with fast, slow:
+        request = {"json": {"context": FINANCE, "now": NOW}, "headers": headers}
+        answer = fast.post("/v1/decide", **request)
+        assert _comparable(answer) == _comparable(slow.post("/v1/decide", **request))
+    if answer.status_code in (401, 403):
+        assert answer.headers["www-authenticate"].startswith('Bearer realm="ttlpolicy"')
+
+
+def test_streamed_body_is_counted_on_the_fast_path() -> None:
+    def chunks(n: int) -> Any:
+        yield b'{"context": {}, "pad": "'
+        for _ in range(n):
+            yield b"x" * 1000
+        yield b'"}'
+
+    with client(limits={"max_body_bytes": 4096}) as api:
+        refused = api.post("/v1/decide", content=chunks(10), headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413 and refused.json()["code"] == "body-too-large"
+        small = api.post("/v1/decide", content=chunks(2), headers={"Content-Type": "application/json"})
+        assert small.status_code == 400 and small.json()["errors"][0]["path"] == "pad"  # read whole, then checked
+
+
+def test_decision_ids_are_unique_uuid4() -> None:
+    with client() as api:
+        ids = [api.post("/v1/decide", json={"context": {}}).json()["decision_id"] for _ in range(50)]
+    assert len(set(ids)) == 50
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+    other = create_app(Settings.model_validate({"policies": POLICIES, "decision_log": {"sink": "off"}}))
+    with TestClient(other) as api:  # same process, another app: still no repeat
+        assert api.post("/v1/decide", json={"context": {}}).json()["decision_id"] not in ids
+
+
+def _without_created(text: str) -> list[str]:
+    return sorted(line for line in text.splitlines() if "_created" not in line)
+
+
+def test_single_process_metrics_render_like_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    metrics = Metrics(lambda: 0.0)
+    reference = CollectorRegistry(auto_describe=False)
+    decisions = Counter("ttlpolicy_decisions", "Decisions by policy and outcome (allow, deny, step_up, error).",
+                        ["policy", "outcome"], registry=reference)
+    rules = Counter("ttlpolicy_rule_matches", "Rules that matched, by policy and rule.", ["policy", "rule"],
+                    registry=reference)
+    access = Histogram("ttlpolicy_access_ttl_seconds", "Access-token lifetimes decided.", ["policy"],
+                       buckets=_TTL_BUCKETS, registry=reference)
+    refresh = Histogram("ttlpolicy_refresh_ttl_seconds", "Refresh-token lifetimes decided (0 = none).", ["policy"],
+                        buckets=_TTL_BUCKETS, registry=reference)
+    latency = Histogram("ttlpolicy_decision_duration_seconds", "Time to answer one decide request, from parsed "
+                        "body to serialized response.", buckets=_LATENCY_BUCKETS, registry=reference)
+    # Values on bucket bounds, between them, beyond the last one; three policies, one with errors only.
+    samples = [("a", True, False, 3600, 0, ["r1", "r2"], 0.0001), ("a", False, False, 0, 0, [], 0.3),
+               ("b", True, True, 61, 2592000, ["r1"], 0.00001), ("a", True, True, 99999999, 86400, ["r2"], 2.0),
+               ("b", True, False, 60, 60, [], 0.00025)]
+    for policy, allow, step_up, access_ttl, refresh_ttl, matched, seconds in samples:
+        metrics.decision(policy, allow, step_up, access_ttl, refresh_ttl, matched, seconds)
+        decisions.labels(policy, "deny" if not allow else "step_up" if step_up else "allow").inc()
+        for rule in matched:
+            rules.labels(policy, rule).inc()
+        access.labels(policy).observe(access_ttl)
+        refresh.labels(policy).observe(refresh_ttl)
+        latency.observe(seconds)
+    for policy in ("a", "unknown", "unknown"):
+        metrics.error(policy)
+        decisions.labels(policy, "error").inc()
+    ours = metrics.render().decode()
+    expected = generate_latest(reference).decode()
+    assert set(_without_created(expected)) <= set(_without_created(ours))
+    for name in ("ttlpolicy_decisions_created", "ttlpolicy_access_ttl_seconds_created"):
+        assert name in ours
+    assert 'ttlpolicy_access_ttl_seconds_count{policy="unknown"}' not in ours  # errors only: no TTL histogram
+
+
+def test_decision_log_lines_arrive_while_serving(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    with client(decision_log={"sink": "file", "path": str(path)}) as api:
+        ids = [api.post("/v1/decide", json={"context": FINANCE}).json()["decision_id"] for _ in range(3)]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (not path.exists() or path.read_text().count("\n") < 3):
+            time.sleep(0.01)  # written by the writer thread within its flush interval, not only at shutdown
+        assert [line["decision_id"] for line in iter_lines(path)] == ids
+    lines = list(iter_lines(path))
+    assert len(lines) == 3 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["time"])

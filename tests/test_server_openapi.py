@@ -77,3 +77,12 @@ def test_response_matches_the_document(api: Any, method: str, url: str, template
     if media.endswith("json"):
         errors = sorted(validator(document, schema).iter_errors(response.json()), key=str)
         assert not errors, errors[0].message
+
+
+def test_subject_token_is_advertised_only_when_configured() -> None:
+    from ttlpolicy.server import Settings
+    from ttlpolicy.server.openapi import openapi_document
+
+    plain = openapi_document(Settings())
+    assert "subject_token" not in plain["components"]["schemas"]["DecideRequest"]["properties"]
+    assert plain["components"]["schemas"]["DecideRequest"]["additionalProperties"] is False

@@ -186,6 +186,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     secured = settings.auth.enabled
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}] if secured else []
     schemas = dict(_SCHEMAS)
+    if not settings.subject_tokens.issuers:
+        # Advertise subject_token only where the service accepts it, so that every request
+        # the document allows is one the service can decide.
+        request = schemas["DecideRequest"]
+        properties = {k: v for k, v in request["properties"].items() if k != "subject_token"}
+        schemas["DecideRequest"] = {**request, "properties": properties}
     schemas["BatchRequest"] = {
         "type": "object", "required": ["requests"], "additionalProperties": False,
         "properties": {"requests": {"type": "array", "maxItems": settings.limits.max_batch,

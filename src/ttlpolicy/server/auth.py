@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from starlette.responses import Response
 
+from ..tokens.keys import KeyFileError, VerifyKey, load_jwks, load_pem_public_key
 from .config import AuthSettings, ConfigError, JwtSettings
 from .problems import problem
 
@@ -77,67 +73,22 @@ def hash_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def _algorithms_for(key: Any) -> set[str]:
-    """Which JWS algorithms a public key can verify: chosen by the key's type, never by the token."""
-    if isinstance(key, rsa.RSAPublicKey):
-        return {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        alg = _EC_ALGORITHMS.get(key.curve.name)
-        return {alg} if alg else set()
-    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
-        return {"EdDSA"}
-    return set()  # symmetric or unknown keys verify nothing
+def load_verify_keys(settings: JwtSettings) -> list[VerifyKey]:
+    """Public keys from PEM files (keys or certificates) and a JWKS file; raises :class:`ConfigError`.
 
-
-@dataclass(frozen=True, slots=True)
-class _VerifyKey:
-    kid: str | None
-    key: Any
-    algorithms: frozenset[str]
-
-
-def load_verify_keys(settings: JwtSettings) -> list[_VerifyKey]:
-    """Public keys from PEM files (keys or certificates) and a JWKS file; raises :class:`ConfigError`."""
-    allowed = set(settings.algorithms)
-    keys: list[_VerifyKey] = []
-    for path in settings.public_keys:
-        data = _read(path)
-        try:
-            if b"BEGIN CERTIFICATE" in data:
-                key: Any = x509.load_pem_x509_certificate(data).public_key()
-            else:
-                key = serialization.load_pem_public_key(data)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: not a PEM public key or certificate ({exc})") from None
-        keys.append(_VerifyKey(None, key, frozenset(_algorithms_for(key) & allowed)))
-    if settings.jwks_file is not None:
-        try:
-            document = json.loads(_read(settings.jwks_file))
-            entries = document["keys"]
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{settings.jwks_file}: not a JWKS document ({{\"keys\": [...]}})") from None
-        for entry in entries:
-            if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
-                continue  # shared secrets and encryption keys never verify a caller
-            try:
-                jwk = jwt.PyJWK(entry)
-            except jwt.PyJWTError as exc:
-                raise ConfigError(f"{settings.jwks_file}: unusable key {entry.get('kid')!r}: {exc}") from None
-            algorithms = _algorithms_for(jwk.key) & allowed
-            if "alg" in entry:
-                algorithms &= {entry["alg"]}
-            keys.append(_VerifyKey(entry.get("kid"), jwk.key, frozenset(algorithms)))
-    if not any(k.algorithms for k in keys):
+    The token SDK's loader, so callers' and subject tokens' keys follow one set of rules: the
+    key's type decides its algorithms, shared secrets and private material are refused.
+    """
+    try:
+        keys = [load_pem_public_key(path, settings.algorithms) for path in settings.public_keys]
+        if settings.jwks_file is not None:
+            keys += load_jwks(settings.jwks_file, settings.algorithms)
+    except KeyFileError as exc:
+        raise ConfigError(str(exc)) from None
+    if not keys:
         raise ConfigError("auth.jwt: no configured key can verify any of the allowed algorithms "
                           f"({', '.join(settings.algorithms)})")
     return keys
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 _JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
-import lark
 
 from .analysis import ABSENT, attribute_candidates, collect_literals
 from .compile import CompiledPolicy

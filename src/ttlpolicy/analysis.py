@@ -23,13 +23,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import lark
 
 from .cel.parse import CelSyntaxError, parse
 from .cel.typecheck import check
-from .compile import CompiledPolicy
+from .compile import CompiledPolicy, ParsedExpression
 from .durations import parse_duration
 from .model import Attribute
 from .durations import format_duration
@@ -50,14 +50,17 @@ _SIMPLE = {"expr", "conditionalor", "conditionaland", "relation", "relation_eq",
 _SKIP_TYPES = {"timestamp"}
 
 
-def analyze(policy: CompiledPolicy, where: Locator) -> list[Problem]:
-    """Every warning for one compiled (concrete) policy, located in the file each rule came from."""
+def analyze(policy: CompiledPolicy, where: Locator, parsed: Mapping[str, ParsedExpression] | None = None
+            ) -> list[Problem]:
+    """Every warning for one compiled (concrete) policy, located in the file each rule came from.
+
+    ``parsed``: the trees :func:`~ttlpolicy.compile.compile_policy` made, so they are not parsed again."""
     rules = {rule.name: rule for rule in policy.document.rules}
     problems: list[Problem] = []
     verdicts: dict[str, str | None] = {}
     for compiled in policy.rules:
         source = rules[compiled.name]
-        verdict = condition_verdict(policy, compiled)
+        verdict = condition_verdict(policy, compiled, (parsed or {}).get(compiled.when))
         verdicts[compiled.name] = verdict
         if verdict == "never":
             problems.append(_problem(where, source, ("when",), "condition-never-true",
@@ -67,13 +70,15 @@ def analyze(policy: CompiledPolicy, where: Locator) -> list[Problem]:
             problems.append(_problem(where, source, ("when",), "condition-always-true",
                                      f"rule {source.name!r} always matches: every context allowed by the declared "
                                      "attributes makes its condition true (write `when: \"true\"` if that is meant)"))
+    # Once per lifetime, not per rule: it scans every rule (quadratic for 1,000 rules otherwise).
+    clamps = {target: _unconditional_cap(policy, target, verdicts) for target in ("access_ttl", "refresh_ttl")}
     for compiled in policy.rules:
         source = rules[compiled.name]
         if verdicts[compiled.name] == "never":
             continue  # its effects never apply anyway; one warning is enough
         for target, ops in (("access_ttl", compiled.access), ("refresh_ttl", compiled.refresh)):
             if ops is not None:
-                problems += _effect_problems(policy, where, source, target, ops, verdicts)
+                problems += _effect_problems(policy, where, source, target, ops, clamps[target])
     return problems
 
 
@@ -261,21 +266,26 @@ def attribute_candidates(name: str, attribute: Attribute, literals: Literals) ->
 
 # -- conditions ---------------------------------------------------------------------------------
 
-def condition_verdict(policy: CompiledPolicy, rule: CompiledRule) -> str | None:
+def condition_verdict(policy: CompiledPolicy, rule: CompiledRule, parsed: ParsedExpression | None = None
+                      ) -> str | None:
     """``"never"``, ``"always"`` or ``None`` (sometimes, or not judged) for a rule's condition.
 
     >>> condition_verdict(policy, rule_with("user.risk > 1.0"))               # doctest: +SKIP
     'never'
     """
-    try:
-        tree = parse(rule.when)
-    except CelSyntaxError:  # pragma: no cover - compiled policies parsed already
-        return None
+    if parsed is not None:  # parsed and checked at compile time: reuse, do not parse again
+        tree, read = parsed.tree, set(parsed.attributes)
+    else:
+        try:
+            tree = parse(rule.when)
+        except CelSyntaxError:  # pragma: no cover - compiled policies parsed already
+            return None
+        read = _attributes_in(tree, policy)
     if any(node.data not in _SIMPLE for node in tree.iter_subtrees()):
         return None
     literals = Literals()
     walk_literals(tree, literals)
-    names = sorted(_attributes_in(tree, policy))
+    names = sorted(read)
     if any(policy.attributes[n].type in _SKIP_TYPES for n in names):
         return None
     if not names:
@@ -340,7 +350,7 @@ def _bases(policy: CompiledPolicy, target: str) -> list[int]:
 
 
 def _effect_problems(policy: CompiledPolicy, where: Locator, rule: Rule, target: str, ops: TtlOps,
-                     verdicts: dict[str, str | None]) -> Iterator[Problem]:
+                     clamp: tuple[int, str] | None) -> Iterator[Problem]:
     if ops.factor is not None and ops.factor > 1:
         yield _problem(where, rule, (target, "multiply"), "loosening-rule",
                        f"rule {rule.name!r} multiplies {target} by {ops.factor:g}: tokens it matches live longer")
@@ -362,7 +372,6 @@ def _effect_problems(policy: CompiledPolicy, where: Locator, rule: Rule, target:
         yield _problem(where, rule, (target, "floor"), "effect-never-applies",
                        f"the {format_duration(ops.floor)} floor on {target} never lifts anything: the global "
                        f"minimum is {format_duration(minimum)}")
-    clamp = _unconditional_cap(policy, target, verdicts)
     factor_up = ops.factor is not None and ops.factor >= 1 or (ops.factor_text is not None and ops.factor_min >= 1)
     if clamp is not None and factor_up and clamp[1] != rule.name:
         yield _problem(where, rule, (target, "multiply"), "effect-never-applies",

@@ -45,6 +45,16 @@ def _unsupported() -> type[Exception]:
     return UnsupportedExpression
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedExpression:
+    """An expression's parse tree and the attributes it reads. The loader hands these to the
+    analysis, which walks the same trees (parsing is most of the load time), then drops them:
+    kept alive they would triple a large policy's memory and slow every garbage collection."""
+
+    tree: lark.Tree
+    attributes: frozenset[str]
+
+
 @dataclass(frozen=True)
 class CompiledPolicy:
     """One policy, ready to decide. Immutable and safe to share between threads."""
@@ -86,11 +96,13 @@ def digest_of(policy: PolicyDocument) -> str:
 class _ExpressionCompiler:
     """Parses, type-checks and compiles the expressions of one policy, collecting problems."""
 
-    def __init__(self, attributes: Mapping[str, Attribute], where: Locator, backend: Backend):
+    def __init__(self, attributes: Mapping[str, Attribute], where: Locator, backend: Backend,
+                 parsed: dict[str, ParsedExpression]):
         self.attributes, self.where = attributes, where
         self.compile_tree = backend_compiler(backend)
         self.unsupported = _unsupported()
         self.problems: list[Problem] = []
+        self.parsed = parsed
 
     def compile(self, text: str, path: JsonPath, file: str, expect: str) -> Program | None:
         try:
@@ -110,6 +122,7 @@ class _ExpressionCompiler:
                          text, path, file)
         if result.issues:
             return None
+        self.parsed[text] = ParsedExpression(tree, frozenset(result.attributes))
         try:
             return self.compile_tree(tree)
         except self.unsupported as exc:
@@ -127,10 +140,13 @@ class _ExpressionCompiler:
 
 
 def compile_policy(policy: PolicyDocument, where: Locator, backend: Backend = "native",
-                   files: tuple[str, ...] = (), build: bool = True) -> tuple[CompiledPolicy | None, list[Problem]]:
-    """Compile one effective (``extends`` already merged) policy; problems instead of raising."""
+                   files: tuple[str, ...] = (), build: bool = True, parsed: dict[str, ParsedExpression] | None = None,
+                   ) -> tuple[CompiledPolicy | None, list[Problem]]:
+    """Compile one effective (``extends`` already merged) policy; problems instead of raising.
+
+    ``parsed``, if given, receives every checked expression's tree by text (for the analysis)."""
     attributes = resolve_attributes(policy)
-    compiler = _ExpressionCompiler(attributes, where, backend)
+    compiler = _ExpressionCompiler(attributes, where, backend, parsed if parsed is not None else {})
     rules = []
     for rule in policy.rules:
         base: JsonPath = ("rules", rule.index)

@@ -111,4 +111,8 @@ class Decision:
 
 
 def _rfc3339(instant: datetime) -> str:
-    return instant.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    """``2026-03-02T10:00:00Z``: UTC, whole seconds (truncated). Called three times per decision,
+    so the usual case (already UTC) skips the conversion; isoformat's "+00:00" becomes "Z"."""
+    if instant.tzinfo is not timezone.utc:
+        instant = instant.astimezone(timezone.utc)
+    return instant.isoformat(timespec="seconds")[:-6] + "Z"

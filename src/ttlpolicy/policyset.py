@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pydantic
 
 from .analysis import analyze
-from .compile import Backend, CompiledPolicy, compile_policy
+from .compile import Backend, CompiledPolicy, ParsedExpression, compile_policy
 from .context import parse_timestamp
 from .decision import Decision
 from .errors import Location, PolicyError, Problem, ProblemCollector, UnknownPolicyError
@@ -162,14 +162,15 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         found = semantic_problems(policy, where)
         # Type-check the CEL even when the settings are wrong, to report everything at once,
         # but build an evaluator only from a policy without errors.
+        parsed: dict[str, ParsedExpression] = {}  # shared with the analysis below, then dropped
         result, cel_problems = compile_policy(policy, where, backend, files=tuple(dict.fromkeys(
-            raw[n][0] for n in chain)), build=not any(p.severity == "error" for p in found))
+            raw[n][0] for n in chain)), build=not any(p.severity == "error" for p in found), parsed=parsed)
         found += cel_problems
         problems += [p for p in found if p.severity == "error"]
         warnings += [p for p in found if p.severity == "warning"]
         if result is not None and not any(p.severity == "error" for p in found):
             compiled[name] = result
-            warnings += [w for w in analyze(result, where) if w not in warnings]  # bases are shared: once each
+            warnings += [w for w in analyze(result, where, parsed) if w not in warnings]  # bases are shared: once each
 
     default = _default_policy(raw, documents, problems)
     if any(p.severity == "error" for p in problems) or not raw:

@@ -24,6 +24,7 @@ import lark
 from celpy.celtypes import DoubleType, IntType, UintType
 from celpy.evaluation import celbytes, celstr
 
+from ttlpolicy.cel import codegen
 from ttlpolicy.cel import native_functions as nf
 from ttlpolicy.cel.native_functions import CELEvalError, Uint
 
@@ -54,6 +55,9 @@ class _Node(NamedTuple):
     boolean: bool = False  # statically known to produce bool (or raise)
 
 
+# A set, not a tuple: ``Tree.data`` is a lark Token with a Python-level ``__eq__``.
+_LINKS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication",
+                    "unary", "member", "primary", "paren_expr"})
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _SIMPLE_TYPES = (str, int, float, bool)
 
@@ -75,7 +79,9 @@ def compile_expression(tree: lark.Tree) -> Callable[[Mapping[str, Any]], Any]:
     node = _Compiler().compile(tree)
     fn = node.fn
     if node.boolean:
-        return fn  # bool results need no conversion: skip the wrapper call entirely
+        # bool results need no conversion: no wrapper. Conditions made of simple tests run as
+        # one generated function that falls back to this closure for anything unusual.
+        return codegen.generate(tree, fn, _leaf) or fn
     if node.const:
         value = node.value
         return lambda act: nf.to_plain(value)
@@ -89,6 +95,12 @@ def compile_expression(tree: lark.Tree) -> Callable[[Mapping[str, Any]], Any]:
         return to_plain(r)
 
     return run
+
+
+def _leaf(tree: lark.Tree) -> tuple[Fn, bool, Any, tuple[str, ...] | None]:
+    """``(closure, is constant, constant value, attribute path)`` of a sub-expression, for codegen."""
+    node = _Compiler().compile(tree)
+    return node.fn, node.const, node.value, node.path
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -214,9 +226,7 @@ class _Compiler:
         while True:
             data = t.data
             ch = t.children
-            if len(ch) == 1 and data in ("expr", "conditionalor", "conditionaland", "relation",
-                                         "addition", "multiplication", "unary", "member",
-                                         "primary", "paren_expr"):
+            if len(ch) == 1 and data in _LINKS:
                 t = ch[0]
                 continue
             break

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import lark
+from celpy import celparser
 from celpy.celparser import CELParser
 
 # cel-python keeps one Lark parser per process (a class attribute). Lark's LALR parser is
@@ -14,13 +20,55 @@ _parser_lock = threading.Lock()
 _parser: lark.Lark | None = None
 
 
+def _cache_file() -> str | bool:
+    """Where to keep lark's analysed grammar between processes, or ``False`` for nowhere.
+
+    Building the LALR tables takes ~0.2-1 s, a good part of a ``ttlpolicy lint`` run; lark's
+    ``cache=`` option pickles them to this file at first use and checks a digest of the grammar,
+    the options and the lark version on load (a stale or broken file is rebuilt). It lives in the
+    user's own cache directory, never a shared temp directory (the file is unpickled).
+    """
+    if os.environ.get("TTLPOLICY_NO_PARSER_CACHE"):
+        return False
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "ttlpolicy")
+    path = os.path.join(folder, f"cel-parser-lark{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}.pickle")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not (_private(folder) and (not os.path.exists(path) or _private(path))):
+            return False  # someone else could plant a pickle here: build in memory instead
+    except OSError:
+        return False
+    return path if os.access(folder, os.W_OK) else False
+
+
+def _private(path: str) -> bool:
+    """Owned by this user and writable by nobody else."""
+    info = os.stat(path)
+    owner = os.getuid() if hasattr(os, "getuid") else info.st_uid
+    return info.st_uid == owner and not info.st_mode & 0o022
+
+
+def _build() -> lark.Lark:
+    """cel-python's own parser (same grammar and options as ``CELParser()``), built from the cache."""
+    grammar = (Path(celparser.__file__).parent / "cel.lark").read_text()
+    options: dict[str, Any] = dict(
+        parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
+        lexer_callbacks={"IDENT": CELParser.ambiguous_literals}, propagate_positions=True,
+        maybe_placeholders=False, priority="invert", tree_class=lark.Tree)
+    try:
+        return lark.Lark(grammar, cache=_cache_file(), **options)
+    except Exception:  # noqa: BLE001 - a cache problem must never stop parsing: build afresh
+        return lark.Lark(grammar, **options)
+
+
 def _lark() -> lark.Lark:
     global _parser
     if _parser is None:
         with _parser_lock:
             if _parser is None:
-                CELParser()
-                assert CELParser.CEL_PARSER is not None
+                if CELParser.CEL_PARSER is None:
+                    CELParser.CEL_PARSER = _build()  # shared with cel-python (the reference backend)
                 _parser = CELParser.CEL_PARSER
     return _parser
 

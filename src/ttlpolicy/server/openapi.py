@@ -92,7 +92,7 @@ _SCHEMAS: dict[str, Any] = {
             "subject_token": {
                 "type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_TOKEN,
                 "description": "The user's current JWT (access, ID or refresh token). Verified against "
-                               "`subject_tokens.issuers` at the decision instant; its claims become the "
+                               "`subject_tokens.issuers` at the current time (never at `now`); its claims become the "
                                "context's `token` namespace, which the context itself may not carry. An "
                                "invalid token is a 422 `invalid-subject-token` problem (not a 401: the "
                                "caller's own credentials are fine)."},

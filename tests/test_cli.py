@@ -131,3 +131,14 @@ def test_console_script_runs() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+
+
+def test_lint_strict_fails_on_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "lint", str(POLICIES), "--strict")
+    assert code == 1 and "warning[loosening-rule]" in out
+    code, out, _ = run(capsys, "lint", str(POLICIES), "--strict", "--format", "json")
+    assert code == 1 and json.loads(out)["ok"] is False
+    tight = tmp_path / "tight.yaml"
+    tight.write_text("apiVersion: ttlpolicy/v1\nname: tight\ndefaults: {access_ttl: 1h, refresh_ttl: 1d}\n"
+                     "rules:\n  - {name: mfa, when: '!user.mfa', access_ttl: {cap: 10m}}\n")
+    assert run(capsys, "lint", str(tight), "--strict")[0] == 0

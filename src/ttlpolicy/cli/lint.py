@@ -19,10 +19,13 @@ FORMATS.update(lint_formats.FORMATS)
 def register(sub: Any) -> None:
     parser = sub.add_parser("lint", help="validate and type-check policy files",
                             description="Validate policies against the schema, type-check their CEL and run the "
-                                        "semantic checks. Exit 0 clean, 1 problems found, 2 usage or I/O error.")
+                                        "semantic checks. Exit 0 clean (warnings allowed unless --strict), "
+                                        "1 errors found, 2 usage or I/O error.")
     parser.add_argument("paths", nargs="*", default=["policies"], metavar="PATH",
                         help="policy directories or files (default: policies/)")
     parser.add_argument("--format", choices=["text", "json", *FORMATS], default="text")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 1) on warnings too, e.g. loosening rules that need a reviewer's sign-off")
     parser.set_defaults(run=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         problems, sources, summary = exc.problems, exc.sources, []
     io_only = problems and all(p.code in ("io-error", "no-policies") for p in problems)
-    errors = [p for p in problems if p.severity == "error"]
+    errors = [p for p in problems if p.severity == "error" or args.strict]
     if args.format == "json":
         write_json({"ok": not errors, "problems": [p.to_dict() for p in problems], "policies": summary})
     elif args.format in FORMATS:

@@ -110,12 +110,23 @@ def install_sighup(holder: PolicyHolder, tasks: set[asyncio.Task[None]]) -> Call
         tasks.add(task)  # keep a reference until done so the task is not garbage-collected
         task.add_done_callback(tasks.discard)
 
-    try:
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-    except (NotImplementedError, AttributeError, RuntimeError, ValueError):
-        return lambda: None  # Windows, or not the main thread (e.g. a test client): no SIGHUP
+    def nothing_to_undo() -> None:
+        pass
 
-    def undo() -> None:  # a def, not a lambda: remove_signal_handler's bool result is not ours to return
-        loop.remove_signal_handler(signal.SIGHUP)
+    sighup = getattr(signal, "SIGHUP", None)  # Windows has no SIGHUP
+    if sighup is None:
+        log.info("no SIGHUP on this platform; policies reload on file changes and POST /v1/reload")
+        return nothing_to_undo
+    try:
+        loop.add_signal_handler(sighup, on_hup)
+    except NotImplementedError:  # an event loop without signal support
+        log.info("this event loop cannot handle SIGHUP; policies reload on file changes and POST /v1/reload")
+        return nothing_to_undo
+    except (ValueError, RuntimeError):  # signals are only for the main thread (e.g. not under a test client)
+        log.debug("not the main thread: no SIGHUP handler")
+        return nothing_to_undo
+
+    def undo() -> None:
+        loop.remove_signal_handler(sighup)
 
     return undo

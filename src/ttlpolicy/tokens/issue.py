@@ -84,11 +84,18 @@ class DecisionView:
             sender_constrained=bool(refresh.get("sender_constrained", False)),
             expires_at=expires if isinstance(expires, Mapping) else {})
 
-    def instant(self, *names: str) -> int | None:
-        """The earliest absolute instant the decision gives under any of ``names``, as epoch seconds."""
-        found = [int(parse_timestamp(self.expires_at[n]).timestamp())
-                 for n in names if self.expires_at.get(n) is not None]
-        return min(found) if found else None
+    def instant(self, name: str) -> int | None:
+        """The decision's ``expires_at[name]`` (access, refresh or session) as epoch seconds."""
+        value = self.expires_at.get(name)
+        return None if value is None else int(parse_timestamp(value).timestamp())
+
+    def refuse_unless_issuable(self, step_up_satisfied: bool = False) -> None:
+        """Raise :class:`IssuanceDenied` when the decision denies, or asks for a step-up not yet done."""
+        if not self.allow:
+            raise IssuanceDenied(self.deny_reason or "denied by policy", end_session=True)
+        if self.step_up and not step_up_satisfied:
+            raise IssuanceDenied("step-up authentication required: " + "; ".join(self.step_up_reasons),
+                                 step_up=True, reasons=self.step_up_reasons)
 
 
 def session_end(claims: Mapping[str, Any], decision: Any, session_exp: int | float | datetime | None = None
@@ -129,15 +136,11 @@ def apply_decision(claims: Mapping[str, Any], decision: Any, now: datetime | flo
     (604800, 'workforce')
     """
     view = DecisionView.of(decision)
-    if not view.allow:
-        raise IssuanceDenied(view.deny_reason or "denied by policy", end_session=True)
-    if view.step_up and not step_up_satisfied:
-        raise IssuanceDenied("step-up authentication required: " + "; ".join(view.step_up_reasons),
-                             step_up=True, reasons=view.step_up_reasons)
+    view.refuse_unless_issuable(step_up_satisfied)
     if kind == "access":
-        ttl, own = view.access_ttl, view.instant("access", "access_token")
+        ttl, own = view.access_ttl, view.instant("access")
     elif kind == "refresh":
-        ttl, own = view.refresh_ttl, view.instant("refresh", "refresh_token")
+        ttl, own = view.refresh_ttl, view.instant("refresh")
         if view.idle_timeout is not None:
             ttl = min(ttl, int(view.idle_timeout))
     else:

@@ -235,11 +235,7 @@ class RefreshChain:
         if the decision does not ask for it.
         """
         view = DecisionView.of(decision)
-        if not view.allow:
-            raise IssuanceDenied(view.deny_reason or "denied by policy", end_session=True)
-        if view.step_up and not step_up_satisfied:
-            raise IssuanceDenied("step-up authentication required: " + "; ".join(view.step_up_reasons),
-                                 step_up=True, reasons=view.step_up_reasons)
+        view.refuse_unless_issuable(step_up_satisfied)
         if view.sender_constrained and cnf is None:
             raise IssuanceDenied("the policy requires a sender-constrained token (DPoP or mTLS)")
         instant = _epoch(now)
@@ -317,12 +313,9 @@ class RefreshChain:
         family, record = redemption.family, redemption.record
         instant = _epoch(now)
         at = int(instant)
-        if not view.allow:
+        if not view.allow:  # a denied refresh ends the whole session, not just this token
             self.store.revoke_family(family.id, at, "denied by policy")
-            raise IssuanceDenied(view.deny_reason or "denied by policy", end_session=True)
-        if view.step_up:
-            raise IssuanceDenied("step-up authentication required: " + "; ".join(view.step_up_reasons),
-                                 step_up=True, reasons=view.step_up_reasons)
+        view.refuse_unless_issuable()
         if view.sender_constrained and family.cnf is None:
             raise IssuanceDenied("the policy requires a sender-constrained token (DPoP or mTLS); sign in again")
         session_exp = _earliest(family.session_exp,

@@ -40,7 +40,7 @@ def parse_timestamp(value: Any) -> datetime:
     if not isinstance(value, str) or len(value) > 64:
         raise ValueError("expected an RFC 3339 timestamp or epoch seconds")
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows lower-case t and z
     except ValueError:
         raise ValueError(f"{value!r} is not an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:

@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -147,14 +147,10 @@ class Service:
     async def _json_body(self, request: Request) -> Any:
         headers = request.headers
         self._check_body_headers(headers.get("content-type"), headers.get("content-length"))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():  # counted as it arrives: a lying or absent Content-Length is no way round
-            size += len(chunk)
-            if size > self.max_body:
-                raise Refusal(self._too_large())
-            chunks.append(chunk)
-        return self._parse(b"".join(chunks))
+        raw = await self._receive_body(request.receive)
+        if raw is None:
+            raise ClientDisconnect()  # as request.stream() would: nobody is left to answer
+        return self._parse(raw)
 
     def _too_large(self) -> Response:
         return problem("body-too-large", f"request body exceeds {self.max_body} bytes", max_bytes=self.max_body)
@@ -192,7 +188,7 @@ class Service:
             try:
                 if not isinstance(raw_now, str):
                     raise ValueError("expected an RFC 3339 timestamp (string)")
-                now = resolve_now(raw_now.upper())  # RFC 3339 allows lower-case t and z
+                now = resolve_now(raw_now)
             except ValueError as exc:
                 errors.append(_field_error("now", str(exc)))
         policies = loaded.policies

@@ -108,8 +108,8 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
             if rule.refresh is not None:
                 _apply_full(rule, rule.refresh, refresh, activation, errors)
         else:
-            applied = _apply_ttl(rule, rule.access, access, activation, False, errors)
-            applied += _apply_ttl(rule, rule.refresh, refresh, activation, False, errors)
+            applied = _apply_tightening(rule, rule.access, access, activation, errors)
+            applied += _apply_tightening(rule, rule.refresh, refresh, activation, errors)
         # Refresh restrictions, deny and step-up only ever tighten: they apply either way.
         if rule.rotation:
             rotation = True
@@ -242,8 +242,8 @@ def _by_rule(outcome: RuleOutcome) -> str:
 
 def _apply_full(rule: CompiledRule, ops: TtlOps, target: _Target, activation: Mapping[str, Any],
                 errors: list[RuleOutcome]) -> None:
-    """Record every effect of a fully matched rule on one lifetime (the hot-path twin of
-    :func:`_apply_ttl`, which also handles the rare errored rule and explains what it applied)."""
+    """Record every effect of a fully matched rule on one lifetime (the hot path; an errored rule
+    goes through :func:`_apply_tightening` instead)."""
     factor = ops.factor if ops.factor_program is None else _dynamic_factor(rule, ops, activation, errors)
     if factor is not None:
         target.factors.append((factor, rule.name))
@@ -253,25 +253,20 @@ def _apply_full(rule: CompiledRule, ops: TtlOps, target: _Target, activation: Ma
         target.floors.append((ops.floor, rule.name))
 
 
-def _apply_ttl(rule: CompiledRule, ops: TtlOps | None, target: _Target, activation: Mapping[str, Any],
-               full: bool, errors: list[RuleOutcome]) -> list[str]:
-    """Record a rule's effects on one lifetime; with ``full=False`` only the tightening ones."""
+def _apply_tightening(rule: CompiledRule, ops: TtlOps | None, target: _Target, activation: Mapping[str, Any],
+                      errors: list[RuleOutcome]) -> list[str]:
+    """Record only the tightening effects of a rule whose condition failed, and name them for
+    the rule's error note (text is formatted only on this rare path)."""
     applied: list[str] = []
     if ops is None:
         return applied
-    factor = ops.factor
-    if ops.factor_program is not None:
-        factor = _dynamic_factor(rule, ops, activation, errors)
-    if factor is not None and (full or factor <= 1.0):
+    factor = ops.factor if ops.factor_program is None else _dynamic_factor(rule, ops, activation, errors)
+    if factor is not None and factor <= 1.0:
         target.factors.append((factor, rule.name))
-        if not full:  # text only for the rare error note; nothing is formatted on the hot path
-            applied.append(f"{target.name} × {factor:g}")
+        applied.append(f"{target.name} × {factor:g}")
     if ops.cap is not None:
         target.caps.append((ops.cap, rule.name))
-        if not full:
-            applied.append(f"{target.name} cap {format_duration(ops.cap)}")
-    if ops.floor is not None and full:
-        target.floors.append((ops.floor, rule.name))
+        applied.append(f"{target.name} cap {format_duration(ops.cap)}")
     return applied
 
 

@@ -25,4 +25,5 @@ def require_program(name: str) -> str:
     pytest.skip(message)
 
 
-_DEBIAN_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium", "promtool": "prometheus"}
+_DEBIAN_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium", "promtool": "prometheus", "zsh": "zsh",
+                    "fish": "fish", "curl": "curl", "jq": "jq"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from required import require_program
 
 from doc_examples import (EXECUTED, REPO, Block, DocExampleError, PageRun, console_commands, output_matches,
                           pages, parse_blocks)
@@ -20,6 +21,10 @@ PAGES = pages()
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
 def test_page_examples(page: Path, tmp_path: Path) -> None:
     blocks = parse_blocks(page)
+    for program in ("curl", "jq"):
+        if any(block.language in EXECUTED and "skip" not in block.directives and f"{program} " in block.text
+               for block in blocks):
+            require_program(program)
     run = PageRun(page, tmp_path)
     failure = None
     try:

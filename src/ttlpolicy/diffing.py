@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 
@@ -286,10 +286,11 @@ def _rule_signatures(policy: CompiledPolicy) -> dict[str, str]:
 
 def diff_policies(base: PolicySet, head: PolicySet, *, max_scenarios: int = 20000, seed: int = 0,
                   replay: Iterable[tuple[str, Mapping[str, Any], datetime, str | None]] = (),
-                  only: str | None = None) -> DiffReport:
+                  only: str | None = None, progress: Callable[[str, int, int], None] | None = None) -> DiffReport:
     """Decide the grid (and the replayed contexts) on both sides and group the differences.
 
     ``replay`` yields ``(source, context, now, policy name or None)``, see :func:`read_replay`.
+    ``progress(policy, done, total)`` is called every 1000 grid scenarios (for a progress line).
     """
     import time
 
@@ -307,8 +308,11 @@ def diff_policies(base: PolicySet, head: PolicySet, *, max_scenarios: int = 2000
         grids[name] = (grid, grid.size <= max_scenarios)
         changes: list[Change] = []
         count = 0
+        total = min(grid.size, max_scenarios)
         for scenario in grid.scenarios(max_scenarios, seed):
             count += 1
+            if progress is not None and count % 1000 == 0:
+                progress(name, count, total)
             if identical:
                 continue
             context, now = scenario_context(scenario, grid.timezone)

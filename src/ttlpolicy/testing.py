@@ -38,6 +38,7 @@ from .durations import parse_duration
 from .errors import ContextError, Location, PolicyError, Problem, ProblemCollector
 from .load import Document, parse_document, read_source
 from .policyset import PolicySet, load_policies
+from .suggest import did_you_mean
 
 TEST_SUFFIXES = (".yaml", ".yml")
 # Without a `now`, a case would depend on the wall clock (off-hours rules!). Tests must be
@@ -181,10 +182,16 @@ class Report:
 
 
 def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
-    """Test files in ``paths`` (files, or directories searched recursively), sorted."""
+    """Test files in ``paths`` (files, or directories searched recursively), sorted.
+
+    A policy directory — one with a ``tests/`` directory — stands for its tests, so that
+    ``ttlpolicy test policies`` does not read the policies as test files.
+    """
     files: list[Path] = []
     problems: list[Problem] = []
     for path in map(Path, paths):
+        if (path / "tests").is_dir():
+            path = path / "tests"
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix in TEST_SUFFIXES and p.is_file())
             if not found:
@@ -216,8 +223,7 @@ def load_test_file(path: str | Path, policies: str | Path | None = None) -> Suit
         for error in exc.errors():
             loc = tuple(error["loc"])
             dotted = ".".join(map(str, loc)) or "the file"
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(Problem("test-file", f"{dotted}: {message}",
+            problems.append(Problem("test-file", f"{dotted}: {_explain(error)}",
                                     doc.location(loc, key=error["type"] == "extra_forbidden"), path=dotted))
         raise PolicyError(problems, {str(path): doc.source}) from None
     if policies is not None:
@@ -229,8 +235,33 @@ def load_test_file(path: str | Path, policies: str | Path | None = None) -> Suit
     return Suite(str(path), model, policy_dir, doc)
 
 
-def run_tests(suites: Iterable[Suite], loader: Callable[[Path], PolicySet] = load_policies) -> Report:
-    """Run every case of ``suites``; loads each policy directory once.
+# The mapping a key sits in, by the key that holds that mapping: for "did you mean" on an unknown key.
+_MODELS: dict[str | None, type[BaseModel]] = {None: TestFile, "cases": Case, "expect": Expect,
+                                              "refresh": ExpectedRefresh}
+_TYPE_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number", "string": "a string",
+               "list": "a list", "dict": "a mapping", "model": "a mapping"}
+
+
+def _explain(error: Any) -> str:
+    """A pydantic error in the words lint uses: what was wrong, what was expected, a suggestion."""
+    loc = [part for part in error["loc"] if isinstance(part, str)]
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parents = [part for part in loc[:-1] if part in _MODELS] or [None]
+        model = _MODELS.get(loc[-2] if len(loc) > 1 else None, _MODELS[parents[-1]])
+        known = list(model.model_fields)
+        return f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], known)} (known: {', '.join(known)})"
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}" if loc else "missing"
+    expected = next((name for prefix, name in _TYPE_NAMES.items() if kind.startswith(prefix + "_")), None)
+    if expected is not None:
+        return f"expected {expected}, got {error.get('input')!r}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def run_tests(suites: Iterable[Suite], loader: Callable[[Path], PolicySet] = load_policies,
+              select: Callable[[str], bool] | None = None) -> Report:
+    """Run every case of ``suites`` (those whose name ``select`` accepts); loads each policy directory once.
 
     Raises :class:`PolicyError` when a policy directory does not load, and
     :class:`UnknownPolicyError` when a test names a policy the set does not hold.
@@ -246,6 +277,8 @@ def run_tests(suites: Iterable[Suite], loader: Callable[[Path], PolicySet] = loa
                 coverage.rules[policy.name] = [rule.name for rule in policy.rules]
         policy_set = sets[key]
         for index, case in enumerate(suite.model.cases):
+            if select is not None and not select(case.name):
+                continue
             name = case.policy or suite.model.policy
             policy = policy_set.get(name)  # UnknownPolicyError for a typo: a usage error, not a failure
             result = _run_case(policy_set, policy.name, case, case.now or suite.model.now or DEFAULT_NOW,

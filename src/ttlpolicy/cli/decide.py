@@ -9,7 +9,14 @@ from typing import Any
 
 from .. import ContextError, PolicyError, UnknownPolicyError, load_policies
 from ..errors import render_text
-from .output import decision_text, fail, write_json
+from .output import colourise, decision_text, fail, missing_policies_hint, write_json
+
+
+EXAMPLES = (
+    'ttlpolicy decide --context examples/contexts/managed-laptop-office-mfa.json --format text',
+    'echo \'{"tier": "finance"}\' | ttlpolicy decide --now 2025-03-08T23:00:00+01:00   # at a weekend night',
+    "ttlpolicy decide --context ctx.json --policy machine --explain   # every rule's outcome too",
+)
 
 
 def register(sub: Any) -> None:
@@ -22,11 +29,15 @@ def register(sub: Any) -> None:
     parser.add_argument("--policy", metavar="NAME", help="policy to use (default: the set's default policy)")
     parser.add_argument("--now", metavar="RFC3339", help="decision instant (default: now)")
     parser.add_argument("--explain", action="store_true", help="include every rule's outcome, matched or not")
-    parser.add_argument("--format", choices=["json", "text"], default="json")
+    parser.add_argument("--format", choices=["json", "text"], default="json",
+                        help="json (default; what the API returns) or text (the verdict and its trace, for people)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.context == "-" and sys.stdin.isatty():  # waiting silently for a context nobody is typing helps no one
+        return fail("no context: pass --context FILE (a JSON object, see examples/contexts/), or pipe one in: "
+                    "echo '{\"tier\": \"finance\"}' | ttlpolicy decide")
     try:
         raw = sys.stdin.read() if args.context == "-" else open(args.context, encoding="utf-8").read()
     except OSError as exc:
@@ -39,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         policies = load_policies(args.policies)
     except PolicyError as exc:
         print(render_text(exc.problems, exc.sources), file=sys.stderr)
-        return fail(f"cannot load policies from {args.policies}")
+        return fail(f"cannot load policies from {args.policies}{missing_policies_hint(args.policies)}")
     try:
         decision = policies.decide(context, policy=args.policy, now=args.now, explain=args.explain)
     except UnknownPolicyError as exc:
@@ -56,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         write_json(decision.to_dict())
     else:
-        print(decision_text(decision.to_dict()))
+        print(colourise(decision_text(decision.to_dict())))
     return 0

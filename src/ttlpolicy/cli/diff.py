@@ -23,7 +23,14 @@ from ..diffing import Change, DiffReport, Group, Outcome, diff_policies, read_re
 from ..durations import format_duration
 from ..errors import PolicyError, render_text
 from ..policyset import POLICY_SUFFIXES, PolicySet, load_policies, load_sources
-from .output import fail, write_json
+from .output import Progress, colourise, fail, write_json
+
+
+EXAMPLES = (
+    'ttlpolicy diff --git origin/main --fail-on loosen   # what this branch changes; fail if a token lives longer',
+    'ttlpolicy diff policies-old policies --format markdown > diff.md   # two directories, as a PR comment',
+    "ttlpolicy diff --git HEAD~1 --replay decisions.jsonl   # also replay yesterday's decision log",
+)
 
 
 def register(sub: Any) -> None:
@@ -45,7 +52,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--fail-on", choices=["loosen", "any", "never"], default="never",
                         help="exit 1 when any token would live longer or a deny becomes an allow (loosen), or "
                              "when anything changes (any)")
-    parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    parser.add_argument("--format", choices=["text", "json", "markdown"], default="text",
+                        help="text for people (default), json, or markdown for a pull-request comment")
     parser.set_defaults(run=run)
 
 
@@ -83,14 +91,19 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot read replay log: {exc.strerror or exc}")
     except ValueError as exc:
         return fail(str(exc))
-    report = diff_policies(base, head, max_scenarios=args.max_scenarios, seed=args.seed, replay=replay,
-                           only=args.policy)
+    progress = Progress()
+    try:
+        report = diff_policies(base, head, max_scenarios=args.max_scenarios, seed=args.seed, replay=replay,
+                               only=args.policy, progress=lambda name, done, total: progress(
+                                   f"diff {name}: scenarios", done, total))
+    finally:
+        progress.clear()
     if args.format == "json":
         write_json(report_dict(report), sys.stdout)
     elif args.format == "markdown":
         sys.stdout.write(markdown(report))
     else:
-        sys.stdout.write(text(report))
+        sys.stdout.write(colourise(text(report)))
     if args.fail_on == "any" and report.changed:
         return 1
     return 1 if args.fail_on == "loosen" and report.loosening else 0
@@ -130,7 +143,12 @@ def load_git(rev: str, directory: str | Path) -> PolicySet:
         raise GitError(f"{directory}: not a directory")
     prefix = _git(path, "rev-parse", "--show-prefix").decode().strip()
     root = Path(_git(path, "rev-parse", "--show-toplevel").decode().strip())
-    _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    try:
+        _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except GitError:  # --quiet: git says nothing, so say what is wrong and what usually fixes it
+        raise GitError(f"--git {rev}: no commit named {rev!r} in the repository at {root} (is it spelled right? "
+                       f"a remote branch needs `git fetch` first, and a shallow CI checkout needs fetch-depth: 0)"
+                       ) from None
     listing = _git(root, "ls-tree", "-z", "--name-only", f"{rev}:{prefix}" if prefix else f"{rev}:")
     names = [n for n in listing.decode().split("\0") if n and PurePosixPath(n).suffix in POLICY_SUFFIXES]
     if not names:
@@ -163,7 +181,47 @@ def _magnitude(group: Group) -> str:
 def _conditions(group: Group) -> str:
     if not group.common:
         return "(no single attribute value explains it)"
-    return ", ".join(f"{k} in {json.dumps(v, default=str)}" if isinstance(v, list) and not k.endswith(("groups", "countries")) else f"{k}={json.dumps(v, default=str)}" for k, v in group.common.items())
+    return ", ".join(f"{k}: {describe_times(v)}" if k == "time.now" and isinstance(v, list) and describe_times(v)
+                     else f"{k} in {json.dumps(v, default=str)}" if isinstance(v, list) and not k.endswith(("groups", "countries")) else f"{k}={json.dumps(v, default=str)}" for k, v in group.common.items())
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def describe_times(labels: list[Any]) -> str:
+    """Grid instants ("mon 00:30", ...) as days and hour ranges: "mon–fri hours 0–6, 22–23; sat–sun all day".
+
+    Returns "" when a label is not of that form (then the caller lists the values as they are).
+
+    >>> describe_times(["mon 00:30", "mon 01:30", "mon 23:30", "tue 00:30", "tue 01:30", "tue 23:30"])
+    'mon–tue hours 0–1, 23'
+    """
+    hours_by_day: dict[int, set[int]] = {}
+    for label in labels:
+        parts = str(label).split()
+        if len(parts) != 2 or parts[0] not in _DAYS or not parts[1][:2].isdigit():
+            return ""
+        hours_by_day.setdefault(_DAYS.index(parts[0]), set()).add(int(parts[1][:2]))
+    days_by_hours: dict[tuple[int, ...], list[int]] = {}
+    for day in sorted(hours_by_day):
+        days_by_hours.setdefault(tuple(sorted(hours_by_day[day])), []).append(day)
+    phrases = []
+    for hours, days in days_by_hours.items():
+        when = "all day" if len(hours) == 24 else "hours " + ", ".join(_ranges(list(hours)))
+        phrases.append(f"{', '.join(_ranges(days, _DAYS))} {when}")
+    return "; ".join(phrases)
+
+
+def _ranges(numbers: list[int], names: tuple[str, ...] | None = None) -> list[str]:
+    """[0, 1, 2, 6, 22, 23] → ["0–2", "6", "22–23"] (with names: day numbers as day names)."""
+    show = (lambda n: names[n]) if names else str
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return [show(a) if a == b else f"{show(a)}–{show(b)}" for a, b in spans]
 
 
 def _example(change: Change) -> dict[str, Any]:

@@ -23,6 +23,12 @@ from ..policyset import resolve_now
 from .output import fail, write_json
 
 
+EXAMPLES = (
+    'ttlpolicy heatmap --x time.hour --y device.trust -o heatmap.svg   # access lifetimes over a day',
+    'ttlpolicy heatmap --x time.hour --y tier --set time.weekday=sat --lifetime refresh --format html -o sat.html',
+)
+
+
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "heatmap", help="draw a policy's lifetimes over two dimensions",
@@ -42,7 +48,8 @@ def register(sub: Any) -> None:
                         help="decision instant before the axes move it (default: a Wednesday 12:30 in the "
                              "policy's time zone)")
     parser.add_argument("--lifetime", choices=["access", "refresh"], default="access", help="what colours the cells")
-    parser.add_argument("--format", choices=["svg", "png", "html", "json"], default="svg")
+    parser.add_argument("--format", choices=["svg", "png", "html", "json"], default="svg",
+                        help="svg (default), png, html (with tooltips) or json (the grid's numbers)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--max-cells", type=int, default=10000, metavar="N", help="refuse larger grids (default 10000)")
     parser.set_defaults(run=run)

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from .. import PolicyError, load_policies
+from ..policyset import POLICY_SUFFIXES
 from ..errors import Problem, render_text
 from . import lint_formats
-from .output import write_json
+from .output import colourise, missing_policies_hint, plural, write_json
 
 # Machine formats register here (github and sarif live in their own modules).
 FORMATS: dict[str, Callable[[list[Problem], dict[str, Any]], str]] = {}
 FORMATS.update(lint_formats.FORMATS)
+
+
+EXAMPLES = (
+    'ttlpolicy lint                                  # every policy in policies/',
+    'ttlpolicy lint policies/workforce.yaml --strict # one file (its bases are found beside it); warnings fail too',
+    'ttlpolicy lint --format github                  # annotations on the changed lines of a pull request',
+)
 
 
 def register(sub: Any) -> None:
@@ -23,15 +34,56 @@ def register(sub: Any) -> None:
                                         "1 errors found, 2 usage or I/O error.")
     parser.add_argument("paths", nargs="*", default=["policies"], metavar="PATH",
                         help="policy directories or files (default: policies/)")
-    parser.add_argument("--format", choices=["text", "json", *FORMATS], default="text")
+    parser.add_argument("--format", choices=["text", "json", *FORMATS], default="text",
+                        help="text for people (default), json, github (workflow annotations), sarif (code scanning)")
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 1) on warnings too, e.g. loosening rules that need a reviewer's sign-off")
     parser.set_defaults(run=run)
 
 
+def with_bases(paths: list[str]) -> list[str]:
+    """``paths`` plus, for each policy *file*, the files beside it that define the bases it extends.
+
+    ``ttlpolicy lint policies/workforce.yaml`` then checks workforce.yaml against the baseline
+    it extends instead of reporting an unknown base.
+    """
+    result = list(paths)
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue
+        by_name = {}
+        for sibling in sorted(path.parent.iterdir()):
+            if sibling.suffix in POLICY_SUFFIXES and sibling.is_file():
+                data = _peek(sibling)
+                if isinstance(data.get("name"), str):
+                    by_name[data["name"]] = sibling
+        wanted = list(_extends(_peek(path)))
+        while wanted:
+            base = by_name.pop(wanted.pop(), None)
+            if base is not None and str(base) not in result and base.resolve() != path.resolve():
+                result.append(str(base))
+                wanted += _extends(_peek(base))
+    return result
+
+
+def _peek(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file, or {} (the real load reports what is wrong with it)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _extends(data: dict[str, Any]) -> list[str]:
+    extends = data.get("extends") or []
+    extends = [extends] if isinstance(extends, str) else extends
+    return [name for name in extends if isinstance(name, str)] if isinstance(extends, list) else []
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        policies = load_policies(*args.paths)
+        policies = load_policies(*with_bases(args.paths))
         problems, sources, summary = list(policies.warnings), policies.sources, [p.summary() for p in policies]
     except PolicyError as exc:
         problems, sources, summary = exc.problems, exc.sources, []
@@ -43,9 +95,13 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(FORMATS[args.format](problems, sources))
     else:
         if problems:
-            print(render_text(problems, sources))
+            print(colourise(render_text(problems, sources)))
         for policy in summary:
-            print(f"ok: policy {policy['name']} ({policy['rules']} rules, {policy['digest'][:19]})")
+            print(colourise(f"ok: policy {policy['name']} ({plural(policy['rules'], 'rule')}, {policy['digest'][:19]})"))
     if io_only:
+        for path in args.paths:
+            hint = missing_policies_hint(path, how="name the policy directory (ttlpolicy lint DIR)")
+            if hint:
+                print(f"ttlpolicy: error: cannot lint {path}{hint}", file=sys.stderr)
         return 2
     return 1 if errors else 0

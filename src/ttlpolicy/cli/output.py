@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from typing import Any, TextIO
 
@@ -12,6 +14,68 @@ from ..durations import format_duration
 def write_json(data: Any, stream: TextIO | None = None) -> None:
     # Resolve sys.stdout at call time: it is replaced under test capture and redirection.
     (stream or sys.stdout).write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def missing_policies_hint(path: str | os.PathLike[str], how: str = "pass --policies DIR") -> str:
+    """What to do when the policy directory is not there (usually: run from elsewhere), else ""."""
+    if os.path.exists(path):
+        return ""
+    return (f"; there is no {os.fspath(path)!r} here ({os.getcwd()}): {how}, run from the directory "
+            f"that holds it, or start one with `ttlpolicy init`")
+
+
+# Words that carry the verdict in the text outputs, and their colours (ANSI SGR codes).
+_HIGHLIGHTS = (
+    (re.compile(r"\berror(?=\[)|^FAIL\b|^DENY\b|\[LOOSENS\]|\b[1-9]\d* failed\b", re.M), "1;31"),
+    (re.compile(r"\bwarning(?=\[)", re.M), "33"),
+    (re.compile(r"^ALLOW\b|^ok\b|\[tightens\]|\b0 failed\b", re.M), "32"),
+)
+
+
+def colour_enabled(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def colourise(text: str, stream: TextIO | None = None) -> str:
+    """``text`` with its verdict words coloured when ``stream`` (default stdout) is a terminal."""
+    if not colour_enabled(stream or sys.stdout):
+        return text
+    for pattern, code in _HIGHLIGHTS:
+        text = pattern.sub(lambda match: f"\033[{code}m{match.group(0)}\033[0m", text)
+    return text
+
+
+class Progress:
+    """A one-line progress report on stderr, only when stderr is a terminal (never in logs or pipes)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.shown = False
+        self.enabled = self.stream.isatty()
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self.enabled:
+            percent = 100 * done // total if total else 100
+            self.stream.write(f"\r\033[K{what}: {done}/{total} ({percent}%)")
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def plural(count: int, word: str) -> str:
+    """``1 rule``, ``2 rules``, ``0 rules``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def fail(message: str, code: int = 2) -> int:

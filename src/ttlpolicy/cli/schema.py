@@ -9,6 +9,12 @@ from ..validate import policy_schema
 from .output import write_json
 
 
+EXAMPLES = (
+    "ttlpolicy schema > policy.schema.json           # for an editor's YAML language server",
+    "ttlpolicy schema | jq '.properties | keys'      # the top-level keys a policy may have",
+)
+
+
 def register(sub: Any) -> None:
     parser = sub.add_parser("schema", help="print the policy JSON Schema (draft 2020-12)",
                             description="Print the JSON Schema that policy files are validated against.")

@@ -16,7 +16,14 @@ import sys
 import tempfile
 from typing import Any
 
-from .output import fail
+from .output import fail, missing_policies_hint
+
+
+EXAMPLES = (
+    'ttlpolicy serve                                 # policies/ on http://127.0.0.1:8080, no credentials needed',
+    'ttlpolicy serve --config examples/serve.yaml --host 0.0.0.0 --workers 4   # production-like: credentials required',
+    'printf \'%s\' "$KEY" | ttlpolicy serve --hash-key   # the sha256:... form of an API key, for the config',
+)
 
 
 def register(sub: Any) -> None:
@@ -31,7 +38,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--insecure-no-auth", action="store_true", default=None,
                         help="allow a non-loopback bind without credentials (never in production)")
     parser.add_argument("--no-watch", action="store_true", help="do not reload when policy files change")
-    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
+                        help="server log level (default: info)")
     parser.add_argument("--hash-key", action="store_true",
                         help="read an API key on stdin, print its sha256:<hex> form for the config, and exit")
     parser.set_defaults(run=run)
@@ -92,7 +100,8 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
         policies = load_policies(settings.policies)
     except PolicyError as exc:
         print(exc.render(), file=sys.stderr)
-        return fail(f"cannot load policies from {settings.policies}; not starting")
+        return fail(f"cannot load policies from {settings.policies}; not starting"
+                    f"{missing_policies_hint(settings.policies)}")
 
     if not settings.auth.enabled:
         where = "loopback only" if loopback else "WITHOUT AUTHENTICATION (--insecure-no-auth)"

@@ -7,15 +7,24 @@ cases or low coverage, 2 for usage or I/O errors, invalid test files and unloada
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import os
 import sys
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import Any, Callable
 
 from ..durations import format_duration
 from ..errors import PolicyError, Problem, UnknownPolicyError, render_text
 from ..testing import CaseResult, Report, Suite, discover, load_test_file, run_tests
-from .output import decision_text, fail, write_json
+from .output import colourise, decision_text, fail, missing_policies_hint, plural, write_json
+
+
+EXAMPLES = (
+    'ttlpolicy test                                  # every test file in policies/tests/',
+    'ttlpolicy test policies --min-coverage 100      # a policy directory: its tests/; every rule must be matched',
+    "ttlpolicy test --run unmanaged --watch          # cases whose name says 'unmanaged', again on every change",
+)
 
 
 def register(sub: Any) -> None:
@@ -24,18 +33,70 @@ def register(sub: Any) -> None:
                                         "matched. Exit 0 all pass, 1 failures or coverage below --min-coverage, "
                                         "2 usage, I/O or invalid test or policy files.")
     parser.add_argument("paths", nargs="*", default=["policies/tests"], metavar="PATH",
-                        help="test files or directories (default: policies/tests/)")
+                        help="test files or directories; a policy directory stands for its tests/ "
+                             "(default: policies/tests/)")
     parser.add_argument("--policies", metavar="DIR",
                         help="policy directory for every file (default: each file's `policies:` key, else the "
                              "parent of the directory holding the test file)")
     parser.add_argument("--min-coverage", type=float, default=0.0, metavar="N",
                         help="fail when fewer than N percent of the rules are matched by some case")
-    parser.add_argument("--format", choices=["text", "json", "junit"], default="text")
+    parser.add_argument("--format", choices=["text", "json", "junit"], default="text",
+                        help="text for people (default), json, or junit XML for CI test reports")
     parser.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    parser.add_argument("--run", metavar="PATTERN", dest="run_pattern",
+                        help="only the cases whose name matches: a glob such as 'unmanaged*', else a substring "
+                             "(case-insensitive)")
+    parser.add_argument("--watch", action="store_true",
+                        help="run again whenever a test or policy file changes (Ctrl-C stops)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.watch:
+        return run_once(args)
+    return watch(args)
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Run, then run again after every change to the test files or the policies they test."""
+    import watchfiles
+
+    while True:
+        run_once(args)
+        sys.stdout.flush()  # each run's report must show before the wait, also through a pipe
+        roots = _watched(args)
+        print(f"watching {', '.join(sorted(roots))} for changes (Ctrl-C stops)", file=sys.stderr, flush=True)
+        for _changes in watchfiles.watch(*roots, debounce=300, raise_interrupt=False):
+            break
+        else:  # interrupted
+            return 130
+        print(file=sys.stderr)
+
+
+def _watched(args: argparse.Namespace) -> set[str]:
+    roots = {str(p) for p in args.paths if os.path.exists(p)}
+    if args.policies:
+        roots.add(args.policies)
+    files, _ = discover(args.paths)
+    for file in files:
+        try:
+            roots.add(str(load_test_file(file, args.policies).policy_dir))
+        except PolicyError:
+            pass
+    return {root for root in roots if os.path.exists(root)} or {"."}
+
+
+def selector(pattern: str | None) -> Callable[[str], bool] | None:
+    """``--run``: a glob when the pattern has glob characters, else a substring; case-insensitive."""
+    if pattern is None:
+        return None
+    wanted = pattern.lower()
+    if any(c in wanted for c in "*?["):
+        return lambda name: fnmatch.fnmatchcase(name.lower(), wanted)
+    return lambda name: wanted in name.lower()
+
+
+def run_once(args: argparse.Namespace) -> int:
     if not 0 <= args.min_coverage <= 100:
         return fail("--min-coverage must be between 0 and 100")
     files, problems = discover(args.paths)
@@ -48,13 +109,20 @@ def run(args: argparse.Namespace) -> int:
             problems += exc.problems
             sources.update(exc.sources)
     if problems:
-        return _usage_problems(problems, sources, args.format)
+        code = _usage_problems(problems, sources, args.format)
+        for path in args.paths:
+            hint = missing_policies_hint(path, how="name the policy or test directory (ttlpolicy test DIR)")
+            if hint and args.format == "text":
+                print(f"ttlpolicy: error: cannot test {path}{hint}", file=sys.stderr)
+        return code
     try:
-        report = run_tests(suites)
+        report = run_tests(suites, select=selector(args.run_pattern))
     except PolicyError as exc:
         return _usage_problems(exc.problems, exc.sources, args.format)
     except UnknownPolicyError as exc:
         return fail(str(exc))
+    if args.run_pattern is not None and not report.results:
+        return fail(f"no case name matches --run {args.run_pattern!r}")
     low = report.coverage.percent < args.min_coverage
     if args.format == "json":
         write_json({"ok": report.ok and not low, "passed": len(report.results) - len(report.failed),
@@ -63,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "junit":
         sys.stdout.write(junit_xml(report))
     else:
-        print(text_report(report, args.min_coverage, args.verbose))
+        print(colourise(text_report(report, args.min_coverage, args.verbose)))
     return 1 if report.failed or low else 0
 
 
@@ -103,7 +171,7 @@ def text_report(report: Report, min_coverage: float = 0.0, verbose: bool = False
         elif verbose:
             lines.append(f"ok   {result.location}: {result.name}")
     cov = report.coverage
-    lines.append(f"rule coverage: {cov.percent:g}% ({len(cov.matched)} of {cov.total} rules matched by some case)")
+    lines.append(f"rule coverage: {cov.percent:g}% ({len(cov.matched)} of {plural(cov.total, 'rule')} matched by some case)")
     never = cov.never_matched()
     if never:
         lines.append("  never matched: " + ", ".join(never))

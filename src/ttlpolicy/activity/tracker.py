@@ -42,20 +42,6 @@ KINDS: Mapping[str, tuple[str, float]] = MappingProxyType({
 })
 CLIENT_KINDS = frozenset({"refresh", "auth_fail"})
 
-# The activity.* attributes: (type, description). The vocabulary and the docs are built from this.
-ATTRIBUTES: Mapping[str, tuple[str, str]] = MappingProxyType({
-    "activity.refreshes_1h": ("int", "Refreshes (token.refreshed events) of this user in the last hour."),
-    "activity.failed_auth_15m": ("int", "Failed authentications (auth.failed) of this user in the last 15 minutes."),
-    "activity.refresh_failures_1h": ("int", "Refused refreshes (refresh.failed) of this user in the last hour."),
-    "activity.bad_signatures_1h": ("int", "Tokens of this user presented with a bad signature in the last hour."),
-    "activity.sessions": ("int", "Sessions of this user with activity in the last day and no logout."),
-    "activity.ips_24h": ("int", "Distinct IP addresses of this user in the last day."),
-    "activity.countries_24h": ("int", "Distinct countries of this user in the last day."),
-    "activity.new_country": ("bool", "location.country was not seen for this user in the last 90 days."),
-    "activity.idle_seconds": ("int", "Seconds since this user's previous activity (absent: none known)."),
-    "activity.client_refreshes_1h": ("int", "Refreshes by this client (client.id) in the last hour."),
-    "activity.client_failed_auth_15m": ("int", "Failed authentications at this client in the last 15 minutes."),
-})
 
 
 def subject_key(subject: str, kind: str) -> str:

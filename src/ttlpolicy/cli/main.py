@@ -19,7 +19,8 @@ from .. import __version__
 
 # Subcommand modules, each with ``register(subparsers)`` and ``EXAMPLES``; imported lazily
 # inside the subcommand's ``run`` so that ``ttlpolicy lint`` does not pay for the HTTP stack.
-COMMANDS = ("init", "lint", "fmt", "test", "decide", "eval", "diff", "serve", "schema", "heatmap", "completion")
+COMMANDS = ("init", "lint", "fmt", "test", "decide", "eval", "diff", "serve", "schema", "heatmap", "report",
+            "completion")
 
 DESCRIPTION = "Adaptive token lifetimes as declarative, type-checked policy."
 MAIN_EXAMPLES = (

@@ -51,7 +51,7 @@ def test_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["lint", "--format", "xml"])
     assert info.value.code == 2
     with pytest.raises(SystemExit) as info:
-        main([])
+        main(["no-such-command"])
     assert info.value.code == 2
 
 

@@ -247,8 +247,7 @@ def _explain(error: Any) -> str:
     loc = [part for part in error["loc"] if isinstance(part, str)]
     kind = error["type"]
     if kind == "extra_forbidden":
-        parents = [part for part in loc[:-1] if part in _MODELS] or [None]
-        model = _MODELS.get(loc[-2] if len(loc) > 1 else None, _MODELS[parents[-1]])
+        model = _MODELS.get(loc[-2] if len(loc) > 1 else None, TestFile)
         known = list(model.model_fields)
         return f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], known)} (known: {', '.join(known)})"
     if kind == "missing":

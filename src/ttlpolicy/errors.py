@@ -166,6 +166,7 @@ CODES: Mapping[str, str] = {
     "unknown-base": "extends names a policy that does not exist",
     "extends-cycle": "policies extend each other in a cycle",
     "extends-concrete": "extends names a policy that is not abstract",
+    "base-broken": "a policy was not checked because a base it extends has errors (reported at the base)",
     "multiple-defaults": "more than one policy is marked default",
     "no-default-policy": "several policies and none is marked default",
     # semantics
@@ -182,11 +183,14 @@ CODES: Mapping[str, str] = {
     "rule-no-effect": "a rule has no effect",
     "floor-above-cap": "a rule's floor is above its own cap",
     "factor-bounds": "a factor's max is below its min",
+    "setting-bound": "a setting beyond the bound the documentation gives (refresh.reuse_grace above 5m)",
     "attribute-derived": "a derived attribute (location.zone, time.*) is redeclared",
     "attribute-name": "an attribute name collides with a built-in namespace",
     "attribute-values": "values given for an attribute type that cannot have them",
     "attribute-bounds": "an attribute's min is above its max",
     "attribute-default": "an attribute's default does not fit its declaration",
+    "duplicate-rate-limit": "two rate limits share a name",
+    "rate-limit-rate": "a rate limit's rate has a count below 1 or a window below 1s",
     # CEL
     "cel-syntax": "a CEL expression cannot be parsed",
     "cel-unknown-attribute": "a CEL expression reads an attribute that is not declared",

@@ -16,10 +16,12 @@ from .decision import Decision
 from .errors import Location, PolicyError, Problem, ProblemCollector, UnknownPolicyError
 from .load import Document, JsonPath, decode_source, parse_document, read_source
 from .model import build_document
-from .validate import Locator, schema_problems, semantic_problems
+from .state.ratelimit import CompiledRateLimit, compile_rate_limits
+from .validate import (Locator, cel_problems_despite_schema, resolve_attributes, schema_problems,
+                       semantic_problems)
 
 POLICY_SUFFIXES = (".yaml", ".yml")
-_INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules")
+_INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules", "rate_limits")
 
 
 class PolicySet:
@@ -31,8 +33,11 @@ class PolicySet:
     """
 
     def __init__(self, policies: Mapping[str, CompiledPolicy], default: str, warnings: Iterable[Problem] = (),
-                 sources: Mapping[str, str] | None = None):
+                 sources: Mapping[str, str] | None = None,
+                 rate_limits: Mapping[str, tuple[CompiledRateLimit, ...]] | None = None):
         self._policies = dict(policies)
+        # Counted only by the state layer (ttlpolicy.state), never by decide() here.
+        self.rate_limits: Mapping[str, tuple[CompiledRateLimit, ...]] = dict(rate_limits or {})
         self.default = default
         self.warnings = list(warnings)
         self.sources = dict(sources or {})
@@ -121,6 +126,8 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
     documents: dict[str, Document] = {}
     texts: dict[str, str] = {}
     raw: dict[str, tuple[str, dict[str, Any]]] = {}
+    broken: dict[str, str] = {}  # policy name -> file, for policies that failed before merging
+    schema_failed: list[Document] = []
     for file, content in sorted(sources.items()):
         collector = ProblemCollector(file)
         text = decode_source(content, collector) if isinstance(content, bytes) else content
@@ -134,9 +141,14 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         found = schema_problems(doc)
         problems += found
         if found:
+            schema_failed.append(doc)
+            if isinstance(doc.data, dict) and isinstance(doc.data.get("name"), str):
+                broken.setdefault(doc.data["name"], file)
             continue
         data = dict(doc.data)
         data["rules"] = [dict(rule, index=i, file=file) for i, rule in enumerate(data.get("rules", []))]
+        if "rate_limits" in data:
+            data["rate_limits"] = [dict(limit, index=i, file=file) for i, limit in enumerate(data["rate_limits"])]
         name = data["name"]
         if name in raw:
             problems.append(Problem("duplicate-policy", f"policy {name!r} is also defined in {raw[name][0]}",
@@ -144,12 +156,31 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             continue
         raw[name] = (file, data)
 
+    # Schema errors must not hide CEL errors: type-check those files' conditions anyway, against
+    # the declarations of every file (their bases' included).
+    for doc in schema_failed:
+        problems += cel_problems_despite_schema(doc, [d.data for d in documents.values()])
+
     compiled: dict[str, CompiledPolicy] = {}
+    rate_limits: dict[str, tuple[CompiledRateLimit, ...]] = {}
     warnings: list[Problem] = []
-    for name, (file, data) in raw.items():
-        chain = _extends_chain(name, raw, documents, problems)
+    chains = {name: _extends_chain(name, raw, documents, problems, broken) for name in raw}
+    # Bases before the policies that extend them, so that a policy whose base is broken is
+    # reported once as not checked instead of repeating (or misreporting) the base's errors.
+    for name in sorted(raw, key=lambda n: len(chains[n] or ())):
+        file, data = raw[name]
+        chain = chains[name]
         if chain is None:
             continue
+        bad_bases = [base for base in chain[:-1] if base in broken]
+        if bad_bases:
+            broken.setdefault(name, file)
+            location = documents[file].location(("extends",))
+            problems.append(Problem("base-broken", f"policy {name!r} was not checked: its base "
+                                    f"{bad_bases[0]!r} has errors (in {broken[bad_bases[0]]}); fix those first",
+                                    location, path="extends"))
+            continue
+        before = len(problems)
         merged, owner = _merge([raw[n] for n in chain])
         where = Locator(documents, owner, file)
         try:
@@ -166,6 +197,10 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         result, cel_problems = compile_policy(policy, where, backend, files=tuple(dict.fromkeys(
             raw[n][0] for n in chain)), build=not any(p.severity == "error" for p in found), parsed=parsed)
         found += cel_problems
+        limits, limit_problems = compile_rate_limits(policy.rate_limits, resolve_attributes(policy), documents, where)
+        found += limit_problems
+        if limits:
+            rate_limits[name] = limits
         problems += [p for p in found if p.severity == "error"]
         warnings += [p for p in found if p.severity == "warning"]
         if result is not None and not any(p.severity == "error" for p in found):
@@ -174,6 +209,9 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             warnings += [w for w in analysed if w.severity != "error" and w not in warnings]
             if not any(p.severity == "error" for p in analysed):
                 compiled[name] = result
+        if any(p.severity == "error" and p.location is not None and p.location.file in (file, *(
+                raw[n][0] for n in chain)) for p in problems[before:]):
+            broken.setdefault(name, file)
 
     default = _default_policy(raw, documents, problems)
     if any(p.severity == "error" for p in problems) or not raw:
@@ -181,12 +219,14 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             problems.append(Problem("no-policies", "no policy files to load", Location("<input>")))
         raise PolicyError(problems + warnings, texts)
     assert default is not None
-    return PolicySet(compiled, default, warnings, texts)
+    return PolicySet(compiled, default, warnings, texts,
+                     {n: limits for n, limits in rate_limits.items() if n in compiled})
 
 
 def _extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], documents: Mapping[str, Document],
-                   problems: list[Problem]) -> list[str] | None:
-    """Bases in merge order (depth first, each once), the policy itself last."""
+                   problems: list[Problem], broken: Mapping[str, str] = {}) -> list[str] | None:
+    """Bases in merge order (depth first, each once), the policy itself last. A base that failed
+    its schema (``broken``) is kept in the chain, for the caller to report as a broken base."""
     order: list[str] = []
     ok = True
 
@@ -199,6 +239,8 @@ def _extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], doc
                 problems.append(Problem("extends-cycle", f"{' → '.join(stack + (current, base))} is a cycle",
                                         location, path=f"extends[{i}]"))
                 ok = False
+            elif base in broken and base not in raw:
+                order.append(base)
             elif base not in raw:
                 problems.append(Problem("unknown-base", f"no policy named {base!r} to extend (known: "
                                         f"{', '.join(sorted(raw)) or 'none'})", location, path=f"extends[{i}]"))
@@ -225,8 +267,8 @@ def _merge(chain: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dic
             if key not in data:
                 continue
             value = data[key]
-            if key == "rules":
-                merged.setdefault("rules", []).extend(value)
+            if key in ("rules", "rate_limits"):
+                merged.setdefault(key, []).extend(value)
             elif key == "timezone":
                 merged[key] = value
                 owner[(key,)] = file

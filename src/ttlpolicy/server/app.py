@@ -109,7 +109,7 @@ class Service:
         self.metrics = Metrics(lambda: self.holder.last_success)
         self.metrics.serving(self.holder.current.policies.digest)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
-        self.openapi = orjson.dumps(openapi_document(settings))
+        self._openapi = ("", b"")  # (digest of the set it describes, the document)
         self._tasks: set[asyncio.Task[None]] = set()
         # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
         self.state = StateAPI(self, settings)
@@ -480,7 +480,10 @@ class Service:
 
     async def openapi_endpoint(self, request: Request) -> Response:
         """GET /openapi.json"""
-        return Response(self.openapi, media_type=JSON)
+        policies = self.holder.current.policies
+        if self._openapi[0] != policies.digest:  # each policy's context schema is part of it
+            self._openapi = (policies.digest, orjson.dumps(openapi_document(self.settings, policies)))
+        return Response(self._openapi[1], media_type=JSON)
 
     # -- errors and lifespan ----------------------------------------------------------------
 

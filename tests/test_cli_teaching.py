@@ -16,7 +16,7 @@ import pytest
 
 from ttlpolicy.cli.diff import describe_times
 from ttlpolicy.cli.main import main
-from ttlpolicy.cli.output import Progress, colourise, plural
+from ttlpolicy.cli.output import colourise, plural
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,13 +165,3 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.M
     assert colourise(text, io.StringIO()) == text
     monkeypatch.setenv("NO_COLOR", "1")
     assert colourise(text, _Tty()) == text
-
-
-def test_progress_only_on_a_terminal() -> None:
-    pipe, tty = io.StringIO(), _Tty()
-    for stream in (pipe, tty):
-        progress = Progress(stream)
-        progress("diff workforce: scenarios", 1000, 20000)
-        progress.clear()
-    assert pipe.getvalue() == ""
-    assert "diff workforce: scenarios: 1000/20000 (5%)" in tty.getvalue() and tty.getvalue().endswith("\r\033[K")

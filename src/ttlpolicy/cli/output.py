@@ -51,28 +51,6 @@ def colourise(text: str, stream: TextIO | None = None) -> str:
     return text
 
 
-class Progress:
-    """A one-line progress report on stderr, only when stderr is a terminal (never in logs or pipes)."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.shown = False
-        self.enabled = self.stream.isatty()
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        if self.enabled:
-            percent = 100 * done // total if total else 100
-            self.stream.write(f"\r\033[K{what}: {done}/{total} ({percent}%)")
-            self.stream.flush()
-            self.shown = True
-
-    def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self.shown = False
-
-
 def plural(count: int, word: str) -> str:
     """``1 rule``, ``2 rules``, ``0 rules``."""
     return f"{count} {word}{'' if count == 1 else 's'}"

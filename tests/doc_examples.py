@@ -331,7 +331,7 @@ class PageRun:
                 if code != 0:
                     raise DocExampleError(f"{block.where}: the block's setup failed (exit {code}):\n{output}")
             if "server" in block.directives:
-                with _inside(self.sandbox):
+                with _inside(self.shell.cwd):
                     self._start_server(block)
             if "file" in block.directives:
                 target = self.sandbox / block.directives["file"]
@@ -341,7 +341,7 @@ class PageRun:
                 continue
             if block.language not in EXECUTED:
                 continue
-            with _inside(self.sandbox):
+            with _inside(self.shell.cwd):
                 if block.language == "python":
                     self._run_python(block)
                 else:
@@ -536,11 +536,12 @@ class _Server:
 class _Shell:
     """One bash per page, so that variables and files carry from one command to the next."""
 
-    _MARK = re.compile(r"^\x1e(\d+)\x1e$")
+    _MARK = re.compile(r"^\x1e(\d+) (.*)\x1e$")
 
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=cwd, env=env, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.cwd = cwd
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -553,7 +554,7 @@ class _Shell:
     def run(self, command: str) -> tuple[int, str]:
         assert self.process.stdin is not None
         # The command's stdin is /dev/null so that it can never read the next commands.
-        self.process.stdin.write(f"{{ {command}\n}} </dev/null 2>&1\nprintf '\\n\\036%d\\036\\n' $?\n")
+        self.process.stdin.write(f"{{ {command}\n}} </dev/null 2>&1\nprintf '\\n\\036%d %s\\036\\n' $? \"$PWD\"\n")
         self.process.stdin.flush()
         output: list[str] = []
         while True:
@@ -566,6 +567,7 @@ class _Shell:
                 raise DocExampleError(f"the shell exited while running `{command}`:\n{''.join(output)}")
             mark = self._MARK.match(line.rstrip("\n"))
             if mark:
+                self.cwd = Path(mark.group(2))  # `cd` in an example moves the next commands too
                 text = "".join(output)
                 return int(mark.group(1)), text[:-1] if text.endswith("\n") else text
             output.append(line)

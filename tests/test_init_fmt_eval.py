@@ -43,7 +43,9 @@ def test_init_gives_a_set_that_lints_tests_decides_and_is_formatted(tmp_path: Pa
 
 
 def test_init_workflow_is_the_documented_one() -> None:
-    assert (SCAFFOLD / "github-workflow.yml").read_text() == (REPO / "examples/ci/ttlpolicy.yml").read_text()
+    assert (SCAFFOLD / "github-workflow.yml").read_text() == (REPO / "examples/ci/ttlpolicy.yml").read_text(), \
+        "`ttlpolicy init` ships the documented workflow: cp examples/ci/ttlpolicy.yml " \
+        "src/ttlpolicy/scaffold/github-workflow.yml"
 
 
 def _comments(text: str) -> list[str]:

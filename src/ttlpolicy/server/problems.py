@@ -31,6 +31,11 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-subject-token": (422, "Subject token failed verification"),
     "subject-token-not-configured": (422, "Subject tokens are not accepted by this service"),
     "policy-load-failed": (422, "Policy set failed to load"),
+    "invalid-grid": (422, "The heat-map cannot be drawn"),
+    "grid-too-large": (422, "The heat-map has too many cells"),
+    "compute-time-exceeded": (422, "The computation took too long"),
+    "invalid-source": (422, "The policy version cannot be read"),
+    "text-too-large": (413, "Policy text too large"),
     "internal-error": (500, "Internal server error"),
 }
 

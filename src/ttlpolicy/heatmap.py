@@ -495,11 +495,11 @@ def change_color(base: Outcome, head: Outcome, lifetime: str) -> str:
     return _mix("#ffffff", LONGER_COLOR if direction == "longer" else SHORTER_COLOR, strength)
 
 
-def short_duration(seconds: int) -> str:
-    """A cell label of at most five characters: exact (``6h24m``) when it fits, else the largest
-    unit after ``~`` (``~1d``); the tooltip always gives the exact value."""
+def short_duration(seconds: int, width: int = 5) -> str:
+    """A cell label of at most ``width`` characters: exact (``6h24m``) when it fits, else the
+    largest unit after ``~`` (``~1d``); the tooltip always gives the exact value."""
     text = format_duration(seconds)
-    if len(text) <= 5:
+    if len(text) <= width:
         return text
     for i, ch in enumerate(text):
         if ch.isalpha():

@@ -50,9 +50,9 @@ function duration(seconds) {
   }
   return out;
 }
-function shortDuration(seconds) {
+function shortDuration(seconds, width = 5) {
   const text = duration(seconds);
-  if (text.length <= 5) return text;
+  if (text.length <= width) return text;
   const match = text.match(/^\d+[a-z]/);
   return match ? "~" + match[0] : text;
 }
@@ -632,7 +632,7 @@ function changeCell(data, lifetime) {
     const outcome = (o) => o.refused ? "refused" : !o.allow ? "DENY" : `access ${duration(o.access_ttl)}, refresh ${o.refresh_ttl ? duration(o.refresh_ttl) : "none"}${o.step_up ? " + step-up" : ""}`;
     const summary = `before: ${outcome(before)}; after: ${outcome(after)}; ${cell.kinds.length ? cell.kinds.join(", ") : "unchanged"}`;
     const color = cell.colors[lifetime];
-    const button = el("button", { type: "button", class: after.step_up && !before.step_up ? "step-up" : "",
+    const button = el("button", { type: "button", class: "wide" + (after.step_up && !before.step_up ? " step-up" : ""),
       "aria-label": `${where(data, cell)}: ${summary}`, "aria-pressed": "false", "data-testid": "change-cell", text: label });
     button.style.setProperty("background", color);
     button.style.setProperty("color", textColor(color));

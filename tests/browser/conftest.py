@@ -31,13 +31,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _FAILED = pytest.StashKey[bool]()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API cannot start while another instance runs in the same thread,
+# so this one must be gone before other test modules start theirs.
+@pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     with ServerProcess("--policies", str(REPO / "policies")) as process:
         yield process
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     executable = require_program("chromium")
     shutil.rmtree(ARTEFACTS, ignore_errors=True)  # only this run's failures are left there

@@ -708,6 +708,7 @@ function syncGutter(problems) {
   const marks = new Map();
   for (const p of problems || state.lastProblems || []) {
     if (!p.location || p.location.file !== $("edit-file").value) continue;
+    if (p.severity === "note") continue; // an acknowledged warning: listed, not marked
     if (marks.get(p.location.line) !== "err") marks.set(p.location.line, p.severity === "error" ? "err" : "warn");
   }
   const lines = [];
@@ -744,7 +745,7 @@ async function lintDraft() {
     state.draftPolicies = result.ok ? result.policies : state.draftPolicies;
     renderProblems(result.problems);
     const errors = result.problems.filter((p) => p.severity === "error").length;
-    const warnings = result.problems.length - errors;
+    const warnings = result.problems.filter((p) => p.severity === "warning").length;
     if (errors) setLintState("bad", `${errors} error${errors > 1 ? "s" : ""}, ${warnings} warning${warnings === 1 ? "" : "s"}: the draft cannot be used`);
     else setLintState("ok", `✓ no errors${warnings ? `, ${warnings} warning${warnings === 1 ? "" : "s"}` : ""}${Object.keys(state.draft).length ? ": the draft can be used" : ""}`);
     if (Object.keys(state.draft).length && result.ok && !$("use-draft").dataset.touched) $("use-draft").checked = true;

@@ -29,6 +29,8 @@ from starlette.types import Receive, Scope, Send
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
 from ..policyset import resolve_now
 from ..tokens import TokenInvalid, token_context
+from ..state import StateStore
+from .activity_api import ActivityAPI
 from .auth import AuthError, Authenticator, Caller, require_scope
 from .config import INTERNAL_ENV, MAX_SUBJECT_TOKEN, Settings
 from .decisionlog import DecisionLog
@@ -49,6 +51,9 @@ _ITEM_FIELDS = frozenset({"context", "policy", "now", "explain", "subject_token"
 # The claims a decision sees under token.* come only from a subject_token the service verified.
 _FORGED_TOKEN = {"path": "token", "code": "context-forbidden-attribute",
                  "message": "token.* comes only from a verified subject_token"}
+# ... and activity.* only from the service's own state store.
+_FORGED_ACTIVITY = {"path": "activity", "code": "context-forbidden-attribute",
+                    "message": "activity.* is computed by the service from its state store"}
 _SUBJECT_FIELDS = ("iss", "sub", "jti")  # what the decision log keeps of a subject token
 _UTC = timezone.utc
 
@@ -97,7 +102,7 @@ def _field_error(path: str, message: str, code: str = "invalid-field") -> dict[s
 class Service:
     """Everything one app instance holds: settings, credentials, the policy holder, metrics, the log."""
 
-    def __init__(self, settings: Settings, policies: PolicySet | None = None):
+    def __init__(self, settings: Settings, policies: PolicySet | None = None, store: StateStore | None = None):
         self.settings = settings
         self.max_body = settings.limits.max_body_bytes
         self.max_batch = settings.limits.max_batch
@@ -109,6 +114,8 @@ class Service:
         self.metrics.serving(self.holder.current.policies.digest)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self.openapi = orjson.dumps(openapi_document(settings))
+        self.store = store  # the state store (activity, events, automatic actions); None: none configured
+        self.activity = ActivityAPI(self, settings, lambda: self.store)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _reloaded(self, result: str, loaded: Loaded) -> None:
@@ -203,7 +210,7 @@ class Service:
             return 404, problem_body("unknown-policy", str(exc), policy=exc.name, known=exc.known)
         assert isinstance(context, dict)  # checked above
         instant = now or datetime.now(_UTC)
-        if "token" in context:
+        if "token" in context or "activity" in context:
             return self._forged_token(compiled, context, instant)
         subject: dict[str, str] | None = None
         if subject_token is not None:
@@ -225,6 +232,9 @@ class Service:
                                          policy=compiled.name)
             context = {**context, "token": token_context(verified.claims)}
             subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
+        observation = self.activity.observe(context)
+        if observation is not None and observation.values is not None:
+            context = {**context, "activity": observation.values}
         try:
             decision = compiled.decide(context, instant, explain)
         except ContextError as exc:
@@ -232,6 +242,7 @@ class Service:
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
                                      f"attribute rule(s) of policy {compiled.name}",
                                      errors=context_errors(exc.problems), policy=compiled.name)
+        self.activity.after_decision(decision, observation)
         out = decision.to_dict()
         decision_id = _next_decision_id()
         out["decision_id"] = decision_id
@@ -245,16 +256,18 @@ class Service:
         return 200, out
 
     def _forged_token(self, compiled: Any, context: dict[str, Any], instant: datetime) -> tuple[int, dict[str, Any]]:
-        """The 422 for a context that sends ``token`` itself, listing every other offending field too."""
-        errors = [dict(_FORGED_TOKEN)]
+        """The 422 for a context that sends ``token`` or ``activity`` itself, listing every other offending field too."""
+        errors = [dict(e) for k, e in (("token", _FORGED_TOKEN), ("activity", _FORGED_ACTIVITY)) if k in context]
         try:
-            compiled.context.activation({k: v for k, v in context.items() if k != "token"}, instant)
+            compiled.context.activation({k: v for k, v in context.items() if k not in ("token", "activity")},
+                                        instant)
         except ContextError as exc:
             errors += context_errors(exc.problems)
         self.metrics.error(compiled.name)
         return 422, problem_body("invalid-context", f"the context violates {len(errors)} declared attribute "
-                                 f"rule(s) of policy {compiled.name}: token.* comes only from a verified "
-                                 "subject_token", errors=errors, policy=compiled.name)
+                                 f"rule(s) of policy {compiled.name}: "
+                                 + "; ".join(e["message"] for e in errors if e["path"] in ("token", "activity")),
+                                 errors=errors, policy=compiled.name)
 
     async def decide(self, request: Request) -> Response:
         """POST /v1/decide"""
@@ -465,6 +478,7 @@ class Service:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.decision_log.start()
+        self.activity.start()
         stop = asyncio.Event()
         if self.settings.reload.watch:
             paths = list(self.settings.reload.watch_paths) or [self.settings.policies]
@@ -480,6 +494,7 @@ class Service:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.activity.stop()
             self.decision_log.stop()
             self.metrics.close()
 
@@ -501,14 +516,15 @@ class _App(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, policies: PolicySet | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, policies: PolicySet | None = None,
+               store: StateStore | None = None) -> Starlette:
     """The Starlette app serving ``settings.policies`` (or an already loaded ``policies``).
 
     Raises :class:`~ttlpolicy.PolicyError` when the set does not load.
 
     >>> app = create_app(Settings(policies="policies"))                 # doctest: +SKIP
     """
-    service = Service(settings or Settings(), policies)
+    service = Service(settings or Settings(), policies, store)
     routes = [
         Route("/v1/decide", service.decide, methods=["POST"]),
         Route("/v1/decide/batch", service.decide_batch, methods=["POST"]),
@@ -519,6 +535,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", service.openapi_endpoint, methods=["GET"]),
+        *(service.activity.routes() if store is not None else []),
     ]
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})

@@ -32,6 +32,7 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "subject-token-not-configured": (422, "Subject tokens are not accepted by this service"),
     "policy-load-failed": (422, "Policy set failed to load"),
     "internal-error": (500, "Internal server error"),
+    "state-unavailable": (503, "State store unavailable"),
 }
 
 

@@ -119,7 +119,7 @@ class EventReporter:
                 return
 
     def _send_batch(self) -> bool:
-        batch = []
+        batch: list[dict[str, Any]] = []
         while self._queue and len(batch) < self.batch_size:
             batch.append(self._queue.popleft())
         body = orjson.dumps({"events": batch})

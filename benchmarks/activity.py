@@ -145,10 +145,10 @@ def http_rows(url: str | None, label: str, batch_size: int, seconds: float, work
     script = textwrap.dedent(f"""
         import uvicorn
         from ttlpolicy.server import Settings, create_app
-        from ttlpolicy.state import open_store
         settings = Settings.model_validate({{"policies": {str(POLICIES)!r}, "decision_log": {{"sink": "off"}},
-            "reload": {{"watch": False}}, "activity": {{"detectors": [{DETECTOR.model_dump(by_alias=True)!r}]}}}})
-        uvicorn.run(create_app(settings, store=open_store({store_url!r})), host="127.0.0.1", port={port},
+            "reload": {{"watch": False}}, "state": {store_url!r},
+            "activity": {{"detectors": [{DETECTOR.model_dump(by_alias=True)!r}]}}}})
+        uvicorn.run(create_app(settings), host="127.0.0.1", port={port},
                     log_level="warning")
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

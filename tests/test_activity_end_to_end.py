@@ -16,7 +16,6 @@ from starlette.testclient import TestClient
 
 from ttlpolicy.cli.main import main
 from ttlpolicy.server import Settings, create_app
-from ttlpolicy.state import open_store
 from webhook_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,16 +36,17 @@ def decide(client: TestClient, user: str, country: str) -> dict[str, Any]:
 
 def test_a_refresh_burst_from_new_countries_end_to_end(tmp_path: Path) -> None:
     decisions_log, events_log = tmp_path / "decisions.jsonl", tmp_path / "events.jsonl"
-    with Receiver(SECRET) as receiver, open_store(f"sqlite:///{tmp_path}/state.db") as store:
+    with Receiver(SECRET) as receiver:
         settings = Settings.model_validate({
             "policies": str(ROOT / "examples" / "activity" / "policies"), "reload": {"watch": False},
+            "state": f"sqlite:///{tmp_path}/state.db",
             "decision_log": {"sink": "file", "path": str(decisions_log)},
             "activity": {"event_log": {"sink": "file", "path": str(events_log)}, "detectors": [{
                 "name": "refresh-burst", "events": ["token.refreshed"], "per": "subject",
                 "threshold": {"count": 10, "within": "10m"}, "respond": ["disable_refresh"], "for": "1h"}]},
             "webhooks": {"endpoints": [{"name": "soc", "url": receiver.url, "secret": SECRET}],
                          "retry_delays": [0.1, 0.2], "dead_letter": str(tmp_path / "dead.jsonl")}})
-        with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as client:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             # Before: alice signs in from Germany, as usual.
             decide(client, "alice", "DE")
             before = decide(client, "alice", "DE")

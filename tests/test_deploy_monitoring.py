@@ -14,7 +14,6 @@ from starlette.testclient import TestClient
 
 from required import require_program
 from ttlpolicy.server import Settings, create_app
-from ttlpolicy.state import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
@@ -38,9 +37,8 @@ def exported_metrics(tmp_path: Path) -> set[str]:
     """Every sample name the service can export, from a live app's /metrics (TYPE lines included)."""
     settings = Settings.model_validate({
         "policies": str(ROOT / "examples" / "activity" / "policies"), "decision_log": {"sink": "off"},
-        "reload": {"watch": False}})
-    with open_store(f"sqlite:///{tmp_path}/state.db") as store, \
-            TestClient(create_app(settings, store=store), raise_server_exceptions=False) as client:
+        "reload": {"watch": False}, "state": f"sqlite:///{tmp_path}/state.db"})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         client.post("/v1/decide", json={"context": {"user": {"id": "alice"}, "client": {"id": "web"}}})
         text = client.get("/metrics").text
     names: set[str] = set()

@@ -38,10 +38,11 @@ def free_port() -> int:
 def service(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """A real ttlpolicy service with a SQLite store, served by uvicorn in a thread."""
     settings = Settings.model_validate({"policies": str(REPO / "examples" / "activity" / "policies"),
-                                        "decision_log": {"sink": "off"}, "reload": {"watch": False}})
-    store = open_store(f"sqlite:///{tmp_path}/state.db")
+                                        "decision_log": {"sink": "off"}, "reload": {"watch": False},
+                                        "state": f"sqlite:///{tmp_path}/state.db"})
+    store = open_store(f"sqlite:///{tmp_path}/state.db")  # a second connection, to look at what arrived
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, store=store), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -7,7 +7,7 @@ import base64
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from ttlpolicy.activity.security_events import CAEP, RISC
 from ttlpolicy.server import Settings, create_app
-from ttlpolicy.state import StateStore, StoreUnavailable, open_store
+from ttlpolicy.state import StateStore, StoreUnavailable
 from ttlpolicy.state.store import Batch
 from webhook_receiver import Receiver
 
@@ -35,24 +35,24 @@ def now_iso(offset: float = 0) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset))
 
 
-def make_client(tmp_path: Path, store: StateStore, receiver_url: str | None = None, **activity: Any) -> TestClient:
+def make_client(tmp_path: Path, state: str, receiver_url: str | None = None, **activity: Any) -> TestClient:
     pem = tmp_path / "idp.pem"
     pem.write_bytes(IDP_KEY.public_key().public_bytes(serialization.Encoding.PEM,
                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
     settings: dict[str, Any] = {
-        "policies": str(POLICIES), "decision_log": {"sink": "off"}, "reload": {"watch": False},
+        "policies": str(POLICIES), "decision_log": {"sink": "off"}, "reload": {"watch": False}, "state": state,
         "activity": {"detectors": [DETECTOR], "security_events": {"transmitters": [
             {"issuer": IDP, "audience": AUD, "public_keys": [str(pem)], "algorithms": ["ES256"]}]}, **activity}}
     if receiver_url:
         settings["webhooks"] = {"endpoints": [{"name": "soc", "url": receiver_url, "secret": SECRET}],
                                 "retry_delays": [0.05], "dead_letter": str(tmp_path / "dead.jsonl")}
-    return TestClient(create_app(Settings.model_validate(settings), store=store), raise_server_exceptions=False)
+    return TestClient(create_app(Settings.model_validate(settings)), raise_server_exceptions=False)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with open_store(f"sqlite:///{tmp_path}/state.db") as opened:
-        yield opened
+def store(tmp_path: Path) -> str:
+    """The state store's URL (the service opens it)."""
+    return f"sqlite:///{tmp_path}/state.db"
 
 
 def decide(client: TestClient, **context: Any) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def refreshes(n: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
              "time": now_iso(-60 + i), **extra} for i in range(n)]
 
 
-def test_events_are_validated_bounded_and_idempotent(tmp_path: Path, store: StateStore) -> None:
+def test_events_are_validated_bounded_and_idempotent(tmp_path: Path, store: str) -> None:
     with make_client(tmp_path, store, max_events=3) as client:
         bad = client.post("/v1/events", json={"events": [
             {"id": "a", "type": "token.stolen", "subject": "alice"},
@@ -90,7 +90,7 @@ def test_events_are_validated_bounded_and_idempotent(tmp_path: Path, store: Stat
         assert decide(client)["activity"]["values"]["refreshes_1h"] == 3
 
 
-def test_activity_in_the_decision_and_forged_activity_refused(tmp_path: Path, store: StateStore) -> None:
+def test_activity_in_the_decision_and_forged_activity_refused(tmp_path: Path, store: str) -> None:
     with make_client(tmp_path, store) as client:
         first = decide(client, location={"country": "DE"})
         assert first["activity"]["available"] is True
@@ -106,7 +106,7 @@ def test_activity_in_the_decision_and_forged_activity_refused(tmp_path: Path, st
                                               "message": "activity.* is computed by the service from its state store"}
 
 
-def test_detector_disables_refresh_posts_a_webhook_and_is_undone(tmp_path: Path, store: StateStore) -> None:
+def test_detector_disables_refresh_posts_a_webhook_and_is_undone(tmp_path: Path, store: str) -> None:
     with Receiver(SECRET) as receiver, make_client(tmp_path, store, receiver.url) as client:
         assert decide(client, location={"country": "DE"})["refresh_ttl"] > 0
         fired = client.post("/v1/events", json={"events": refreshes(6)}).json()
@@ -147,7 +147,7 @@ def push(client: TestClient, body: bytes) -> Any:
     return client.post("/v1/security-events", content=body, headers={"content-type": "application/secevent+jwt"})
 
 
-def test_security_events_map_to_actions_and_refusals_apply_nothing(tmp_path: Path, store: StateStore) -> None:
+def test_security_events_map_to_actions_and_refusals_apply_nothing(tmp_path: Path, store: str) -> None:
     with make_client(tmp_path, store) as client:
         refused = [push(client, make_set(RISC + "credential-compromise", "j1", key=ec.generate_private_key(ec.SECP256R1()))),
                    push(client, make_set(RISC + "credential-compromise", "j2", aud="https://other.example")),
@@ -193,24 +193,29 @@ class _DownStore(StateStore):
         pass
 
 
-def test_a_store_that_cannot_answer_never_opens_anything(tmp_path: Path) -> None:
-    with make_client(tmp_path, _DownStore()) as client:
+def test_a_store_that_cannot_answer_never_opens_anything(tmp_path: Path, store: str) -> None:
+    client = make_client(tmp_path, store)
+    runtime = client.app.state.service.state.runtime  # type: ignore[attr-defined]
+    real, runtime.store = runtime.store, _DownStore()
+    try:
+        with client:
+            decision = decide(client, location={"country": "DE"})
+            assert decision["activity"] == {"available": False, "reason": "connection refused"}
+            # Every activity rule failed safe: tightening applied, loosening not.
+            assert decision["access_ttl"] == 300 and decision["refresh_ttl"] == 0 and decision["step_up"]
+            assert "calm-regular-user" in [e["rule"] for e in decision["errors"]]
+            events = client.post("/v1/events", json={"events": refreshes(1)})
+            assert events.status_code == 503 and events.headers["retry-after"] == "5"
+            assert events.json()["code"] == "state-unavailable"
+            assert push(client, make_set(RISC + "account-disabled", "k1")).status_code == 503
+            assert client.get("/readyz").json()["state"]["status"] == "degraded"
+            assert "ttlpolicy_activity_unavailable_total 1.0" in client.get("/metrics").text
+    finally:
+        real.close()
+
+
+def test_activity_can_be_switched_off_for_decisions(tmp_path: Path, store: str) -> None:
+    with make_client(tmp_path, store, enabled=False) as client:
         decision = decide(client, location={"country": "DE"})
-        assert decision["activity"] == {"available": False, "reason": "connection refused"}
-        # Every activity rule failed safe: tightening applied, loosening not.
-        assert decision["access_ttl"] == 300 and decision["refresh_ttl"] == 0 and decision["step_up"]
-        assert "calm-regular-user" in [e["rule"] for e in decision["errors"]]
-        events = client.post("/v1/events", json={"events": refreshes(1)})
-        assert events.status_code == 503 and events.headers["retry-after"] == "5"
-        assert events.json()["code"] == "state-unavailable"
-        assert push(client, make_set(RISC + "account-disabled", "k1")).status_code == 503
-        assert "ttlpolicy_activity_unavailable_total 1.0" in client.get("/metrics").text
-
-
-def test_no_store_no_activity_routes(tmp_path: Path) -> None:
-    settings = Settings.model_validate({"policies": str(POLICIES), "decision_log": {"sink": "off"},
-                                        "reload": {"watch": False}})
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        assert client.post("/v1/events", json={"events": []}).status_code == 404
-        decision = client.post("/v1/decide", json={"context": {"user": {"id": "alice"}}}).json()
-        assert "activity" not in decision and decision["access_ttl"] == 300  # fails safe without a store
+        assert "activity" not in decision and decision["access_ttl"] == 300  # the rules fail safe
+        assert client.post("/v1/events", json={"events": refreshes(1)}).json()["accepted"] == 1

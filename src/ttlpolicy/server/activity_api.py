@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import Counter, Gauge
@@ -49,6 +49,7 @@ from .decisionlog import DecisionLog
 from .problems import problem
 
 if TYPE_CHECKING:
+    from ..state.runtime import StateRuntime
     from .app import Service
     from .config import Settings
 
@@ -138,10 +139,10 @@ class Observation:
 class ActivityAPI:
     """The activity endpoints and the hooks of the decide path, for one service."""
 
-    def __init__(self, service: Service, settings: Settings, store: Callable[[], StateStore | None]):
+    def __init__(self, service: Service, settings: Settings, runtime: StateRuntime):
         self.service = service
         self.settings = settings.activity
-        self._store = store
+        self.runtime = runtime  # the state layer's: one store, one health for everything
         self.metrics = ActivityMetrics(service.metrics.registry)
         self.webhooks = WebhookDispatcher(settings.webhooks, on_result=self._webhook_result)
         transmitters = self.settings.security_events.transmitters
@@ -188,8 +189,7 @@ class ActivityAPI:
         user nor a client. The activity is read and recorded at the real time, whatever the
         request's ``now`` says: ``now`` moves the policy's clock, not what happened.
         """
-        store = self._store()
-        if not self.settings.enabled or store is None:
+        if not self.settings.enabled:
             return None
         user, client, location = context.get("user"), context.get("client"), context.get("location")
         subject = user.get("id") if isinstance(user, dict) else None
@@ -202,6 +202,11 @@ class ActivityAPI:
         ip = location.get("ip") if isinstance(location, dict) else None
         request = ActivityRequest(subject, client_id, country if isinstance(country, str) else None,
                                   ip if isinstance(ip, str) else None, time.time())
+        health = self.runtime.health
+        if not health.ok:  # degraded: the state layer's poller probes the store, requests do not
+            self.metrics.unavailable.inc()
+            return Observation(None, error=health.reason or "the state store does not answer", client=client_id)
+        store = self.runtime.store
         batch = store.batch()
         queued = ActionStore(store).queue_in_force(batch, subject, client_id)
         reads = ActivityTracker(store).queue_observe(batch, request, offset=queued)
@@ -209,7 +214,9 @@ class ActivityAPI:
             results = batch.execute()
         except StoreUnavailable as exc:
             self.metrics.unavailable.inc()
-            return Observation(None, error=str(exc) or "the state store did not answer", client=client_id)
+            reason = str(exc) or "the state store did not answer"
+            health.failed(reason, time.time())  # the whole state layer goes degraded until the store is back
+            return Observation(None, error=reason, client=client_id)
         return Observation(reads.values(results), ActionStore.in_force(results[:queued], request.now),
                            client=client_id)
 
@@ -238,9 +245,9 @@ class ActivityAPI:
             self._flush_tokens()
 
     def _flush_tokens(self) -> None:
-        store = self._store()
-        if store is None or not self._tokens:
-            return
+        store = self.runtime.store
+        if not self._tokens or not self.runtime.health.ok:
+            return  # kept (up to the deque's bound) until the store answers again
         pending = []
         while self._tokens:
             pending.append(self._tokens.popleft())
@@ -255,8 +262,8 @@ class ActivityAPI:
 
     def token_counts(self) -> dict[str, tuple[int, int]]:
         """``client -> (active tokens, expired in the last 5 minutes)`` from the store."""
-        store = self._store()
-        if store is None:
+        store = self.runtime.store
+        if not self.runtime.health.ok:
             return {}
         clients = sorted(store.set_members("act:clients"))[:MAX_LABELS]
         now = time.time()
@@ -291,7 +298,13 @@ class ActivityAPI:
         return b"".join(chunks)
 
     def _unavailable(self, exc: Exception) -> Response:
+        self.runtime.health.failed(str(exc), time.time())
         return problem("state-unavailable", f"the state store did not answer ({exc}); nothing was recorded, "
+                       "retry later (events are idempotent by id)", headers={"Retry-After": "5"})
+
+    def _degraded(self) -> Response:
+        reason = self.runtime.health.reason or "the state store does not answer"
+        return problem("state-unavailable", f"the state store is unavailable ({reason}); nothing was recorded, "
                        "retry later (events are idempotent by id)", headers={"Retry-After": "5"})
 
     async def post_events(self, request: Request) -> Response:
@@ -337,9 +350,9 @@ class ActivityAPI:
         if problems:
             return problem("invalid-request", f"{len(problems)} problem(s) in the events; nothing was recorded",
                            errors=problems)
-        store = self._store()
-        if store is None:
-            return problem("state-unavailable", "no state store is configured: events cannot be recorded")
+        if not self.runtime.health.ok:
+            return self._degraded()
+        store = self.runtime.store
         try:
             fresh, firings = await run_in_threadpool(self._record, store, events)
         except StoreUnavailable as exc:
@@ -404,10 +417,11 @@ class ActivityAPI:
             event = self.sets.verify(raw)
         except SetRejected as exc:
             return self._set_refused(exc)
-        store = self._store()
+        if not self.runtime.health.ok:
+            self.sets.replay.discard(event.issuer, event.jti)
+            return self._degraded()
+        store = self.runtime.store
         try:
-            if store is None:
-                raise StoreUnavailable("no state store is configured")
             taken = await run_in_threadpool(self._apply_set, store, event)
         except StoreUnavailable as exc:
             self.sets.replay.discard(event.issuer, event.jti)  # not applied: the transmitter may retry it
@@ -443,9 +457,7 @@ class ActivityAPI:
         caller = self._caller(request, ADMIN_SCOPES)
         if isinstance(caller, Response):
             return caller
-        store = self._store()
-        if store is None:
-            return problem("state-unavailable", "no state store is configured")
+        store = self.runtime.store
         query = request.query_params
         unknown = sorted(set(query) - {"subject", "client", "active"})
         if unknown:
@@ -469,9 +481,7 @@ class ActivityAPI:
         caller = self._caller(request, ADMIN_SCOPES)
         if isinstance(caller, Response):
             return caller
-        store = self._store()
-        if store is None:
-            return problem("state-unavailable", "no state store is configured")
+        store = self.runtime.store
         action_id = request.path_params["id"]
         try:
             undone = await run_in_threadpool(ActionStore(store).undo, action_id, f"{caller.kind}:{caller.id}",

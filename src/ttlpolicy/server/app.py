@@ -29,7 +29,6 @@ from starlette.types import Receive, Scope, Send
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
 from ..policyset import resolve_now
 from ..tokens import TokenInvalid, token_context
-from ..state import StateStore
 from .activity_api import ActivityAPI
 from .auth import AuthError, Authenticator, Caller, require_scope
 from .config import INTERNAL_ENV, MAX_SUBJECT_TOKEN, Settings
@@ -39,6 +38,7 @@ from .metrics import Metrics
 from .openapi import openapi_document
 from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, context_errors, problem, problem_body
 from .reload import Loaded, PolicyHolder, install_sighup, watch
+from .state_api import StateAPI
 
 log = logging.getLogger("ttlpolicy.server")
 JSON = "application/json"
@@ -102,7 +102,7 @@ def _field_error(path: str, message: str, code: str = "invalid-field") -> dict[s
 class Service:
     """Everything one app instance holds: settings, credentials, the policy holder, metrics, the log."""
 
-    def __init__(self, settings: Settings, policies: PolicySet | None = None, store: StateStore | None = None):
+    def __init__(self, settings: Settings, policies: PolicySet | None = None):
         self.settings = settings
         self.max_body = settings.limits.max_body_bytes
         self.max_batch = settings.limits.max_batch
@@ -114,9 +114,11 @@ class Service:
         self.metrics.serving(self.holder.current.policies.digest)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self.openapi = orjson.dumps(openapi_document(settings))
-        self.store = store  # the state store (activity, events, automatic actions); None: none configured
-        self.activity = ActivityAPI(self, settings, lambda: self.store)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
+        self.state = StateAPI(self, settings)
+        # Events, activity.*, detectors and their actions, security events, webhooks: on the same store.
+        self.activity = ActivityAPI(self, settings, self.state.runtime)
 
     def _reloaded(self, result: str, loaded: Loaded) -> None:
         self.metrics.reloaded(result, loaded.policies.digest, self.holder.last_success)
@@ -134,6 +136,10 @@ class Service:
                 require_scope(caller, scopes)
         except AuthError as exc:
             raise Refusal(exc.response()) from None
+        if scopes is DECIDE_SCOPES:
+            too_many = self.state.caller_refusal(caller)
+            if too_many is not None:
+                raise Refusal(too_many)
         return caller
 
     def _check_body_headers(self, content_type: str | None, content_length: str | None) -> None:
@@ -230,6 +236,12 @@ class Service:
                 self.metrics.subject_token_failure(exc.reason)
                 return 422, problem_body("invalid-subject-token", exc.description, reason=exc.reason,
                                          policy=compiled.name)
+            revoked = self.state.subject_revoked(verified.claims)
+            if revoked is not None:
+                self.metrics.error(compiled.name)
+                self.metrics.subject_token_failure("revoked")
+                return 422, problem_body("invalid-subject-token", "token revoked", reason="revoked",
+                                         policy=compiled.name)
             context = {**context, "token": token_context(verified.claims)}
             subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
         observation = self.activity.observe(context)
@@ -237,6 +249,7 @@ class Service:
             context = {**context, "activity": observation.values}
         try:
             decision = compiled.decide(context, instant, explain)
+            decision = self.state.after_policy(decision, compiled, context, instant, policies, caller)
         except ContextError as exc:
             self.metrics.error(compiled.name)
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
@@ -422,6 +435,9 @@ class Service:
                                 "loaded_at": loaded.loaded_at, "error": None}
         if error is not None:
             body["error"] = {"detail": f"the last reload failed; serving the last good set", **error.to_dict()}
+        body["state"] = self.state.readiness()
+        if body["state"]["status"] != "ok":
+            body["status"] = "degraded"
         return _json(body)
 
     async def reload(self, request: Request) -> Response:
@@ -486,9 +502,11 @@ class Service:
                 watch(self.holder, paths, self.settings.reload.debounce_ms, stop))
             self._tasks.add(task)
         undo_sighup = install_sighup(self.holder, self._tasks)
+        self.state.start()
         try:
             yield
         finally:
+            self.state.stop()
             undo_sighup()
             stop.set()
             for task in list(self._tasks):
@@ -516,15 +534,14 @@ class _App(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, policies: PolicySet | None = None,
-               store: StateStore | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, policies: PolicySet | None = None) -> Starlette:
     """The Starlette app serving ``settings.policies`` (or an already loaded ``policies``).
 
     Raises :class:`~ttlpolicy.PolicyError` when the set does not load.
 
     >>> app = create_app(Settings(policies="policies"))                 # doctest: +SKIP
     """
-    service = Service(settings or Settings(), policies, store)
+    service = Service(settings or Settings(), policies)
     routes = [
         Route("/v1/decide", service.decide, methods=["POST"]),
         Route("/v1/decide/batch", service.decide_batch, methods=["POST"]),
@@ -535,7 +552,8 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", service.openapi_endpoint, methods=["GET"]),
-        *(service.activity.routes() if store is not None else []),
+        *service.state.routes(),
+        *service.activity.routes(),
     ]
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})

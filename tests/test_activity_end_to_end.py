@@ -63,7 +63,7 @@ def test_a_refresh_burst_from_new_countries_end_to_end(tmp_path: Path) -> None:
             # After: alice's next tokens are short, her refresh is off, and the trace says why.
             after = decide(client, "alice", "BR")
             values = after["activity"]["values"]
-            assert values["refreshes_1h"] == 25 and values["countries_24h"] == 6 and values["ips_24h"] >= 25
+            assert values["refreshes_1h"] == 25 and values["countries_24h"] == 6 and "ips_24h" not in values
             assert {"refresh-burst", "many-countries"} <= set(after["matched"])
             assert after["access_ttl"] == 300 and after["refresh_ttl"] == 0
             assert after["access_ttl"] < before["access_ttl"]

@@ -162,9 +162,9 @@ def test_security_events_map_to_actions_and_refusals_apply_nothing(tmp_path: Pat
         replayed = push(client, make_set(RISC + "credential-compromise", "j4"))
         assert replayed.status_code == 400 and replayed.json()["description"] == "this SET (jti) was already received"
         kinds = sorted(a["kind"] for a in client.get("/v1/actions").json()["actions"])
-        assert kinds == ["disable_refresh", "step_up"]  # the default response to a credential compromise
+        assert kinds == ["revoke_subject", "step_up"]  # the default response to a credential compromise
         after = decide(client)
-        assert after["refresh_ttl"] == 0 and after["step_up"]
+        assert after["step_up"] and any("automatic response" in r for r in after["step_up_reasons"])
         assert push(client, b"not a jwt").json()["err"] == "invalid_request"
         wrong_type = client.post("/v1/security-events", content=make_set(RISC + "account-disabled", "j5"),
                                  headers={"content-type": "application/json"})
@@ -219,3 +219,66 @@ def test_activity_can_be_switched_off_for_decisions(tmp_path: Path, store: str) 
         decision = decide(client, location={"country": "DE"})
         assert "activity" not in decision and decision["access_ttl"] == 300  # the rules fail safe
         assert client.post("/v1/events", json={"events": refreshes(1)}).json()["accepted"] == 1
+
+
+def test_revoke_family_and_emergency_responses_go_through_the_state_layer_and_are_undone(
+        tmp_path: Path, store: str) -> None:
+    detector = {**DETECTOR, "respond": ["revoke_family", "emergency"], "emergency": {"access_ttl": "2m", "refresh_ttl": "0s"}}
+    with Receiver(SECRET) as receiver, make_client(tmp_path, store, receiver.url, detectors=[detector]) as client:
+        issued_at = int(time.time()) - 30
+        fired = client.post("/v1/events", json={"events": refreshes(6, session="fam-9")}).json()
+        [detection] = fired["detections"]
+        actions = client.get("/v1/actions").json()["actions"]
+        by_kind = {a["kind"]: a for a in actions}
+        assert set(by_kind) == {"revoke_family", "emergency"}
+        assert len(by_kind["revoke_family"]["refs"]) == 1 and by_kind["emergency"]["refs"][0].startswith("em_")
+        # The family is revoked for every replica: the token check says so.
+        check = client.post("/v1/tokens/check", json={"sid": "fam-9", "sub": "alice", "iat": issued_at}).json()
+        assert check["active"] is False
+        # The emergency ceiling holds alice's next decision (and only alice's).
+        held = decide(client, location={"country": "DE"})
+        assert held["access_ttl"] <= 120 and held["refresh_ttl"] == 0
+        other = client.post("/v1/decide", json={"context": {"user": {"id": "bob"}, "client": {"id": "web"}}}).json()
+        assert other["access_ttl"] > 120
+        # Undo both: the revocation is lifted, the emergency ended.
+        for action in actions:
+            assert client.delete(f"/v1/actions/{action['id']}").status_code == 200
+        check = client.post("/v1/tokens/check", json={"sid": "fam-9", "sub": "alice", "iat": issued_at}).json()
+        assert check["active"] is True
+        decide(client, location={"country": "DE"})
+        assert decide(client, location={"country": "DE"})["access_ttl"] > 120
+        deadline = time.monotonic() + 10
+        while len(receiver.delivered()) < 7 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    kinds = [a.body["type"] for a in receiver.delivered() if a.body]
+    assert kinds[:5] == ["revocation.created", "action.applied", "emergency.started", "action.applied",
+                         "detector.fired"]
+    assert sorted(kinds[5:]) == ["action.undone", "action.undone", "emergency.ended"]
+    assert detection["actions"] == [a["id"] for a in sorted(actions, key=lambda a: a["kind"] != "revoke_family")]
+
+
+def test_a_compromised_credential_revokes_the_subject(tmp_path: Path, store: str) -> None:
+    with make_client(tmp_path, store) as client:
+        issued_at = int(time.time()) - 60
+        assert push(client, make_set(RISC + "credential-compromise", "c1", sub="carol")).status_code == 202
+        kinds = sorted(a["kind"] for a in client.get("/v1/actions", params={"subject": "carol"}).json()["actions"])
+        assert kinds == ["revoke_subject", "step_up"]
+        assert client.post("/v1/tokens/check", json={"sub": "carol", "iat": issued_at}).json()["active"] is False
+        assert client.post("/v1/tokens/check", json={"sub": "dave", "iat": issued_at}).json()["active"] is True
+
+
+def test_state_layer_events_are_announced_once(tmp_path: Path, store: str) -> None:
+    with Receiver(SECRET) as receiver, make_client(tmp_path, store, receiver.url) as client:
+        assert client.post("/v1/revocations", json={"kind": "subject", "value": "erin", "reason": "INC-7"}
+                           ).status_code == 201
+        started = client.post("/v1/emergencies", json={"scope": 'user.id == "erin"', "reason": "INC-7",
+                                                        "duration": "1s", "access_ttl": "1m"})
+        assert started.status_code == 201, started.text
+        client.post("/v1/events", json={"events": [{"id": "reuse-1", "type": "refresh.failed", "subject": "erin",
+                                                    "session": "fam-3", "reason": "reuse"}]})
+        deadline = time.monotonic() + 10  # the emergency ends by itself after 1 s; the next tick says so
+        while len(receiver.delivered()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.2)  # a later tick must not announce it again
+    kinds = [a.body["type"] for a in receiver.delivered() if a.body]
+    assert kinds == ["revocation.created", "emergency.started", "refresh.reuse_detected", "emergency.ended"]

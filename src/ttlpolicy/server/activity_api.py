@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,18 +38,23 @@ from starlette.routing import Route
 
 from ..activity.detectors import Detectors, Firing
 from ..activity.events import Event, parse_event
-from ..activity.responses import ActionStore, apply_actions
+from ..activity.detectors import EmergencyCeiling
+from ..activity.responses import Action, ActionStore, apply_actions
 from ..activity.security_events import SET_MEDIA_TYPE, SecurityEvent, SetRejected, SetVerifier
 from ..activity.tracker import ActivityTracker, Request as ActivityRequest
 from ..alerts import WebhookDispatcher
 from ..decision import Decision
 from ..state import StateStore, StoreUnavailable
+from ..vocabulary import ACTIVITY
+from ..state.emergency import EmergencyInputError
+from ..state.revocation import RevocationInputError
 from .auth import AuthError, Caller, require_scope
 from .config import DecisionLogSettings
 from .decisionlog import DecisionLog
 from .problems import problem
 
 if TYPE_CHECKING:
+    from ..compile import CompiledPolicy
     from ..state.runtime import StateRuntime
     from .app import Service
     from .config import Settings
@@ -151,6 +157,7 @@ class ActivityAPI:
         self.event_log = EventLog(DecisionLogSettings(sink=log_settings.sink, path=log_settings.path),
                                   lambda: None)
         self._tokens: collections.deque[tuple[str, float]] = collections.deque(maxlen=100_000)
+        self._used: dict[tuple[str, str], frozenset[str]] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         service.metrics.registry.register(_ActiveTokens(self))
@@ -220,19 +227,35 @@ class ActivityAPI:
         return Observation(reads.values(results), ActionStore.in_force(results[:queued], request.now),
                            client=client_id)
 
-    def after_decision(self, decision: Decision, observation: Observation | None) -> None:
-        """Apply the actions in force (tighten only), show the activity used, count the creation."""
+    def _reads(self, compiled: CompiledPolicy) -> frozenset[str]:
+        """The activity attributes ``compiled`` reads (from its rules' text; cached per policy version)."""
+        key = (compiled.name, compiled.digest)
+        found = self._used.get(key)
+        if found is None:
+            text = compiled.document.model_dump_json()
+            found = frozenset(name.partition(".")[2] for name in ACTIVITY if re.search(re.escape(name) + r"\b", text))
+            if len(self._used) > 1000:
+                self._used.clear()
+            self._used[key] = found
+        return found
+
+    def after_decision(self, decision: Decision, observation: Observation | None, compiled: CompiledPolicy) -> None:
+        """Apply the actions in force (tighten only), show the activity values the policy used (or
+        why there were none), count the creation. A policy that reads no activity and no action
+        that changed the decision add nothing to it."""
         client = observation.client if observation is not None else None
         if observation is not None:
             applied = apply_actions(decision, observation.actions)
+            used = self._reads(compiled)
             info: dict[str, Any] = {"available": observation.values is not None}
             if observation.values is not None:
-                info["values"] = observation.values
+                info["values"] = {k: v for k, v in observation.values.items() if k in used}
             else:
                 info["reason"] = observation.error
             if applied:
                 info["actions"] = applied
-            decision.extra["activity"] = info
+            if used or applied:
+                decision.extra["activity"] = info
         if decision.allow:
             self.metrics.tokens_created.labels(decision.policy_name, self.metrics.client_label(client)).inc()
             if client is not None and decision.access_ttl > 0:
@@ -243,6 +266,28 @@ class ActivityAPI:
     def _flush_loop(self) -> None:
         while not self._stop.wait(1.0):
             self._flush_tokens()
+            self._announce_ended_emergencies()
+
+    def emergency_ended(self, emergency: Any, now: float) -> None:
+        """Announce an emergency's end once, whichever replica sees it first (a claim in the store)."""
+        if not self.webhooks.enabled:
+            return
+        try:
+            first = self.runtime.store.put_if_absent(f"alert:emergency.ended:{emergency.id}", "1", 30 * 86_400.0)
+        except StoreUnavailable:
+            return  # the next tick tries again
+        if first:
+            self.alert("emergency.ended", emergency.to_dict(now))
+
+    def _announce_ended_emergencies(self) -> None:
+        """Emergencies end by themselves at their end time: say so (once) when that time has come."""
+        if not self.webhooks.enabled or not self.runtime.health.ok:
+            return
+        now = time.time()
+        for emergency in self.runtime.emergencies.all():
+            ended_at = emergency.ended_at if emergency.ended_at is not None else emergency.ends_at
+            if ended_at <= now and now - ended_at < 86_400:
+                self.emergency_ended(emergency, now)
 
     def _flush_tokens(self) -> None:
         store = self.runtime.store
@@ -361,6 +406,8 @@ class ActivityAPI:
             self.metrics.events.labels(event.type).inc()
             if self.event_log.enabled:
                 self.event_log.submit((event.to_dict(),))
+            if event.type == "refresh.failed" and event.reason == "reuse":
+                self.alert("refresh.reuse_detected", event.to_dict())
         self.metrics.duplicate_events.inc(len(events) - len(fresh))
         responses = await run_in_threadpool(self._respond, store, firings, caller)
         return Response(orjson.dumps({"accepted": len(fresh), "duplicates": len(events) - len(fresh),
@@ -377,19 +424,58 @@ class ActivityAPI:
         firings = Detectors(self.settings.detectors, store).evaluate(fresh, batch, queued)
         return fresh, firings
 
+    def _take(self, store: StateStore, kind: str, per: str, key: str, cause: str, evidence: dict[str, Any],
+              seconds: float, sessions: list[str], ceiling: EmergencyCeiling, source: str) -> Action:
+        """One automatic action: applied here (disable_refresh, step_up) or through the state layer
+        (a revocation, an emergency ceiling scoped to this one subject or client), and recorded."""
+        now, by = time.time(), f"ttlpolicy:{cause}"
+        refs: list[str] = []
+        evidence = dict(evidence)
+        try:
+            self._through_state(kind, per, key, cause, seconds, sessions, ceiling, now, by, refs, evidence)
+        except (RevocationInputError, EmergencyInputError) as exc:  # e.g. `for` beyond the emergency cap
+            log.warning("automatic %s for %s %s not made: %s", kind, per, key, exc)
+            evidence["error"] = f"the state layer refused the {kind}: {exc}"
+        action = ActionStore(store).take(kind, per, key, cause, evidence, now, seconds, refs)
+        self.metrics.actions.labels(kind, source).inc()
+        self.alert("action.applied", action.to_dict())
+        return action
+
+    def _through_state(self, kind: str, per: str, key: str, cause: str, seconds: float, sessions: list[str],
+                       ceiling: EmergencyCeiling, now: float, by: str, refs: list[str],
+                       evidence: dict[str, Any]) -> None:
+        if kind == "revoke_family":
+            for session in sessions:
+                revocation, _ = self.runtime.revocations.revoke("family", session, reason=cause, by=by, now=now)
+                refs.append(revocation.id)
+                self.alert("revocation.created", revocation.to_dict())
+            if not sessions:
+                evidence["note"] = "no session (refresh family) was named, so none was revoked"
+        elif kind == "revoke_subject":
+            revocation, _ = self.runtime.revocations.revoke(per, key, reason=cause, by=by, now=now)
+            refs.append(revocation.id)
+            self.alert("revocation.created", revocation.to_dict())
+        elif kind == "emergency":
+            attribute = "user.id" if per == "subject" else "client.id"
+            body = {"scope": f"{attribute} == {orjson.dumps(key).decode()}", "reason": cause,
+                    "duration": f"{int(seconds)}s", "access_ttl": f"{ceiling.access_ttl}s",
+                    "refresh_ttl": f"{ceiling.refresh_ttl}s"}
+            emergencies = self.runtime.emergencies
+            emergency = emergencies.start(emergencies.prepare(body, self.service.holder.current.policies, by, now),
+                                          now)
+            refs.append(emergency.id)
+            self.alert("emergency.started", emergency.to_dict(now))
+
     def _respond(self, store: StateStore, firings: list[Firing], caller: Caller) -> list[dict[str, Any]]:
-        actions = ActionStore(store)
         out = []
         for firing in firings:
             detector = firing.detector
             self.metrics.detector_firings.labels(detector.name).inc()
             taken = []
             for kind in detector.respond:
-                action = actions.take(kind, detector.per, firing.key, f"detector {detector.name}",
-                                      firing.evidence, time.time(), detector.for_)
+                action = self._take(store, kind, detector.per, firing.key, f"detector {detector.name}",
+                                    firing.evidence, detector.for_, firing.sessions, detector.emergency, "detector")
                 taken.append(action.to_dict())
-                self.metrics.actions.labels(kind, "detector").inc()
-                self.alert("action.applied", action.to_dict())
             record = {**firing.to_dict(), "actions": [a["id"] for a in taken], "reported_by": caller.id}
             self.alert("detector.fired", record)
             log.warning("detector %s fired for %s %s: %s", detector.name, detector.per, firing.key,
@@ -434,13 +520,11 @@ class ActivityAPI:
 
     def _apply_set(self, store: StateStore, event: SecurityEvent) -> list[str]:
         settings = self.settings.security_events
-        actions = ActionStore(store)
         taken = []
         for kind in settings.respond.get(event.type, ()):
-            action = actions.take(kind, "subject", event.subject, f"security event {event.type}",
-                                  event.evidence(), time.time(), settings.for_)
-            self.metrics.actions.labels(kind, "security_event").inc()
-            self.alert("action.applied", action.to_dict())
+            action = self._take(store, kind, "subject", event.subject, f"security event {event.type}",
+                                event.evidence(), settings.for_, [event.session] if event.session else [],
+                                settings.emergency, "security_event")
             taken.append(action.id)
         return taken
 
@@ -484,8 +568,7 @@ class ActivityAPI:
         store = self.runtime.store
         action_id = request.path_params["id"]
         try:
-            undone = await run_in_threadpool(ActionStore(store).undo, action_id, f"{caller.kind}:{caller.id}",
-                                             time.time())
+            undone = await run_in_threadpool(self._undo, store, action_id, f"{caller.kind}:{caller.id}")
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         if undone is None:
@@ -493,6 +576,21 @@ class ActivityAPI:
         self.metrics.actions_undone.inc()
         self.alert("action.undone", undone.to_dict())
         return Response(orjson.dumps(undone.to_dict()), media_type="application/json")
+
+    def _undo(self, store: StateStore, action_id: str, by: str) -> Action | None:
+        """Undo an action: stop applying it, and lift what it revoked or end the emergency it started."""
+        now = time.time()
+        undone = ActionStore(store).undo(action_id, by, now)
+        if undone is None or undone.undone_at != now:
+            return undone  # unknown, or undone before (idempotent)
+        for ref in undone.refs:
+            if undone.kind == "emergency":
+                ended = self.runtime.emergencies.end(ref, by=by, now=now)
+                if ended is not None:
+                    self.emergency_ended(ended, now)
+            else:
+                self.runtime.revocations.lift(ref, by=by, reason=f"automatic action {action_id} undone", now=now)
+        return undone
 
     def routes(self) -> list[Route]:
         return [Route("/v1/events", self.post_events, methods=["POST"]),

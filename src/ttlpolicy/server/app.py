@@ -255,7 +255,7 @@ class Service:
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
                                      f"attribute rule(s) of policy {compiled.name}",
                                      errors=context_errors(exc.problems), policy=compiled.name)
-        self.activity.after_decision(decision, observation)
+        self.activity.after_decision(decision, observation, compiled)
         out = decision.to_dict()
         decision_id = _next_decision_id()
         out["decision_id"] = decision_id

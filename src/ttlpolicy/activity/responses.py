@@ -15,7 +15,7 @@ Keys: ``actions:all`` (map id -> the record as JSON, kept ``RETENTION``) and
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
@@ -126,7 +126,7 @@ class ActionStore:
         action = self.get(action_id)
         if action is None or action.undone_at is not None:
             return action
-        undone = Action(**{**action.to_dict(), "undone_at": now, "undone_by": by})
+        undone = replace(action, undone_at=now, undone_by=by)
         batch = self.store.batch()
         batch.map_delete(_index(action.per, action.key), action_id)
         batch.map_put("actions:all", action_id, orjson.dumps(undone.to_dict()).decode(), RETENTION)

@@ -491,7 +491,7 @@ class ActivityAPI:
         if self.sets is None:
             return self._set_refused(SetRejected("access_denied", "this service accepts no security events (no "
                                                  "activity.security_events.transmitters configured)",
-                                                 "not_configured"), status=403)
+                                                 "not_configured"), status=422)
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != SET_MEDIA_TYPE:
             return self._set_refused(SetRejected("invalid_request", f"send the SET as {SET_MEDIA_TYPE}",

@@ -35,6 +35,7 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-emergency": (422, "Emergency request is not valid"),
     "rate-limited": (429, "Too many requests"),
     "state-unavailable": (503, "State store unavailable"),
+    "decision-log-unavailable": (503, "Decision log unavailable"),
     "internal-error": (500, "Internal server error"),
 }
 

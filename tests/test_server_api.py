@@ -290,5 +290,5 @@ def test_openapi_document_describes_every_route(api: TestClient) -> None:
                                       "/v1/playground/policies", "/v1/playground/lint", "/v1/playground/decide",
                                       "/v1/playground/grid", "/v1/playground/diff"}
     decide = document["paths"]["/v1/decide"]["post"]["responses"]
-    assert set(decide) == {"200", "400", "401", "403", "404", "413", "415", "422"}
+    assert set(decide) == {"200", "400", "401", "403", "404", "413", "415", "422", "503"}
     assert document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]["maxItems"] == 100

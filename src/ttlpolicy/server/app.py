@@ -111,7 +111,7 @@ class Service:
         self.metrics.serving(self.holder.current.policies.digest)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self._openapi = ("", b"")  # (digest of the set it describes, the document)
-        # Routes added beside the core API (the playground) describe themselves here.
+        # Routes added beside the core API (the playground) add their part of the document here.
         self.openapi_extensions: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         # Rate limits, revocations, emergencies: applied after the policy, never instead of it.

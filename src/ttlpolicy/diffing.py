@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 
 from .analysis import ABSENT, attribute_candidates, collect_literals
-from .compile import CompiledPolicy
+from .program import CompiledPolicy
 from .errors import ContextError
 from .policyset import PolicySet
 

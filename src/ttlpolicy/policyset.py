@@ -1,4 +1,6 @@
-"""The pipeline end to end: files → load → validate → merge ``extends`` → compile → PolicySet."""
+"""The pipeline end to end: files → load → validate → merge ``extends`` → compile → PolicySet.
+
+The stages themselves are listed, in order, in :data:`ttlpolicy.compile.STAGES`."""
 
 from __future__ import annotations
 
@@ -7,19 +9,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-import pydantic
-
-from .analysis import analyze
-from .compile import Backend, CompiledPolicy, ParsedExpression, compile_policy
+from .compile import Backend, compile_sources
 from .context import parse_timestamp
 from .decision import Decision
 from .errors import Location, PolicyError, Problem, ProblemCollector, UnknownPolicyError
-from .load import Document, JsonPath, decode_source, parse_document, read_source
-from .model import build_document
-from .validate import Locator, schema_problems, semantic_problems
+from .load import read_source
+from .program import CompiledPolicy
 
 POLICY_SUFFIXES = (".yaml", ".yml")
-_INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules")
 
 
 class PolicySet:
@@ -117,155 +114,12 @@ def load_policies(*paths: str | Path, backend: Backend = "native") -> PolicySet:
 def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native",
                  problems: list[Problem] | None = None) -> PolicySet:
     """Like :func:`load_policies`, from file names and their contents (e.g. read from git)."""
-    problems = list(problems or [])
-    documents: dict[str, Document] = {}
-    texts: dict[str, str] = {}
-    raw: dict[str, tuple[str, dict[str, Any]]] = {}
-    for file, content in sorted(sources.items()):
-        collector = ProblemCollector(file)
-        text = decode_source(content, collector) if isinstance(content, bytes) else content
-        if text is not None:
-            texts[file] = text
-        doc = parse_document(text, collector) if text is not None else None
-        problems += collector.problems
-        if doc is None:
-            continue
-        documents[file] = doc
-        found = schema_problems(doc)
-        problems += found
-        if found:
-            continue
-        data = dict(doc.data)
-        data["rules"] = [dict(rule, index=i, file=file) for i, rule in enumerate(data.get("rules", []))]
-        name = data["name"]
-        if name in raw:
-            problems.append(Problem("duplicate-policy", f"policy {name!r} is also defined in {raw[name][0]}",
-                                    doc.location(("name",)), path="name"))
-            continue
-        raw[name] = (file, data)
-
-    compiled: dict[str, CompiledPolicy] = {}
-    warnings: list[Problem] = []
-    for name, (file, data) in raw.items():
-        chain = _extends_chain(name, raw, documents, problems)
-        if chain is None:
-            continue
-        merged, owner = _merge([raw[n] for n in chain])
-        where = Locator(documents, owner, file)
-        try:
-            policy = build_document(merged, file)
-        except pydantic.ValidationError as exc:
-            for error in exc.errors():
-                path: JsonPath = tuple(error["loc"])
-                problems.append(Problem("schema", f"{'.'.join(map(str, path))}: {error['msg']}", where(path)))
-            continue
-        found = semantic_problems(policy, where)
-        # Type-check the CEL even when the settings are wrong, to report everything at once,
-        # but build an evaluator only from a policy without errors.
-        parsed: dict[str, ParsedExpression] = {}  # shared with the analysis below, then dropped
-        result, cel_problems = compile_policy(policy, where, backend, files=tuple(dict.fromkeys(
-            raw[n][0] for n in chain)), build=not any(p.severity == "error" for p in found), parsed=parsed)
-        found += cel_problems
-        problems += [p for p in found if p.severity == "error"]
-        warnings += [p for p in found if p.severity == "warning"]
-        if result is not None and not any(p.severity == "error" for p in found):
-            compiled[name] = result
-            warnings += [w for w in analyze(result, where, parsed) if w not in warnings]  # bases are shared: once each
-
-    default = _default_policy(raw, documents, problems)
-    if any(p.severity == "error" for p in problems) or not raw:
-        if not problems:
-            problems.append(Problem("no-policies", "no policy files to load", Location("<input>")))
-        raise PolicyError(problems + warnings, texts)
-    assert default is not None
-    return PolicySet(compiled, default, warnings, texts)
-
-
-def _extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], documents: Mapping[str, Document],
-                   problems: list[Problem]) -> list[str] | None:
-    """Bases in merge order (depth first, each once), the policy itself last."""
-    order: list[str] = []
-    ok = True
-
-    def visit(current: str, stack: tuple[str, ...]) -> None:
-        nonlocal ok
-        file, data = raw[current]
-        for i, base in enumerate(data.get("extends", [])):
-            location = documents[file].location(("extends", i))
-            if base in stack or base == current:
-                problems.append(Problem("extends-cycle", f"{' → '.join(stack + (current, base))} is a cycle",
-                                        location, path=f"extends[{i}]"))
-                ok = False
-            elif base not in raw:
-                problems.append(Problem("unknown-base", f"no policy named {base!r} to extend (known: "
-                                        f"{', '.join(sorted(raw)) or 'none'})", location, path=f"extends[{i}]"))
-                ok = False
-            elif not raw[base][1].get("abstract", False):
-                problems.append(Problem("extends-concrete", f"{base!r} is not abstract; only policies with "
-                                        "`abstract: true` can be extended", location, path=f"extends[{i}]"))
-                ok = False
-            else:
-                visit(base, stack + (current,))
-        if current not in order:
-            order.append(current)
-
-    visit(name, ())
-    return order if ok else None
-
-
-def _merge(chain: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dict[JsonPath, str]]:
-    """Merge a policy with its bases: later entries win key by key, rules accumulate."""
-    merged: dict[str, Any] = {}
-    owner: dict[JsonPath, str] = {}
-    for file, data in chain:
-        for key in _INHERITED:
-            if key not in data:
-                continue
-            value = data[key]
-            if key == "rules":
-                merged.setdefault("rules", []).extend(value)
-            elif key == "timezone":
-                merged[key] = value
-                owner[(key,)] = file
-            elif key in ("defaults", "limits"):
-                section = merged.setdefault(key, {})
-                for sub, item in value.items():
-                    if isinstance(item, dict):
-                        section[sub] = {**section.get(sub, {}), **item}
-                        owner.update({(key, sub, leaf): file for leaf in item})
-                    else:
-                        section[sub] = item
-                        owner[(key, sub)] = file
-            else:
-                merged.setdefault(key, {}).update(value)
-                owner.update({(key, entry): file for entry in value})
-    file, own = chain[-1]
-    for key in ("apiVersion", "name", "description", "default", "abstract"):
-        if key in own:
-            merged[key] = own[key]
-    return merged, owner
-
-
-def _default_policy(raw: Mapping[str, tuple[str, dict[str, Any]]], documents: Mapping[str, Document],
-                    problems: list[Problem]) -> str | None:
-    concrete = sorted(n for n, (_, d) in raw.items() if not d.get("abstract", False))
-    marked = [n for n in concrete if raw[n][1].get("default", False)]
-    if len(marked) > 1:
-        for name in marked:
-            file = raw[name][0]
-            problems.append(Problem("multiple-defaults", f"policies {', '.join(marked)} are all marked default; "
-                                    "mark one", documents[file].location(("default",)), path="default"))
-        return None
-    if marked:
-        return marked[0]
-    if len(concrete) == 1:
-        return concrete[0]
-    if concrete:
-        file = raw[concrete[0]][0]
-        problems.append(Problem("no-default-policy", f"{len(concrete)} policies ({', '.join(concrete)}) and none "
-                                "is marked `default: true`", documents[file].location(("name",)), path="default"))
-    elif raw:
-        file = next(iter(raw.values()))[0]
-        problems.append(Problem("no-policies", "every policy is abstract; nothing can decide",
-                                Location(file, 1, 1)))
-    return None
+    compilation = compile_sources(sources, backend, problems)
+    errors = [p for p in compilation.problems if p.severity == "error"]
+    warnings = [p for p in compilation.problems if p.severity == "warning"]
+    if errors or not compilation.schema:
+        if not compilation.problems:
+            errors.append(Problem("no-policies", "no policy files to load", Location("<input>")))
+        raise PolicyError(errors + warnings, compilation.texts)
+    assert compilation.default is not None
+    return PolicySet(compilation.generate, compilation.default, list(dict.fromkeys(warnings)), compilation.texts)

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
-from zoneinfo import ZoneInfo
 
 import lark
 import pydantic
@@ -28,7 +27,7 @@ import pydantic
 from .analysis import analyze
 from .cel.parse import CelIssue, CelSyntaxError, parse
 from .cel.typecheck import NUMERIC, check
-from .context import ContextSchema
+from .context import ContextSchema, zone_info
 from .errors import Problem, ProblemCollector
 from .extends import default_policy, extends_chain, merge
 from .generate import generate_program
@@ -278,7 +277,7 @@ def _compiled_policy(unit: Unit, backend: Backend) -> CompiledPolicy:
     policy = unit.document
     assert policy is not None
     attributes = resolve_attributes(policy)
-    context = ContextSchema(attributes, ZoneInfo(policy.timezone or "UTC"), parse_zones(policy))
+    context = ContextSchema(attributes, zone_info(policy.timezone or "UTC"), parse_zones(policy))
     compiled = CompiledPolicy(
         name=policy.name, description=policy.description, digest=digest_of(policy), files=unit.files,
         rules=tuple(sorted(unit.rules, key=lambda r: r.name)), tiers=MappingProxyType(dict(policy.tiers)),

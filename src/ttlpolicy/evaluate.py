@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from .decision import Decision, RuleOutcome, TraceEntry
-from .durations import format_duration
+from .durations import MAX_DURATION, format_duration
 from .program import CompiledPolicy, CompiledRule, TtlOps
 
 _EPSILON = 1e-6  # 3600 * 0.7 is 2519.9999999999995 in binary floating point; people mean 2520
@@ -356,6 +356,11 @@ def _limit(trace: list[TraceEntry], target: str, step: str, value: int, bound: i
 
 def seconds(value: float) -> int:
     """A combined lifetime in whole seconds (rounding noise of the factors forgiven)."""
+    # Factors are finite and non-negative, but a product of large ones may still overflow: no
+    # lifetime is longer than the longest duration a policy can write (NaN cannot occur, as
+    # 0 × a finite factor is 0; it would take the first branch and come out as 0 anyway).
+    if not value <= MAX_DURATION:
+        return MAX_DURATION if value > MAX_DURATION else 0
     return int(math.floor(value + _EPSILON))
 
 

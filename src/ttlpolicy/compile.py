@@ -34,6 +34,7 @@ from .generate import generate_program
 from .load import Document, JsonPath, decode_source, parse_document
 from .model import Attribute, PolicyDocument, RefreshSettings, Rule, TtlEffect, build_document
 from .program import CompiledPolicy, CompiledRule, Expression, ParsedExpression, TtlOps
+from .state.ratelimit import CompiledRateLimit, compile_rate_limits
 from .validate import Locator, parse_zones, resolve_attributes, schema_problems, semantic_problems
 
 Backend = Literal["native", "reference"]
@@ -68,6 +69,7 @@ class Unit:
     failed: bool = False  # an error so far: later stages still check, but build nothing
     rules: list[CompiledRule] = field(default_factory=list)
     parsed: dict[str, ParsedExpression] = field(default_factory=dict)  # by text, dropped after loading
+    rate_limits: tuple[CompiledRateLimit, ...] = ()
     compiled: CompiledPolicy | None = None
 
 
@@ -85,7 +87,7 @@ class Compilation:
     semantic: dict[str, Unit] = field(default_factory=dict)
     typecheck: dict[str, Unit] = field(default_factory=dict)
     generate: dict[str, CompiledPolicy] = field(default_factory=dict)
-    analyse: list[Problem] = field(default_factory=list)
+    analyse: dict[str, CompiledPolicy] = field(default_factory=dict)  # those the analysis found no error in
     default: str | None = None
     problems: list[Problem] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for benchmarks/loadtime.py
@@ -141,6 +143,8 @@ def schema_stage(c: Compilation) -> StageResult:
             continue
         data = dict(doc.data)
         data["rules"] = [dict(rule, index=i, file=file) for i, rule in enumerate(data.get("rules", []))]
+        if "rate_limits" in data:
+            data["rate_limits"] = [dict(limit, index=i, file=file) for i, limit in enumerate(data["rate_limits"])]
         name = data["name"]
         if name in raw:
             problems.append(Problem("duplicate-policy", f"policy {name!r} is also defined in {raw[name][0]}",
@@ -193,12 +197,17 @@ def semantic_stage(c: Compilation) -> StageResult:
 
 
 def typecheck_stage(c: Compilation) -> StageResult:
-    """Parse and type-check every CEL expression and compile it with the backend. Runs even
-    for a policy with semantic errors, to report everything at once."""
+    """Parse and type-check every CEL expression and compile it with the backend (rate limits'
+    too: the state layer counts them, see :mod:`ttlpolicy.state.ratelimit`). Runs even for a
+    policy with semantic errors, to report everything at once."""
     problems: list[Problem] = []
     for unit in c.semantic.values():
         found = _typecheck(unit, c.backend)
-        unit.failed = unit.failed or bool(found)
+        assert unit.document is not None and unit.where is not None
+        unit.rate_limits, limit_problems = compile_rate_limits(
+            unit.document.rate_limits, resolve_attributes(unit.document), c.parse, unit.where)
+        found += limit_problems
+        unit.failed = unit.failed or any(p.severity == "error" for p in found)
         problems += found
     return dict(c.semantic), problems
 
@@ -215,14 +224,18 @@ def generate_stage(c: Compilation) -> StageResult:
 
 
 def analyse_stage(c: Compilation) -> StageResult:
-    """Warnings about what each compiled policy means (see :mod:`ttlpolicy.analysis`)."""
-    warnings: list[Problem] = []
-    for unit in c.typecheck.values():
+    """What each compiled policy means (see :mod:`ttlpolicy.analysis`): mostly warnings; a
+    policy with an error here is left out. The result: the policies that pass."""
+    found: list[Problem] = []
+    passed: dict[str, CompiledPolicy] = {}
+    for name, unit in c.typecheck.items():
         if unit.compiled is not None and unit.where is not None:
-            # bases are shared: each warning once
-            warnings += [w for w in analyze(unit.compiled, unit.where, unit.parsed) if w not in warnings]
+            analysed = analyze(unit.compiled, unit.where, unit.parsed)
+            found += [p for p in analysed if p not in found]  # bases are shared: each problem once
+            if not any(p.severity == "error" for p in analysed):
+                passed[name] = unit.compiled
         unit.parsed = {}
-    return warnings, warnings
+    return passed, found
 
 
 def default_stage(c: Compilation) -> StageResult:

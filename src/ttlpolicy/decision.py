@@ -90,7 +90,7 @@ class Decision:
     tier: str | None = None
     rules: list[RuleOutcome] | None = None  # every rule's outcome, with explain=True
     extra: dict[str, Any] = field(default_factory=dict)
-    _trace: list[Step] | None = field(default=None, repr=False, compare=False)
+    _trace: list[Step] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def trace(self) -> list[Step]:
@@ -99,6 +99,13 @@ class Decision:
         if self._trace is None:
             self._trace = [Step(*entry) for entry in self.steps]
         return self._trace
+
+    def trace_entries(self) -> list[TraceEntry]:
+        """The trace as compact entries, steps appended to ``trace`` included (for a later stage
+        that builds a new decision with ``dataclasses.replace(decision, steps=...)``)."""
+        if self._trace is None:
+            return list(self.steps)
+        return [(s.target, s.step, s.value, s.result, s.rule, s.source) for s in self._trace]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

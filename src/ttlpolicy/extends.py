@@ -1,7 +1,7 @@
 """Compile stage "extends": a policy merged with the abstract bases it extends.
 
 Bases merge depth first, each once, the policy itself last; later entries win key by key and
-rules accumulate. Every merged value remembers the file it came from (``owner``), so that a
+rules and rate limits accumulate. Every merged value remembers the file it came from (``owner``), so that a
 problem found in the merged policy points at the base file that wrote it.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from .errors import Location, Problem
 from .load import Document, JsonPath
 
-_INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules")
+_INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules", "rate_limits")
 
 
 def extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], documents: Mapping[str, Document],
@@ -56,8 +56,8 @@ def merge(chain: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dict
             if key not in data:
                 continue
             value = data[key]
-            if key == "rules":
-                merged.setdefault("rules", []).extend(value)
+            if key in ("rules", "rate_limits"):
+                merged.setdefault(key, []).extend(value)
             elif key == "timezone":
                 merged[key] = value
                 owner[(key,)] = file

@@ -15,6 +15,7 @@ from .decision import Decision
 from .errors import Location, PolicyError, Problem, ProblemCollector, UnknownPolicyError
 from .load import read_source
 from .program import CompiledPolicy
+from .state.ratelimit import CompiledRateLimit
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -28,8 +29,11 @@ class PolicySet:
     """
 
     def __init__(self, policies: Mapping[str, CompiledPolicy], default: str, warnings: Iterable[Problem] = (),
-                 sources: Mapping[str, str] | None = None):
+                 sources: Mapping[str, str] | None = None,
+                 rate_limits: Mapping[str, tuple[CompiledRateLimit, ...]] | None = None):
         self._policies = dict(policies)
+        # Counted only by the state layer (ttlpolicy.state), never by decide() here.
+        self.rate_limits: Mapping[str, tuple[CompiledRateLimit, ...]] = dict(rate_limits or {})
         self.default = default
         self.warnings = list(warnings)
         self.sources = dict(sources or {})
@@ -116,10 +120,13 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
     """Like :func:`load_policies`, from file names and their contents (e.g. read from git)."""
     compilation = compile_sources(sources, backend, problems)
     errors = [p for p in compilation.problems if p.severity == "error"]
-    warnings = [p for p in compilation.problems if p.severity == "warning"]
+    warnings = [p for p in compilation.problems if p.severity != "error"]
     if errors or not compilation.schema:
         if not compilation.problems:
             errors.append(Problem("no-policies", "no policy files to load", Location("<input>")))
-        raise PolicyError(errors + warnings, compilation.texts)
+        raise PolicyError(list(dict.fromkeys(errors + warnings)), compilation.texts)
     assert compilation.default is not None
-    return PolicySet(compilation.generate, compilation.default, list(dict.fromkeys(warnings)), compilation.texts)
+    rate_limits = {name: unit.rate_limits for name, unit in compilation.typecheck.items()
+                   if unit.rate_limits and name in compilation.analyse}
+    return PolicySet(compilation.analyse, compilation.default, list(dict.fromkeys(warnings)), compilation.texts,
+                     rate_limits)

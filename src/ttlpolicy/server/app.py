@@ -37,6 +37,7 @@ from .metrics import Metrics
 from .openapi import openapi_document
 from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, context_errors, problem, problem_body
 from .reload import Loaded, PolicyHolder, install_sighup, watch
+from .state_api import StateAPI
 
 log = logging.getLogger("ttlpolicy.server")
 JSON = "application/json"
@@ -110,6 +111,8 @@ class Service:
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self.openapi = orjson.dumps(openapi_document(settings))
         self._tasks: set[asyncio.Task[None]] = set()
+        # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
+        self.state = StateAPI(self, settings)
 
     def _reloaded(self, result: str, loaded: Loaded) -> None:
         self.metrics.reloaded(result, loaded.policies.digest, self.holder.last_success)
@@ -127,6 +130,10 @@ class Service:
                 require_scope(caller, scopes)
         except AuthError as exc:
             raise Refusal(exc.response()) from None
+        if scopes is DECIDE_SCOPES:
+            too_many = self.state.caller_refusal(caller)
+            if too_many is not None:
+                raise Refusal(too_many)
         return caller
 
     def _check_body_headers(self, content_type: str | None, content_length: str | None) -> None:
@@ -223,10 +230,17 @@ class Service:
                 self.metrics.subject_token_failure(exc.reason)
                 return 422, problem_body("invalid-subject-token", exc.description, reason=exc.reason,
                                          policy=compiled.name)
+            revoked = self.state.subject_revoked(verified.claims)
+            if revoked is not None:
+                self.metrics.error(compiled.name)
+                self.metrics.subject_token_failure("revoked")
+                return 422, problem_body("invalid-subject-token", "token revoked", reason="revoked",
+                                         policy=compiled.name)
             context = {**context, "token": token_context(verified.claims)}
             subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
         try:
             decision = compiled.decide(context, instant, explain)
+            decision = self.state.after_policy(decision, compiled, context, instant, policies, caller)
         except ContextError as exc:
             self.metrics.error(compiled.name)
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
@@ -409,6 +423,9 @@ class Service:
                                 "loaded_at": loaded.loaded_at, "error": None}
         if error is not None:
             body["error"] = {"detail": f"the last reload failed; serving the last good set", **error.to_dict()}
+        body["state"] = self.state.readiness()
+        if body["state"]["status"] != "ok":
+            body["status"] = "degraded"
         return _json(body)
 
     async def reload(self, request: Request) -> Response:
@@ -472,9 +489,11 @@ class Service:
                 watch(self.holder, paths, self.settings.reload.debounce_ms, stop))
             self._tasks.add(task)
         undo_sighup = install_sighup(self.holder, self._tasks)
+        self.state.start()
         try:
             yield
         finally:
+            self.state.stop()
             undo_sighup()
             stop.set()
             for task in list(self._tasks):
@@ -519,6 +538,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", service.openapi_endpoint, methods=["GET"]),
+        *service.state.routes(),
     ]
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})

@@ -145,8 +145,8 @@ def list_expr(draw: Draw, depth: int = 2) -> str:
     if kind == 2:
         return _bin(draw(list_expr(depth - 1)), "+", draw(list_expr(depth - 1)))
     if kind == 3:
-        return f"{draw(list_expr(depth - 1))}.map(x, x * {draw(st.integers(-2, 3))})"
-    return f"{draw(list_expr(depth - 1))}.filter(x, {draw(int_predicate(depth - 1))})"
+        return f"({draw(list_expr(depth - 1))}).map(x, x * {draw(st.integers(-2, 3))})"
+    return f"({draw(list_expr(depth - 1))}).filter(x, {draw(int_predicate(depth - 1))})"
 
 
 @st.composite
@@ -206,7 +206,7 @@ def bool_expr(draw: Draw, depth: int = 2) -> str:
         return f"({draw(string_expr(sub))}).matches({json.dumps(pattern)})"
     if kind == 12:
         macro = draw(st.sampled_from(["all", "exists", "exists_one"]))
-        return f"{draw(list_expr(sub))}.{macro}(x, {draw(int_predicate(sub))})"
+        return f"({draw(list_expr(sub))}).{macro}(x, {draw(int_predicate(sub))})"
     if kind == 13:
         macro = draw(st.sampled_from(["all", "exists"]))
         return f"{_attr(draw, 'map')}.{macro}(x, x {draw(rel)} {json.dumps(draw(_STRS))})"

@@ -32,7 +32,7 @@ import math
 from typing import Any, Callable
 
 from celpy.celparser import CELParser
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from unittest import mock
@@ -221,7 +221,9 @@ def bool_expr(draw: Draw, depth: int = 2) -> str:
 def _outcome(fn: Callable[[Any], Any], act: dict[str, Any]) -> tuple[str, Any]:
     try:
         return "value", fn(act)
-    except CELEvalError:
+    except CELEvalError as e:
+        if str(e).startswith("reference interpreter failed"):
+            return "crash", None
         return "error", None
 
 
@@ -261,6 +263,11 @@ def _check(text: str, act: dict[str, Any]) -> None:
     with mock.patch.object(nf, "eq", _celpy_eq):  # looked up at compile time and by in_/ne
         native = _outcome(compile_expression(tree), act)
     reference = _outcome(compile_reference(tree), act)
+    # cel-python itself crashed (a Python exception inside its interpreter, e.g. a macro over an
+    # int even where `false &&` should absorb it): it gives no answer to compare against.
+    # Which examples Hypothesis draws depends on the constants in the modules imported, so such
+    # cases appear in some runs and not others; the test must not depend on their absence.
+    assume(reference[0] != "crash")
     assert native[0] == reference[0], (text, act, native, reference)
     assert _same(native[1], reference[1]), (text, act, native, reference)
 

@@ -217,11 +217,11 @@ def test_generated_source_is_safe_and_readable() -> None:
     """User text reaches the source only inside comments, escaped; values go through constants."""
     hostile = 'x\n__import__("os").system("false")'
     policy = load_sources({"p.yaml": yaml.safe_dump(_document({
-        "rules": [{"when": 'user.department == "\\nimport os"', "deny": hostile}],
+        "rules": [{"when": 'user.department != "\\nimport os"', "deny": hostile}],
         "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
     assert policy.program is not None
     source = policy.program.source
     assert "__import__" not in source and "import os" not in source.replace("\\nimport os", "")
     assert "# rule r0 at p.yaml:" in source
-    decision = policy.decide({"user": {"department": "\nimport os"}}, datetime(2026, 3, 2, tzinfo=timezone.utc))
+    decision = policy.decide({"user": {"department": "x"}}, datetime(2026, 3, 2, tzinfo=timezone.utc))
     assert decision.deny_reason == hostile

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "ttlpolicy"
 
 def test_the_stages_are_one_named_list_in_pipeline_order() -> None:
     assert [stage.name for stage in STAGES] == [
-        "parse", "schema", "extends", "model", "semantic", "typecheck", "generate", "analyse", "default"]
+        "parse", "schema", "extends", "bases", "model", "semantic", "typecheck", "generate", "analyse", "default"]
     assert all(stage.does and stage.run.__doc__ for stage in STAGES)
 
 

@@ -1,10 +1,11 @@
 """Stage 3 — compile: source texts to compiled policies, as one explicit list of stages.
 
-Each stage is named, takes the :class:`Compilation` so far, and returns its result (stored on
-the compilation under the stage's name) and the problems it found (OPA's compiler lists its
-stages the same way)::
+Each stage is named, takes the :class:`Compilation` so far (and, for a per-policy stage, the
+policy), and returns its result (stored on the compilation under the stage's name) and the
+problems it found (OPA's compiler lists its stages the same way). :data:`STAGES`::
 
-    parse → schema → extends → model → semantic → typecheck → generate → analyse → default
+    parse → schema → extends → [bases → model → semantic → typecheck → generate → analyse] → default
+                               (per policy, bases before the policies that extend them)
 
 A stage never raises for a user's mistake: it reports a located :class:`Problem` and leaves the
 policy out of what later stages build, so that every problem of a set is reported at once.
@@ -35,7 +36,8 @@ from .load import Document, JsonPath, decode_source, parse_document
 from .model import Attribute, PolicyDocument, RefreshSettings, Rule, TtlEffect, build_document
 from .program import CompiledPolicy, CompiledRule, Expression, ParsedExpression, TtlOps
 from .state.ratelimit import CompiledRateLimit, compile_rate_limits
-from .validate import Locator, parse_zones, resolve_attributes, schema_problems, semantic_problems
+from .validate import (Locator, cel_problems_despite_schema, parse_zones, resolve_attributes, schema_problems,
+                       semantic_problems)
 
 Backend = Literal["native", "reference"]
 StageResult = tuple[Any, list[Problem]]
@@ -58,13 +60,13 @@ def _unsupported() -> type[Exception]:
 
 @dataclass
 class Unit:
-    """One policy on its way through the stages."""
+    """One policy on its way through the per-policy stages."""
 
     name: str
     file: str
-    files: tuple[str, ...] = ()  # the policy's own file last, after its bases'
+    chain: list[str]  # its bases in merge order, the policy itself last
+    files: tuple[str, ...] = ()  # the files of the chain, the policy's own last
     where: Locator | None = None
-    merged: dict[str, Any] = field(default_factory=dict)
     document: PolicyDocument | None = None
     failed: bool = False  # an error so far: later stages still check, but build nothing
     rules: list[CompiledRule] = field(default_factory=list)
@@ -75,42 +77,79 @@ class Unit:
 
 @dataclass
 class Compilation:
-    """The input of a compilation and each stage's result, under the stage's name."""
+    """The input of a compilation and each stage's result, under the stage's name (for a
+    per-policy stage: a dict by policy name)."""
 
     sources: Mapping[str, bytes | str]
     backend: Backend = "native"
     texts: dict[str, str] = field(default_factory=dict)
-    parse: dict[str, Document] = field(default_factory=dict)
+    parse: dict[str, Document] = field(default_factory=dict)  # by file
     schema: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # name -> (file, data)
-    extends: dict[str, Unit] = field(default_factory=dict)
-    model: dict[str, Unit] = field(default_factory=dict)
-    semantic: dict[str, Unit] = field(default_factory=dict)
-    typecheck: dict[str, Unit] = field(default_factory=dict)
+    extends: dict[str, Unit] = field(default_factory=dict)  # bases before the policies extending them
+    bases: dict[str, list[str]] = field(default_factory=dict)
+    model: dict[str, PolicyDocument] = field(default_factory=dict)
+    semantic: dict[str, bool] = field(default_factory=dict)  # True: no errors
+    typecheck: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
     generate: dict[str, CompiledPolicy] = field(default_factory=dict)
-    analyse: dict[str, CompiledPolicy] = field(default_factory=dict)  # those the analysis found no error in
+    analyse: dict[str, CompiledPolicy] = field(default_factory=dict)  # the policies that pass: the set
     default: str | None = None
+    broken: dict[str, str] = field(default_factory=dict)  # policy name -> file, for policies with errors
     problems: list[Problem] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for benchmarks/loadtime.py
 
 
 @dataclass(frozen=True)
 class Stage:
+    """``run(compilation)`` for a stage over the whole set; ``run(compilation, unit)`` for a
+    per-policy stage, where a result of ``None`` ends that policy's way through the stages."""
+
     name: str
     does: str
-    run: Callable[[Compilation], StageResult]
+    run: Callable[..., StageResult]
+    per_policy: bool = False
 
 
 def compile_sources(sources: Mapping[str, bytes | str], backend: Backend = "native",
                     problems: list[Problem] | None = None) -> Compilation:
-    """Run every stage over ``sources`` (file name -> content); nothing raises for bad input."""
-    compilation = Compilation(sources, backend, problems=list(problems or []))
-    for stage in STAGES:
+    """Run every stage over ``sources`` (file name -> content); nothing raises for bad input.
+
+    Per-policy stages run policy by policy, bases first, so that a policy whose base has
+    errors is reported once as not checked instead of repeating its base's errors."""
+    c = Compilation(sources, backend, problems=list(problems or []))
+    index = 0
+    while index < len(STAGES):
+        stage = STAGES[index]
+        if not stage.per_policy:
+            start = time.perf_counter()
+            result, found = stage.run(c)
+            setattr(c, stage.name, result)
+            c.problems += found
+            c.seconds[stage.name] = c.seconds.get(stage.name, 0.0) + time.perf_counter() - start
+            index += 1
+            continue
+        group = []
+        while index < len(STAGES) and STAGES[index].per_policy:
+            group.append(STAGES[index])
+            index += 1
+        for unit in c.extends.values():
+            _run_policy(c, unit, group)
+    return c
+
+
+def _run_policy(c: Compilation, unit: Unit, stages: list[Stage]) -> None:
+    before = len(c.problems)
+    for stage in stages:
         start = time.perf_counter()
-        result, found = stage.run(compilation)
-        setattr(compilation, stage.name, result)
-        compilation.problems += found
-        compilation.seconds[stage.name] = time.perf_counter() - start
-    return compilation
+        result, found = stage.run(c, unit)
+        c.problems += found  # a base's warnings recur with each policy extending it: load_sources keeps one
+        c.seconds[stage.name] = c.seconds.get(stage.name, 0.0) + time.perf_counter() - start
+        if result is None:
+            break
+        getattr(c, stage.name)[unit.name] = result
+    chain_files = set(unit.files) | {c.schema[n][0] for n in unit.chain if n in c.schema}
+    if any(p.severity == "error" and p.location is not None and p.location.file in chain_files
+           for p in c.problems[before:]):
+        c.broken.setdefault(unit.name, unit.file)
 
 
 # ------------------------------------------------------------------------------- the stages
@@ -133,13 +172,18 @@ def parse_stage(c: Compilation) -> StageResult:
 
 
 def schema_stage(c: Compilation) -> StageResult:
-    """The JSON Schema, file by file; each schema-valid policy by name (names unique)."""
+    """The JSON Schema, file by file; each schema-valid policy by name (names unique). A file
+    that fails still has its CEL checked, so that one wrong key does not hide other errors."""
     raw: dict[str, tuple[str, dict[str, Any]]] = {}
     problems: list[Problem] = []
+    failed: list[Document] = []
     for file, doc in c.parse.items():
         found = schema_problems(doc)
         problems += found
         if found:
+            failed.append(doc)
+            if isinstance(doc.data, dict) and isinstance(doc.data.get("name"), str):
+                c.broken.setdefault(doc.data["name"], file)
             continue
         data = dict(doc.data)
         data["rules"] = [dict(rule, index=i, file=file) for i, rule in enumerate(data.get("rules", []))]
@@ -151,91 +195,82 @@ def schema_stage(c: Compilation) -> StageResult:
                                     doc.location(("name",)), path="name"))
             continue
         raw[name] = (file, data)
+    for doc in failed:
+        problems += cel_problems_despite_schema(doc, [d.data for d in c.parse.values()])
     return raw, problems
 
 
 def extends_stage(c: Compilation) -> StageResult:
-    """Each policy merged with the bases it extends (see :mod:`ttlpolicy.extends`)."""
-    units: dict[str, Unit] = {}
+    """Each policy's chain of bases (see :mod:`ttlpolicy.extends`), bases first."""
     problems: list[Problem] = []
-    for name, (file, _) in c.schema.items():
-        chain = extends_chain(name, c.schema, c.parse, problems)
-        if chain is None:
-            continue
-        merged, owner = merge([c.schema[n] for n in chain])
-        units[name] = Unit(name, file, tuple(dict.fromkeys(c.schema[n][0] for n in chain)),
-                           Locator(c.parse, owner, file), merged)
+    chains = {name: extends_chain(name, c.schema, c.parse, problems, c.broken) for name in c.schema}
+    units: dict[str, Unit] = {}
+    for name in sorted(c.schema, key=lambda n: len(chains[n] or ())):
+        chain = chains[name]
+        if chain is not None:
+            file = c.schema[name][0]
+            units[name] = Unit(name, file, chain, tuple(dict.fromkeys(c.schema[n][0] for n in chain if n in c.schema)))
     return units, problems
 
 
-def model_stage(c: Compilation) -> StageResult:
-    """The typed model of each merged policy (durations in seconds)."""
-    units: dict[str, Unit] = {}
-    problems: list[Problem] = []
-    for name, unit in c.extends.items():
-        assert unit.where is not None
-        try:
-            unit.document = build_document(unit.merged, unit.file)
-        except pydantic.ValidationError as exc:
-            for error in exc.errors():
-                path: JsonPath = tuple(error["loc"])
-                problems.append(Problem("schema", f"{'.'.join(map(str, path))}: {error['msg']}", unit.where(path)))
-            continue
-        units[name] = unit
-    return units, problems
+def bases_stage(c: Compilation, unit: Unit) -> StageResult:
+    """A policy whose base has errors is not checked (its base's errors are reported there)."""
+    bad = [base for base in unit.chain[:-1] if base in c.broken]
+    if not bad:
+        return unit.chain, []
+    location = c.parse[unit.file].location(("extends",))
+    return None, [Problem("base-broken", f"policy {unit.name!r} was not checked: its base {bad[0]!r} has errors "
+                          f"(in {c.broken[bad[0]]}); fix those first", location, path="extends")]
 
 
-def semantic_stage(c: Compilation) -> StageResult:
+def model_stage(c: Compilation, unit: Unit) -> StageResult:
+    """The policy merged with its bases, as a typed model (durations in seconds)."""
+    merged, owner = merge([c.schema[n] for n in unit.chain])
+    unit.where = Locator(c.parse, owner, unit.file)
+    try:
+        unit.document = build_document(merged, unit.file)
+    except pydantic.ValidationError as exc:
+        return None, [Problem("schema", f"{'.'.join(map(str, error['loc']))}: {error['msg']}",
+                              unit.where(tuple(error["loc"]))) for error in exc.errors()]
+    return unit.document, []
+
+
+def semantic_stage(c: Compilation, unit: Unit) -> StageResult:
     """What a schema cannot express: limits, tiers, zones, attributes, rules without effect."""
-    problems: list[Problem] = []
-    for unit in c.model.values():
-        assert unit.document is not None and unit.where is not None
-        found = semantic_problems(unit.document, unit.where)
-        unit.failed = any(p.severity == "error" for p in found)
-        problems += found
-    return dict(c.model), problems
+    assert unit.document is not None and unit.where is not None
+    found = semantic_problems(unit.document, unit.where)
+    unit.failed = any(p.severity == "error" for p in found)
+    return not unit.failed, found
 
 
-def typecheck_stage(c: Compilation) -> StageResult:
+def typecheck_stage(c: Compilation, unit: Unit) -> StageResult:
     """Parse and type-check every CEL expression and compile it with the backend (rate limits'
     too: the state layer counts them, see :mod:`ttlpolicy.state.ratelimit`). Runs even for a
     policy with semantic errors, to report everything at once."""
-    problems: list[Problem] = []
-    for unit in c.semantic.values():
-        found = _typecheck(unit, c.backend)
-        assert unit.document is not None and unit.where is not None
-        unit.rate_limits, limit_problems = compile_rate_limits(
-            unit.document.rate_limits, resolve_attributes(unit.document), c.parse, unit.where)
-        found += limit_problems
-        unit.failed = unit.failed or any(p.severity == "error" for p in found)
-        problems += found
-    return dict(c.semantic), problems
+    found = _typecheck(unit, c.backend)
+    assert unit.document is not None and unit.where is not None
+    unit.rate_limits, limit_problems = compile_rate_limits(
+        unit.document.rate_limits, resolve_attributes(unit.document), c.parse, unit.where)
+    found += limit_problems
+    unit.failed = unit.failed or any(p.severity == "error" for p in found)
+    return tuple(unit.rules), found
 
 
-def generate_stage(c: Compilation) -> StageResult:
-    """Each concrete policy without errors as a :class:`CompiledPolicy` with its generated program."""
-    compiled: dict[str, CompiledPolicy] = {}
-    for name, unit in c.typecheck.items():
-        if unit.failed or unit.document is None or unit.document.abstract:
-            continue
-        unit.compiled = _compiled_policy(unit, c.backend)
-        compiled[name] = unit.compiled
-    return compiled, []
+def generate_stage(c: Compilation, unit: Unit) -> StageResult:
+    """A concrete policy without errors as a :class:`CompiledPolicy` with its generated program."""
+    if unit.failed or unit.document is None or unit.document.abstract:
+        return None, []
+    unit.compiled = _compiled_policy(unit, c.backend)
+    return unit.compiled, []
 
 
-def analyse_stage(c: Compilation) -> StageResult:
-    """What each compiled policy means (see :mod:`ttlpolicy.analysis`): mostly warnings; a
-    policy with an error here is left out. The result: the policies that pass."""
-    found: list[Problem] = []
-    passed: dict[str, CompiledPolicy] = {}
-    for name, unit in c.typecheck.items():
-        if unit.compiled is not None and unit.where is not None:
-            analysed = analyze(unit.compiled, unit.where, unit.parsed)
-            found += [p for p in analysed if p not in found]  # bases are shared: each problem once
-            if not any(p.severity == "error" for p in analysed):
-                passed[name] = unit.compiled
-        unit.parsed = {}
-    return passed, found
+def analyse_stage(c: Compilation, unit: Unit) -> StageResult:
+    """What the compiled policy means (see :mod:`ttlpolicy.analysis`): mostly warnings; a
+    policy with an error here is left out of the set."""
+    assert unit.compiled is not None and unit.where is not None
+    found = analyze(unit.compiled, unit.where, unit.parsed)
+    unit.parsed = {}  # the trees are not needed any more: free them
+    return (None if any(p.severity == "error" for p in found) else unit.compiled), found
 
 
 def default_stage(c: Compilation) -> StageResult:
@@ -247,12 +282,14 @@ def default_stage(c: Compilation) -> StageResult:
 STAGES: tuple[Stage, ...] = (
     Stage("parse", "YAML to data with line and column marks", parse_stage),
     Stage("schema", "the JSON Schema, file by file", schema_stage),
-    Stage("extends", "merge each policy with its bases", extends_stage),
-    Stage("model", "typed model, durations in seconds", model_stage),
-    Stage("semantic", "checks a schema cannot express", semantic_stage),
-    Stage("typecheck", "parse, type-check and compile every CEL expression", typecheck_stage),
-    Stage("generate", "one generated function per concrete policy", generate_stage),
-    Stage("analyse", "warnings about what the policy means", analyse_stage),
+    Stage("extends", "each policy's chain of bases, bases first", extends_stage),
+    Stage("bases", "a policy whose base has errors is not checked", bases_stage, per_policy=True),
+    Stage("model", "merge with the bases; typed model, durations in seconds", model_stage, per_policy=True),
+    Stage("semantic", "checks a schema cannot express", semantic_stage, per_policy=True),
+    Stage("typecheck", "parse, type-check and compile every CEL expression", typecheck_stage, per_policy=True),
+    Stage("generate", "one generated function per concrete policy", generate_stage, per_policy=True),
+    Stage("analyse", "what the policy means: warnings, and errors that leave it out", analyse_stage,
+          per_policy=True),
     Stage("default", "the policy that decides when none is named", default_stage),
 )
 

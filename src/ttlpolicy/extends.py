@@ -16,8 +16,9 @@ _INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", 
 
 
 def extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], documents: Mapping[str, Document],
-                  problems: list[Problem]) -> list[str] | None:
-    """Bases in merge order (depth first, each once), the policy itself last."""
+                  problems: list[Problem], broken: Mapping[str, str] = {}) -> list[str] | None:
+    """Bases in merge order (depth first, each once), the policy itself last. A base that failed
+    its schema (``broken``) is kept in the chain, for the caller to report as a broken base."""
     order: list[str] = []
     ok = True
 
@@ -30,6 +31,8 @@ def extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], docu
                 problems.append(Problem("extends-cycle", f"{' → '.join(stack + (current, base))} is a cycle",
                                         location, path=f"extends[{i}]"))
                 ok = False
+            elif base in broken and base not in raw:
+                order.append(base)
             elif base not in raw:
                 problems.append(Problem("unknown-base", f"no policy named {base!r} to extend (known: "
                                         f"{', '.join(sorted(raw)) or 'none'})", location, path=f"extends[{i}]"))

@@ -126,7 +126,7 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             errors.append(Problem("no-policies", "no policy files to load", Location("<input>")))
         raise PolicyError(list(dict.fromkeys(errors + warnings)), compilation.texts)
     assert compilation.default is not None
-    rate_limits = {name: unit.rate_limits for name, unit in compilation.typecheck.items()
+    rate_limits = {name: unit.rate_limits for name, unit in compilation.extends.items()
                    if unit.rate_limits and name in compilation.analyse}
     return PolicySet(compilation.analyse, compilation.default, list(dict.fromkeys(warnings)), compilation.texts,
                      rate_limits)

@@ -220,7 +220,9 @@ def bases_stage(c: Compilation, unit: Unit) -> StageResult:
         return unit.chain, []
     location = c.parse[unit.file].location(("extends",))
     return None, [Problem("base-broken", f"policy {unit.name!r} was not checked: its base {bad[0]!r} has errors "
-                          f"(in {c.broken[bad[0]]}); fix those first", location, path="extends")]
+                          f"(in {c.broken[bad[0]]}); fix those first (only this file's own conditions were "
+                          "type-checked)", location, path="extends"),
+                  *cel_problems_despite_schema(c.parse[unit.file], [d.data for d in c.parse.values()])]
 
 
 def model_stage(c: Compilation, unit: Unit) -> StageResult:

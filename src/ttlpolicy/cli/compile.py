@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(policy.program.source)
         return 1 if errors else 0
-    summary = {
+    summary: dict[str, Any] = {
         "stages": [{"name": s.name, "does": s.does, "seconds": round(compilation.seconds.get(s.name, 0.0), 4)}
                    for s in STAGES],
         "policies": [{"name": p.name, "rules": len(p.rules), "digest": p.digest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 # One trace step as compact data, formatted into a :class:`Step` only when asked (``trace``,
 # ``to_dict``): (target, step, value, result, rule, source). The evaluator appends these on the
@@ -90,6 +90,9 @@ class Decision:
     tier: str | None = None
     rules: list[RuleOutcome] | None = None  # every rule's outcome, with explain=True
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the issuer does when a rotated refresh token is presented again after the grace window
+    # (RFC 9700 §4.14.2); one value today, a field of the decision for the diff to compare.
+    ON_REUSE: ClassVar[str] = "revoke_family"
     _trace: list[Step] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -114,7 +117,7 @@ class Decision:
             "refresh_ttl": self.refresh_ttl,
             "refresh": {"rotation": self.rotation, "idle_timeout": self.idle_timeout,
                         "max_session": self.max_session, "reuse_grace": self.reuse_grace,
-                        "on_reuse": "revoke_family", "sender_constrained": self.sender_constrained},
+                        "on_reuse": self.ON_REUSE, "sender_constrained": self.sender_constrained},
             "expires_at": self.expires_at(),
             "step_up": self.step_up,
             "step_up_reasons": self.step_up_reasons,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -21,6 +22,7 @@ from .validate import (Locator, cel_problems_despite_schema, resolve_attributes,
                        semantic_problems)
 
 POLICY_SUFFIXES = (".yaml", ".yml")
+_NAME_LINE = re.compile(r"""^name:[ \t]*["']?([a-z][a-z0-9_-]*)["']?[ \t]*(?:#.*)?$""", re.MULTILINE)
 _INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules", "rate_limits")
 
 
@@ -136,6 +138,11 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         doc = parse_document(text, collector) if text is not None else None
         problems += collector.problems
         if doc is None:
+            # Unparseable YAML: its name is still worth knowing, so that the policies extending
+            # it say "its base is broken" rather than "no policy named ...".
+            named = _NAME_LINE.search(text or "")
+            if named:
+                broken.setdefault(named.group(1), file)
             continue
         documents[file] = doc
         found = schema_problems(doc)
@@ -158,7 +165,11 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
 
     # Schema errors must not hide CEL errors: type-check those files' conditions anyway, against
     # the declarations of every file (their bases' included).
+    parsed_names = {d.data.get("name") for d in documents.values() if isinstance(d.data, dict)}
     for doc in schema_failed:
+        extends = doc.data.get("extends") if isinstance(doc.data, dict) else None
+        if isinstance(extends, list) and not all(base in parsed_names for base in extends):
+            continue  # a base that is not even YAML: its declarations are unknown, so no false errors
         problems += cel_problems_despite_schema(doc, [d.data for d in documents.values()])
 
     compiled: dict[str, CompiledPolicy] = {}
@@ -175,11 +186,15 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         bad_bases = [base for base in chain[:-1] if base in broken]
         if bad_bases:
             broken.setdefault(name, file)
-            location = documents[file].location(("extends",))
+            # Its own conditions can still be type-checked when every broken base was at least
+            # readable YAML (its declarations are known); otherwise nothing is, to avoid false errors.
+            readable = all(broken[base] in documents for base in bad_bases)
+            checked = " (only this file's own conditions were type-checked)" if readable else ""
             problems.append(Problem("base-broken", f"policy {name!r} was not checked: its base "
-                                    f"{bad_bases[0]!r} has errors (in {broken[bad_bases[0]]}); fix those first "
-                                    "(only this file's own conditions were type-checked)", location, path="extends"))
-            problems += cel_problems_despite_schema(documents[file], [d.data for d in documents.values()])
+                                    f"{bad_bases[0]!r} has errors (in {broken[bad_bases[0]]}); fix those first"
+                                    f"{checked}", documents[file].location(("extends",)), path="extends"))
+            if readable:
+                problems += cel_problems_despite_schema(documents[file], [d.data for d in documents.values()])
             continue
         before = len(problems)
         merged, owner = _merge([raw[n] for n in chain])

@@ -165,10 +165,11 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
 
     # Schema errors must not hide CEL errors: type-check those files' conditions anyway, against
     # the declarations of every file (their bases' included).
-    parsed_names = {d.data.get("name") for d in documents.values() if isinstance(d.data, dict)}
+    parsed_names = {d.data.get("name") for d in documents.values()
+                    if isinstance(d.data, dict) and isinstance(d.data.get("name"), str)}
     for doc in schema_failed:
         extends = doc.data.get("extends") if isinstance(doc.data, dict) else None
-        if isinstance(extends, list) and not all(base in parsed_names for base in extends):
+        if isinstance(extends, list) and not all(isinstance(b, str) and b in parsed_names for b in extends):
             continue  # a base that is not even YAML: its declarations are unknown, so no false errors
         problems += cel_problems_despite_schema(doc, [d.data for d in documents.values()])
 

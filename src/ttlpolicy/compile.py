@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
-from zoneinfo import ZoneInfo
 
 import lark
 
 from .cel.parse import CelIssue, CelSyntaxError, parse
 from .cel.typecheck import NUMERIC, check
-from .context import ContextSchema
+from .context import ContextSchema, zone_info
 from .decision import Decision
 from .errors import Problem
 from .evaluate import CompiledRule, Program, TtlOps, decide
@@ -157,7 +156,7 @@ def compile_policy(policy: PolicyDocument, where: Locator, backend: Backend = "n
             rules.append(_rule(rule, condition, access, refresh))
     if compiler.problems or policy.abstract or not build:
         return None, compiler.problems
-    context = ContextSchema(attributes, ZoneInfo(policy.timezone or "UTC"), parse_zones(policy))
+    context = ContextSchema(attributes, zone_info(policy.timezone or "UTC"), parse_zones(policy))
     compiled = CompiledPolicy(
         name=policy.name, description=policy.description, digest=digest_of(policy), files=files,
         rules=tuple(sorted(rules, key=lambda r: r.name)), tiers=MappingProxyType(dict(policy.tiers)),

@@ -8,13 +8,14 @@ timestamps as aware datetimes, and the derived ``location.zone`` and ``time.*``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from .errors import ContextError, Problem
 from .model import Attribute
@@ -23,20 +24,30 @@ from .vocabulary import NO_ZONE, WEEKDAYS
 MAX_STRING = 1024
 MAX_LIST = 256
 _UTC = timezone.utc
+# Every instant a caller can send (a context timestamp, a request's `now`, a token's NumericDate)
+# lies in [1970-01-01, 9000-01-01) UTC. The upper end leaves a margin of more than the longest
+# duration a policy may hold (durations.MAX_DURATION, 100 years) below datetime.max, so that
+# `now + ttl`, `auth_time + max_session` and the conversion to any time zone can never overflow.
+MIN_EPOCH = 0
+MAX_EPOCH = 221_845_392_000  # 9000-01-01T00:00:00Z
+_TIMESTAMP_RANGE = "between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z"
 
 
 def parse_timestamp(value: Any) -> datetime:
-    """RFC 3339 text with an offset, or seconds since the epoch, as an aware datetime."""
+    """RFC 3339 text with an offset, or seconds since the epoch, as an aware datetime.
+
+    Raises ``ValueError`` for anything else, including instants outside [1970, 9000) UTC.
+    """
     if isinstance(value, bool):
         raise ValueError("expected an RFC 3339 timestamp or epoch seconds")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or not 0 <= value < 253402300800:
-            raise ValueError("epoch seconds out of range")
+        if not math.isfinite(value) or not MIN_EPOCH <= value < MAX_EPOCH:
+            raise ValueError(f"epoch seconds out of range (must be {_TIMESTAMP_RANGE})")
         return datetime.fromtimestamp(value, _UTC)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("timestamp has no time zone offset")
-        return value
+        return _in_range(value)
     if not isinstance(value, str) or len(value) > 64:
         raise ValueError("expected an RFC 3339 timestamp or epoch seconds")
     try:
@@ -45,7 +56,38 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError(f"{value!r} is not an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{value!r} has no time zone offset (add Z or +01:00)")
-    return parsed
+    return _in_range(parsed)
+
+
+def _in_range(instant: datetime) -> datetime:
+    try:
+        # Also what fails for 0001-01-01T00:00:00+01:00 or 9999-12-31T23:59:59-01:00, whose
+        # UTC instant is outside the calendar datetime can represent.
+        epoch = instant.timestamp()
+    except (OverflowError, ValueError, OSError):
+        epoch = math.inf
+    if not MIN_EPOCH <= epoch < MAX_EPOCH:
+        raise ValueError(f"timestamp out of range (must be {_TIMESTAMP_RANGE})")
+    return instant
+
+
+def zone_info(name: Any) -> ZoneInfo:
+    """The IANA time zone called ``name``; ``ValueError`` for anything that is not one.
+
+    Only names in the IANA database are looked up: ``ZoneInfo`` itself would also try to open
+    paths such as ``Europe`` (a directory: ``IsADirectoryError``) or ``posixrules``.
+    """
+    if not isinstance(name, str) or name not in _zone_names():
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)")
+    try:
+        return ZoneInfo(name)
+    except Exception:  # noqa: BLE001 - a damaged zone file is still "not a usable time zone"
+        raise ValueError(f"time zone {name!r} cannot be loaded") from None
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def check_value(attribute: Attribute, value: Any) -> str | None:
@@ -146,10 +188,7 @@ def _check_country(value: str) -> None:
 
 
 def _check_zone(value: str) -> None:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}") from None
+    zone_info(value)
 
 
 _EXTRA_CHECKS.update({"location.ip": _check_ip, "location.country": _check_country, "time.zone": _check_zone})
@@ -316,7 +355,7 @@ class ContextSchema:
         zone_name = time_ns.get("zone")
         zone = self.default_zone
         if zone_name:
-            zone = self._tz.get(zone_name) or self._tz.setdefault(zone_name, ZoneInfo(zone_name))
+            zone = self._tz.get(zone_name) or self._tz.setdefault(zone_name, zone_info(zone_name))
         local = now.astimezone(zone)
         time_ns["now"] = now
         time_ns["hour"] = local.hour

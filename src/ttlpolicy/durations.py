@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 
+# The longest duration a policy may hold: 100 years. Longer is never a token lifetime, and the bound
+# keeps every `instant + duration` the evaluator computes inside the calendar (see
+# context.MAX_EPOCH).
+MAX_DURATION = 36_500 * 86_400
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _HUMAN = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _ISO = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
@@ -32,17 +36,26 @@ def parse_duration(value: str | int) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a duration cannot be negative: {value}")
-        return value
+        return _bounded(value, value)
     if not isinstance(value, str):
         raise ValueError(f"not a duration: {value!r}")
     text = value.strip()
     if text.isdigit():
-        return int(text)
+        return _bounded(int(text) if len(text) <= 20 else MAX_DURATION + 1, value)
     match = _HUMAN.match(text) if text and text[0] != "P" else _ISO.match(text)
     if not text or not match or not any(match.groups()) or text in ("P", "PT"):
         raise ValueError(f"not a duration: {value!r} (write e.g. 90s, 15m, 1h30m, 14d or PT15M)")
+    if len(text) > 64:  # int() of thousands of digits is slow, and no such number fits anyway
+        return _bounded(MAX_DURATION + 1, value)
     weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return weeks * 604800 + days * 86400 + hours * 3600 + minutes * 60 + seconds
+    return _bounded(weeks * 604800 + days * 86400 + hours * 3600 + minutes * 60 + seconds, value)
+
+
+def _bounded(seconds: int, written: object) -> int:
+    if seconds > MAX_DURATION:
+        shown = written if not isinstance(written, str) or len(written) <= 32 else written[:32] + "..."
+        raise ValueError(f"duration {shown!r} is longer than 100 years (36500d)")
+    return seconds
 
 
 def format_duration(seconds: int) -> str:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .decision import Decision, RuleOutcome, Step
-from .durations import format_duration
+from .durations import MAX_DURATION, format_duration
 
 if TYPE_CHECKING:
     from .compile import CompiledPolicy
@@ -318,6 +318,11 @@ def _limit(trace: list[Step], target: str, step: str, value: int, bound: int | N
 
 
 def _seconds(value: float) -> int:
+    # Factors are finite and non-negative, but a product of large ones may still overflow: no
+    # lifetime is longer than the longest duration a policy can write (NaN cannot occur, as
+    # 0 × a finite factor is 0; it would take the first branch and come out as 0 anyway).
+    if not value <= MAX_DURATION:
+        return MAX_DURATION if value > MAX_DURATION else 0
     return int(math.floor(value + _EPSILON))
 
 

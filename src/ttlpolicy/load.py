@@ -9,6 +9,7 @@ later stages can point at the exact spot.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from .errors import Location, ProblemCollector
 
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a hand-written policy is a few KiB; anything larger is a mistake
 MAX_NODES = 100_000  # values after alias expansion; a billion-laughs file stops here, early
+MAX_DEPTH = 64  # nesting levels; no policy needs more, and deeper input would exhaust the stack
 
 # Keys are whatever YAML scalars the document used: mostly str, int for list indices, but a
 # mapping key may also be a bool or float (``1.5: x``); those end up in paths too.
@@ -163,6 +165,7 @@ class _Builder:
         self.doc, self.loader, self.problems = doc, loader, problems
         self.count = 0
         self.failed = False
+        self._open: set[int] = set()  # the collections being built: an alias to one of them recurses
 
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
         self.count += 1
@@ -174,6 +177,12 @@ class _Builder:
                                   "(an alias bomb?); refusing to load it",
                                   node.start_mark.line + 1, node.start_mark.column + 1)
             return None
+        if len(path) > MAX_DEPTH:
+            self._problem("yaml-too-many-nodes", f"values nested deeper than {MAX_DEPTH} levels", node)
+            return None
+        if id(node) in self._open:  # `&a [*a]`: an alias inside the collection it names
+            self._problem("yaml-syntax", "a YAML alias refers to a collection it is part of (recursive)", node)
+            return None
         self.doc.value_marks.setdefault(path, node)
         if node.tag not in _PLAIN_TAGS:
             # SafeLoader would refuse python/* tags too; we also refuse !!binary, !!set,
@@ -184,11 +193,25 @@ class _Builder:
                 message = f"unsupported YAML tag {node.tag!r}"
             self._problem("yaml-tag", message, node)
             return None
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            self._open.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self._open.discard(id(node))
+        value = self._scalar(node)
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            # Dates and binary are not part of the policy language; keep the text so the
+            # schema reports a clear type error rather than us guessing a conversion.
+            value = str(node.value)
+        return value
+
+    def _collection(self, node: yaml.Node, path: JsonPath) -> Any:
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
             for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
+                key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     self._problem("yaml-key", "mapping keys must be plain scalars", key_node)
                     continue
@@ -201,13 +224,19 @@ class _Builder:
                 self.doc.key_marks[path + (key,)] = key_node
                 out[key] = self.build(value_node, path + (key,))
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        value = self.loader.construct_object(node, deep=True)
-        if not isinstance(value, (str, int, float, bool, type(None))):
-            # Dates and binary are not part of the policy language; keep the text so the
-            # schema reports a clear type error rather than us guessing a conversion.
-            value = str(node.value)
+        return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        """A scalar's value; ``None`` (with a located problem) for one no policy can use."""
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError, yaml.YAMLError) as exc:  # e.g. an int of 5,000 digits
+            self._problem("yaml-syntax", f"value cannot be read: {str(exc).splitlines()[0][:100]}", node)
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            # .inf, .nan and 1e999: no lifetime, factor or bound is infinite.
+            self._problem("yaml-tag", f"{node.value!r} is not a finite number", node)
+            return None
         return value
 
     def _problem(self, code: str, message: str, node: yaml.Node) -> None:

@@ -12,10 +12,10 @@ import json
 from functools import cache
 from importlib import resources
 from typing import Any, Iterable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
+from .context import zone_info
 from .durations import DURATION_PATTERN, format_duration
 from .errors import Location, Problem
 from .load import Document, JsonPath
@@ -150,10 +150,9 @@ def semantic_problems(policy: PolicyDocument, where: Locator) -> list[Problem]:
     _check_attributes(policy, add)
     if policy.timezone is not None:
         try:
-            ZoneInfo(policy.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            add("invalid-timezone", f"unknown time zone {policy.timezone!r} (use an IANA name such as Europe/Berlin)",
-                ("timezone",))
+            zone_info(policy.timezone)
+        except ValueError as exc:
+            add("invalid-timezone", str(exc), ("timezone",))
     seen: dict[str, int] = {}
     for rule in policy.rules:
         path: JsonPath = ("rules", rule.index)

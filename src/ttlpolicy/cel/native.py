@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 
 import lark
 from celpy.celtypes import DoubleType, IntType, UintType
-from celpy.evaluation import celbytes, celstr
-
 from ttlpolicy.cel import codegen
+from ttlpolicy.cel.literals import LiteralError, decode_bytes, decode_string
+from ttlpolicy.cel.subset import LEFT_OUT_FUNCTIONS, TYPE_NAMES
 from ttlpolicy.cel import native_functions as nf
 from ttlpolicy.cel.native_functions import CELEvalError, Uint
 
@@ -462,6 +462,8 @@ class _Compiler:
 
     def n_ident(self, t: lark.Tree) -> _Node:
         name = str(t.children[0])
+        if name in TYPE_NAMES:
+            raise _unsupported(t, TYPE_NAMES[name])
         return _Node(_path_getter((name,)), path=(name,))
 
     def n_member_dot(self, t: lark.Tree) -> _Node:
@@ -522,9 +524,14 @@ class _Compiler:
             if kind == "FLOAT_LIT":
                 return _const(float(DoubleType(tok.value)))
             if kind in ("STRING_LIT", "MLSTRING_LIT"):
-                return _const(str(celstr(tok)))
+                return _const(decode_string(tok.value))
             if kind == "BYTES_LIT":
-                return _const(bytes(celbytes(tok)))
+                return _const(decode_bytes(tok.value))
+        except LiteralError as e:
+            before = tok.value[:e.offset]
+            line = (tok.line or 1) + before.count("\n")
+            column = e.offset - before.rfind("\n") if "\n" in before else (tok.column or 1) + e.offset
+            raise UnsupportedExpression(e.message, line, column) from None
         except ValueError:
             # e.g. 9223372036854775808 or -1u: cel-python reports these when evaluated.
             return _Node(_raiser(f"invalid literal {tok.value}"))
@@ -592,6 +599,8 @@ class _Compiler:
             return _fold(_Node(convert, boolean=name == "bool"), arg)
         if name in nf.FUNCTIONS:
             return self._call(name_tok, name, [self.expr(a) for a in arg_trees], arg_trees)
+        if name in LEFT_OUT_FUNCTIONS:
+            raise _unsupported(name_tok, LEFT_OUT_FUNCTIONS[name])
         raise _unsupported(name_tok, f"unsupported function '{name}'")
 
     def n_member_dot_arg(self, t: lark.Tree) -> _Node:

@@ -1,13 +1,28 @@
 """Runtime value semantics for the native CEL backend (operators and the function library).
 
-Values are plain Python objects (see :mod:`ttlpolicy.cel.native`). The only internal
-type is :class:`Uint`, an ``int`` subclass that keeps CEL ``uint`` distinct from ``int``
-while an expression runs; :func:`to_plain` turns it back into ``int`` for callers.
+Values are plain Python objects (see :mod:`ttlpolicy.cel.native`) plus three internal types
+that exist only while an expression runs: :class:`Uint` keeps CEL ``uint`` distinct from
+``int``, and :class:`Timestamp` / :class:`Duration` carry the nanosecond precision and the
+ranges of the CEL language definition, which Python's ``datetime`` (microseconds, other
+limits) cannot. :func:`to_plain` turns all three back into ``int`` / ``datetime`` /
+``timedelta`` for callers.
 
-Operators are *strictly typed* (no int/uint/double mixing, no bool-as-number). That is
-what cel-python does whenever the left operand is an ``int``; where cel-python's result
-depends on operand order (e.g. ``1 < 1.5`` is an error but ``1.5 < 1`` is ``false``) we
-pick the error for both orders. Every such difference is listed in ``tests/test_cel_native.py``.
+The semantics are the CEL language definition's (``doc/langdef.md`` of cel-spec), in the
+subset a lifetime policy uses:
+
+* Arithmetic is strictly typed (no int/uint/double mixing, no bool-as-number); every result
+  is range-checked -- int64 and uint64, durations as int64 nanoseconds (about +-292 years),
+  timestamps from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z -- and a result out
+  of range is an error, never a wrapped or clamped value.
+* Equality is heterogeneous at run time: numbers compare by value across int, uint and
+  double (``[1] == [1.0]``), values of different kinds are unequal rather than an error.
+  Ordering works across numeric kinds too. (The type checker still refuses mixed operands in
+  a policy, so these only matter for data whose type is not declared.)
+* Conversions fail where the definition says so: ``int(double)`` only inside the open range
+  (minInt, maxInt), ``bool("1")``/``bool("0")``, ``timestamp(int)`` in range.
+
+Where cel-python answers differently, ``tests/test_cel_native.py`` (``KNOWN_DIFFERENCES``) and
+``tests/test_cel_conformance.py`` record its answer next to ours.
 """
 
 from __future__ import annotations
@@ -16,10 +31,9 @@ import datetime
 import math
 import re
 import zoneinfo
-from math import fsum
 from typing import Any, Callable
 
-__all__ = ["CELEvalError", "Uint"]
+__all__ = ["CELEvalError", "Duration", "Timestamp", "Uint"]
 
 
 class CELEvalError(Exception):
@@ -42,8 +56,88 @@ class Uint(int):
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 _UINT_MAX = 2**64 - 1
-_DUR_MAX_SECONDS = 315576000000
 _NoneType = type(None)
+
+# ---------------------------------------------------------------------------- time values
+
+_NS = 1_000_000_000
+_UTC = datetime.timezone.utc
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
+_EPOCH_DAY = datetime.date(1970, 1, 1).toordinal()
+_TIMESTAMP_MIN = (datetime.date(1, 1, 1).toordinal() - _EPOCH_DAY) * 86400 * _NS
+_TIMESTAMP_MAX = (datetime.date(9999, 12, 31).toordinal() - _EPOCH_DAY + 1) * 86400 * _NS - 1
+
+
+class Duration:
+    """A CEL duration: signed int64 nanoseconds. Constructing one out of range is an error."""
+
+    __slots__ = ("ns",)
+
+    def __init__(self, ns: int) -> None:
+        if not _INT_MIN <= ns <= _INT_MAX:
+            raise CELEvalError("duration out of range")
+        self.ns = ns
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Duration and other.ns == self.ns
+
+    def __hash__(self) -> int:
+        return hash((Duration, self.ns))
+
+    def __repr__(self) -> str:
+        return f"duration({format_duration(self.ns)!r})"
+
+    def plain(self) -> datetime.timedelta:
+        """The nearest ``timedelta`` toward negative infinity (Python stops at microseconds)."""
+        return datetime.timedelta(microseconds=self.ns // 1000)
+
+
+class Timestamp:
+    """A CEL timestamp: nanoseconds since the Unix epoch, 0001-01-01 to 9999-12-31 inclusive."""
+
+    __slots__ = ("ns",)
+
+    def __init__(self, ns: int) -> None:
+        if not _TIMESTAMP_MIN <= ns <= _TIMESTAMP_MAX:
+            raise CELEvalError("timestamp out of range")
+        self.ns = ns
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Timestamp and other.ns == self.ns
+
+    def __hash__(self) -> int:
+        return hash((Timestamp, self.ns))
+
+    def __repr__(self) -> str:
+        return f"timestamp({format_timestamp(self)!r})"
+
+    def plain(self) -> datetime.datetime:
+        """The UTC ``datetime`` of this instant, truncated to microseconds."""
+        return _EPOCH + datetime.timedelta(microseconds=self.ns // 1000)
+
+
+def duration_ns(v: Any) -> int:
+    """Nanoseconds of a duration value (:class:`Duration` or ``timedelta`` from a context)."""
+    if type(v) is Duration:
+        return v.ns
+    return (v.days * 86400 + v.seconds) * _NS + v.microseconds * 1000
+
+
+def timestamp_ns(v: Any) -> int:
+    """Nanoseconds since the epoch of a timestamp (:class:`Timestamp` or an aware ``datetime``)."""
+    if type(v) is Timestamp:
+        return v.ns
+    d = (v if v.tzinfo is not None else v.replace(tzinfo=_UTC)) - _EPOCH
+    return (d.days * 86400 + d.seconds) * _NS + d.microseconds * 1000
+
+
+def _as_datetime(v: Any) -> datetime.datetime:
+    return v.plain() if type(v) is Timestamp else v
+
+
+def _time_ns(v: Any, k: str) -> int:
+    return timestamp_ns(v) if k == "timestamp" else duration_ns(v)
+
 
 # Kind names; a dict lookup on type() is the fast path, _kind() falls back to isinstance
 # for subclasses (e.g. pendulum.DateTime, OrderedDict).
@@ -60,9 +154,12 @@ _KINDS: dict[type, str] = {
     _NoneType: "null_type",
     datetime.datetime: "timestamp",
     datetime.timedelta: "duration",
+    Timestamp: "timestamp",
+    Duration: "duration",
 }
 _NUMERIC = frozenset({"int", "uint", "double"})
 _ORDERED = frozenset({"bool", "int", "uint", "double", "string", "bytes", "timestamp", "duration"})
+_TIME = frozenset({"timestamp", "duration"})
 _AGGREGATE = frozenset({"list", "map"})
 
 
@@ -105,30 +202,44 @@ def no_overload(op: str, *args: Any) -> CELEvalError:
 
 
 def eq(a: Any, b: Any) -> bool:
-    """CEL ``==`` (matches cel-python's type matrix, see module docstring)."""
+    """CEL ``==``: heterogeneous at run time (langdef "Equality"); only list/map elements err."""
     ta = type(a)
-    if ta is type(b) and ta is not list and ta is not dict and ta is not tuple:
+    if ta is type(b) and ta is not list and ta is not dict and ta is not tuple \
+            and ta is not datetime.datetime:
         return bool(a == b)
     ka, kb = kind(a), kind(b)
     if ka == kb:
         if ka == "list":
             return _fold_eq(len(a) == len(b), zip(a, b))
         if ka == "map":
-            if a.keys() != b.keys():
+            if len(a) != len(b):
                 return False
-            return _fold_eq(True, ((a[k], b[k]) for k in a))
-        try:
-            return bool(a == b)
-        except TypeError:  # naive vs aware datetime
-            raise no_overload("_==_", a, b) from None
-    if ka in _NUMERIC or kb in _NUMERIC:
-        raise no_overload("_==_", a, b)
-    if ka in _AGGREGATE or kb in _AGGREGATE:
-        # cel-python: a list/map equals null -> false, any other mixing is an error.
-        if a is None or b is None:
-            return False
-        raise no_overload("_==_", a, b)
-    return False  # distinct scalar kinds (null, bool, string, bytes, timestamp, duration)
+            pairs = []
+            for k, v in a.items():
+                match = _matching_key(b, k)
+                if match is _MISSING:
+                    return False
+                pairs.append((v, b[match]))
+            return _fold_eq(True, pairs)
+        if ka in _TIME:
+            return _time_ns(a, ka) == _time_ns(b, kb)
+        return bool(a == b)
+    if ka in _NUMERIC and kb in _NUMERIC:
+        return _numeric_cmp(a, b) == 0
+    return False  # values of different kinds are simply unequal
+
+
+_MISSING = object()
+
+
+def _matching_key(m: Any, key: Any) -> Any:
+    """The key of ``m`` equal to ``key`` in CEL's sense (``1 == 1u``, but ``true != 1``)."""
+    if type(key) is str:
+        return key if key in m else _MISSING
+    for candidate in m:
+        if eq(key, candidate):
+            return candidate
+    return _MISSING
 
 
 def _fold_eq(same_len: bool, pairs: Any) -> bool:
@@ -151,43 +262,43 @@ def ne(a: Any, b: Any) -> bool:
     return not eq(a, b)
 
 
-def _ordered(op: str, a: Any, b: Any) -> str:
-    ka = kind(a)
-    if ka != kind(b) or ka not in _ORDERED:
-        raise no_overload(op, a, b)
-    return ka
+def _numeric_cmp(a: Any, b: Any) -> int | None:
+    """-1, 0 or 1 comparing numbers on one number line (exact for int vs double); None for NaN."""
+    if a < b:
+        return -1
+    if a > b:
+        return 1
+    return 0 if a == b else None
+
+
+def _compare(op: str, a: Any, b: Any) -> int | None:
+    ta = type(a)
+    if ta is type(b) and (ta is int or ta is float or ta is str):
+        return -1 if a < b else (1 if a > b else (0 if a == b else None))
+    ka, kb = kind(a), kind(b)
+    if ka == kb and ka in _ORDERED:
+        if ka in _TIME:
+            a, b = _time_ns(a, ka), _time_ns(b, kb)
+        return _numeric_cmp(a, b)
+    if ka in _NUMERIC and kb in _NUMERIC:
+        return _numeric_cmp(a, b)
+    raise no_overload(op, a, b)
 
 
 def lt(a: Any, b: Any) -> bool:
-    _ordered("_<_", a, b)
-    try:
-        return bool(a < b)
-    except TypeError:
-        raise no_overload("_<_", a, b) from None
+    return _compare("_<_", a, b) == -1
 
 
 def le(a: Any, b: Any) -> bool:
-    _ordered("_<=_", a, b)
-    try:
-        return bool(a <= b)
-    except TypeError:
-        raise no_overload("_<=_", a, b) from None
+    return _compare("_<=_", a, b) in (-1, 0)
 
 
 def gt(a: Any, b: Any) -> bool:
-    _ordered("_>_", a, b)
-    try:
-        return bool(a > b)
-    except TypeError:
-        raise no_overload("_>_", a, b) from None
+    return _compare("_>_", a, b) == 1
 
 
 def ge(a: Any, b: Any) -> bool:
-    _ordered("_>=_", a, b)
-    try:
-        return bool(a >= b)
-    except TypeError:
-        raise no_overload("_>=_", a, b) from None
+    return _compare("_>=_", a, b) in (0, 1)
 
 
 def in_(item: Any, container: Any) -> bool:
@@ -228,12 +339,6 @@ def check_uint(r: int) -> Uint:
     raise CELEvalError("uint64 overflow")
 
 
-def check_duration(d: datetime.timedelta) -> datetime.timedelta:
-    if -_DUR_MAX_SECONDS <= d.total_seconds() <= _DUR_MAX_SECONDS:
-        return d
-    raise CELEvalError("duration out of range")
-
-
 def add(a: Any, b: Any) -> Any:
     ka, kb = kind(a), kind(b)
     if ka == kb:
@@ -246,12 +351,11 @@ def add(a: Any, b: Any) -> Any:
         if ka == "list":
             return list(a) + list(b)
         if ka == "duration":
-            return check_duration(a + b)
-    elif ka == "timestamp" and kb == "duration" or ka == "duration" and kb == "timestamp":
-        try:
-            return a + b
-        except OverflowError:
-            raise CELEvalError("timestamp out of range") from None
+            return Duration(duration_ns(a) + duration_ns(b))
+    elif ka == "timestamp" and kb == "duration":
+        return Timestamp(timestamp_ns(a) + duration_ns(b))
+    elif ka == "duration" and kb == "timestamp":
+        return Timestamp(duration_ns(a) + timestamp_ns(b))
     raise no_overload("_+_", a, b)
 
 
@@ -265,17 +369,11 @@ def sub(a: Any, b: Any) -> Any:
         if ka == "double":
             return a - b
         if ka == "duration":
-            return a - b  # cel-python does not range-check duration - duration
+            return Duration(duration_ns(a) - duration_ns(b))
         if ka == "timestamp":
-            try:
-                return check_duration(a - b)
-            except TypeError:
-                raise no_overload("_-_", a, b) from None
+            return Duration(timestamp_ns(a) - timestamp_ns(b))
     elif ka == "timestamp" and kb == "duration":
-        try:
-            return a - b
-        except OverflowError:
-            raise CELEvalError("timestamp out of range") from None
+        return Timestamp(timestamp_ns(a) - duration_ns(b))
     raise no_overload("_-_", a, b)
 
 
@@ -319,6 +417,8 @@ def mod(a: Any, b: Any) -> Any:
         if ka == "int":
             if b == 0:
                 raise CELEvalError("modulus by zero")
+            if b == -1 and a == _INT_MIN:
+                raise CELEvalError("int64 overflow")  # the quotient overflows, so the remainder does
             r = abs(a) % abs(b)  # sign follows the dividend (Go semantics)
             return -r if a < 0 else r
         if ka == "uint":
@@ -335,7 +435,7 @@ def neg(a: Any) -> Any:
     if k == "double":
         return -a
     if k == "duration":
-        return -a  # cel-python accepts this; harmless
+        return Duration(-duration_ns(a))
     raise no_overload("-_", a)
 
 
@@ -367,11 +467,14 @@ def to_int(v: Any) -> int:
         if k in ("uint", "bool"):
             return check_int(int(v))
         if k == "double":
-            return check_int(math.trunc(v))
+            # The open range (minInt, maxInt): float(maxInt) is 2**63, already out of range.
+            if not _INT_MIN < v < _INT_MAX:
+                raise CELEvalError("int64 overflow: double out of range")
+            return math.trunc(v)
         if k == "string":
             return check_int(_parse_int_text(v))
         if k == "timestamp":
-            return check_int(int(v.timestamp()))
+            return timestamp_ns(v) // _NS  # seconds since the epoch, floored like Go's Unix()
     except (ValueError, OverflowError):
         raise CELEvalError("int() conversion error") from None
     raise no_overload("int", v)
@@ -385,11 +488,13 @@ def to_uint(v: Any) -> Uint:
         if k in ("int", "bool"):
             return check_uint(int(v))
         if k == "double":
-            return check_uint(math.trunc(v))
+            if not -1.0 < v < _UINT_MAX:
+                raise CELEvalError("uint64 overflow: double out of range")
+            return Uint(math.trunc(v))
         if k == "string":
             return check_uint(int(v[2:], 16) if v[:2] in ("0x", "0X") else int(v))
         if k == "timestamp":
-            return check_uint(int(v.timestamp()))
+            return check_uint(timestamp_ns(v) // _NS)
     except (ValueError, OverflowError):
         raise CELEvalError("uint() conversion error") from None
     raise no_overload("uint", v)
@@ -405,12 +510,24 @@ def to_double(v: Any) -> float:
     raise no_overload("double", v)
 
 
-def format_timestamp(ts: datetime.datetime) -> str:
-    # Same text as celpy.celtypes.TimestampType.__str__ (no fractional seconds).
-    text = ts.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if text.endswith("+0000") or not text[19:]:
-        return f"{text[:19]}Z"
-    return f"{text[:-2]}:{text[-2:]}"
+def format_timestamp(ts: Any) -> str:
+    """RFC 3339 in UTC with as many fractional digits as needed (Go's ``RFC3339Nano``)."""
+    ns = timestamp_ns(ts)
+    seconds, fraction = divmod(ns, _NS)
+    text = (_EPOCH + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    if len(text) < 19:  # strftime drops leading zeros of years before 1000 on some platforms
+        text = text.zfill(19)
+    return f"{text}{_fraction(fraction)}Z"
+
+
+def format_duration(ns: int) -> str:
+    """Seconds with as many fractional digits as needed: ``"1.5s"``, ``"-0.000000001s"``."""
+    seconds, fraction = divmod(abs(ns), _NS)
+    return f"{'-' if ns < 0 else ''}{seconds}{_fraction(fraction)}s"
+
+
+def _fraction(nanos: int) -> str:
+    return f".{nanos:09d}".rstrip("0") if nanos else ""
 
 
 def to_string(v: Any) -> str:
@@ -431,12 +548,12 @@ def to_string(v: Any) -> str:
     if k == "timestamp":
         return format_timestamp(v)
     if k == "duration":
-        return f"{int(v.total_seconds())}s"
+        return format_duration(duration_ns(v))
     raise no_overload("string", v)
 
 
-_BOOL_TEXT = {"true": True, "True": True, "TRUE": True, "t": True,
-              "false": False, "False": False, "FALSE": False, "f": False}
+_BOOL_TEXT = {"true": True, "True": True, "TRUE": True, "t": True, "1": True,
+              "false": False, "False": False, "FALSE": False, "f": False, "0": False}
 
 
 def to_bool(v: Any) -> bool:
@@ -450,46 +567,71 @@ def to_bool(v: Any) -> bool:
     raise no_overload("bool", v)
 
 
-def to_timestamp(v: Any) -> datetime.datetime:
+# RFC 3339 (a "date-time"): CEL accepts exactly this, with up to nine fractional digits.
+_RFC3339 = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
+                      r"(?:([Zz])|([+-])(\d\d):(\d\d))")
+
+
+def to_timestamp(v: Any) -> Any:
     k = kind(v)
     if k == "timestamp":
         return v
+    if k == "int":
+        seconds = int(v)
+        if not _TIMESTAMP_MIN // _NS <= seconds <= _TIMESTAMP_MAX // _NS:
+            raise CELEvalError("timestamp out of range")
+        return Timestamp(seconds * _NS)
     if k == "string":
-        # RFC 3339 via fromisoformat; cel-python uses pendulum.parse, which also accepts
-        # some non-RFC-3339 spellings (documented difference).
-        try:
-            ts = datetime.datetime.fromisoformat(v)
-        except ValueError:
-            raise CELEvalError("timestamp() conversion error") from None
-        return ts if ts.tzinfo is not None else ts.replace(tzinfo=datetime.timezone.utc)
+        return Timestamp(_parse_rfc3339(v))
     raise no_overload("timestamp", v)
 
 
-_DURATION_RE = re.compile(r"^[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+$")
-_DURATION_PART = re.compile(r"([0-9]*(\.[0-9]*)?)([a-z]+)")
-_DURATION_SCALE = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
-                   "m": 60.0, "h": 3600.0, "d": 86400.0}
+def _parse_rfc3339(text: str) -> int:
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise CELEvalError("timestamp() conversion error: not an RFC 3339 date-time")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    if not 1 <= year <= 9999:
+        raise CELEvalError("timestamp out of range")
+    try:
+        days = datetime.date(year, month, day).toordinal() - _EPOCH_DAY
+    except ValueError:
+        raise CELEvalError("timestamp() conversion error: no such date") from None
+    if hour > 23 or minute > 59 or second > 59:
+        raise CELEvalError("timestamp() conversion error: no such time of day")
+    offset = 0
+    if m.group(9):
+        oh, om = int(m.group(10)), int(m.group(11))
+        if oh > 23 or om > 59:
+            raise CELEvalError("timestamp() conversion error: bad UTC offset")
+        offset = (oh * 3600 + om * 60) * (-1 if m.group(9) == "-" else 1)
+    nanos = int((m.group(7) or "").ljust(9, "0"))
+    return ((days * 86400 + hour * 3600 + minute * 60 + second - offset) * _NS) + nanos
 
 
-def to_duration(v: Any) -> datetime.timedelta:
+# Go's time.ParseDuration, which CEL's duration() follows: signed sequence of decimal numbers
+# with optional fractions, each with a unit; no days.
+_DURATION_RE = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|ms|s|m|h))+|[-+]?0")
+_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|ms|s|m|h)")
+_DURATION_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": _NS,
+                     "m": 60 * _NS, "h": 3600 * _NS}
+
+
+def to_duration(v: Any) -> Any:
     k = kind(v)
     if k == "duration":
         return v
     if k != "string":
         raise no_overload("duration", v)
-    # Same algorithm as celpy.celtypes.DurationType so both engines round identically.
-    if not _DURATION_RE.match(v):
-        raise CELEvalError("duration() conversion error")
-    sign = -1.0 if v.startswith("-") else 1.0
-    body = v[1:] if v[:1] in "+-" else v
-    try:
-        seconds = sign * fsum(float(m.group(1)) * _DURATION_SCALE[m.group(3)]
-                              for m in _DURATION_PART.finditer(body))
-    except (KeyError, ValueError):
-        raise CELEvalError("duration() conversion error") from None
-    if not -_DUR_MAX_SECONDS <= seconds <= _DUR_MAX_SECONDS:
-        raise CELEvalError("duration out of range")
-    return datetime.timedelta(seconds=seconds)
+    if not _DURATION_RE.fullmatch(v):
+        raise CELEvalError("duration() conversion error: expected e.g. \"90s\", \"1h30m\", \"1.5h\"")
+    total = 0
+    for whole, fraction, unit in _DURATION_PART.findall(v):
+        scale = _DURATION_UNIT_NS[unit]
+        total += int(whole or "0") * scale
+        if fraction:  # exact, truncated toward zero like Go
+            total += int(fraction) * scale // 10 ** len(fraction)
+    return Duration(-total if v.startswith("-") else total)
 
 
 # ---------------------------------------------------------------------------- string functions
@@ -591,22 +733,29 @@ def tz_lookup(name: Any) -> datetime.tzinfo:
     return tz
 
 
-def _local(ts: datetime.datetime, tz: Any) -> datetime.datetime:
-    return ts.astimezone(datetime.timezone.utc if tz is None else tz_lookup(tz))
+def _local(ts: Any, tz: Any) -> datetime.datetime:
+    return _as_datetime(ts).astimezone(_UTC if tz is None else tz_lookup(tz))
 
 
 def _ts_accessor(name: str, fn: Callable[[datetime.datetime], int],
-                 dur_fn: Callable[[datetime.timedelta], int] | None) -> Callable[..., int]:
+                 dur_fn: Callable[[int], int] | None) -> Callable[..., int]:
     def accessor(v: Any, tz: Any = None) -> int:
         k = kind(v)
         if k == "timestamp":
+            if name == "getMilliseconds":  # the only part finer than the datetime in the zone
+                return timestamp_ns(v) % _NS // 1_000_000
             return fn(_local(v, tz))
         if k == "duration" and dur_fn is not None and tz is None:
-            return dur_fn(v)
+            return dur_fn(duration_ns(v))
         raise no_overload(name, v) if tz is None else no_overload(name, v, tz)
 
     accessor.__name__ = name
     return accessor
+
+
+def _truncated(ns: int, unit: int) -> int:
+    q = abs(ns) // unit
+    return -q if ns < 0 else q
 
 
 def _day_of_year(d: datetime.datetime) -> int:
@@ -620,14 +769,13 @@ TIME_ACCESSORS: dict[str, Callable[..., int]] = {
     "getDayOfMonth": _ts_accessor("getDayOfMonth", lambda d: d.day - 1, None),
     "getDate": _ts_accessor("getDate", lambda d: d.day, None),
     "getDayOfWeek": _ts_accessor("getDayOfWeek", lambda d: d.isoweekday() % 7, None),
-    "getHours": _ts_accessor("getHours", lambda d: d.hour,
-                             lambda t: int(t.total_seconds() / 3600)),
-    "getMinutes": _ts_accessor("getMinutes", lambda d: d.minute,
-                               lambda t: int(t.total_seconds() / 60)),
-    "getSeconds": _ts_accessor("getSeconds", lambda d: d.second,
-                               lambda t: int(t.total_seconds())),
+    # On a duration these convert the whole duration to the unit, truncating toward zero,
+    # except getMilliseconds, which is the milliseconds component (langdef; cel-spec tests).
+    "getHours": _ts_accessor("getHours", lambda d: d.hour, lambda ns: _truncated(ns, 3600 * _NS)),
+    "getMinutes": _ts_accessor("getMinutes", lambda d: d.minute, lambda ns: _truncated(ns, 60 * _NS)),
+    "getSeconds": _ts_accessor("getSeconds", lambda d: d.second, lambda ns: _truncated(ns, _NS)),
     "getMilliseconds": _ts_accessor("getMilliseconds", lambda d: d.microsecond // 1000,
-                                    lambda t: int(t.total_seconds() * 1000)),
+                                    lambda ns: _truncated(ns - _truncated(ns, _NS) * _NS, 1_000_000)),
 }
 
 # name -> (implementation, allowed argument counts including the receiver)
@@ -651,10 +799,13 @@ CONVERSIONS: dict[str, Callable[[Any], Any]] = {
 
 
 def to_plain(v: Any) -> Any:
-    """Replace internal Uint values by int (recursively) so callers only see plain Python."""
+    """Replace the internal Uint, Timestamp and Duration values by int, datetime and timedelta
+    (recursively) so callers only see plain Python."""
     t = type(v)
     if t is Uint:
         return int(v)
+    if t is Timestamp or t is Duration:
+        return v.plain()
     if t is list:
         return [to_plain(x) for x in v]
     if t is dict:

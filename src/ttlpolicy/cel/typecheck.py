@@ -18,6 +18,7 @@ import lark
 
 from ..model import Attribute
 from .parse import CelIssue, position
+from .subset import LEFT_OUT_FUNCTIONS, TYPE_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +245,8 @@ class _Checker:
             return scope[name]
         if name in self.namespaces and name not in self.attributes:
             return T("namespace", attr=name)
+        if name in TYPE_NAMES and name not in self.attributes:
+            return self.error(node, "cel-unsupported", TYPE_NAMES[name])
         return self.attribute(node, name)
 
     def v_literal(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
@@ -289,6 +292,8 @@ class _Checker:
             return _CONVERSIONS[name]
         if name == "matches" and len(types) == 2:
             return BOOL
+        if name in LEFT_OUT_FUNCTIONS:
+            return self.error(ch[0], "cel-unsupported", LEFT_OUT_FUNCTIONS[name])
         return self.error(ch[0], "cel-unknown-function", f"unknown function {name}() with {len(types)} argument(s)")
 
     def _size(self, node: lark.Tree, t: T) -> T:

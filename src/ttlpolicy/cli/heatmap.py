@@ -1,0 +1,124 @@
+"""``ttlpolicy heatmap``: one policy's lifetimes over two dimensions, as SVG, PNG, HTML or JSON.
+
+::
+
+    ttlpolicy heatmap --x time.hour --y device.trust --set tier=finance --format svg > finance.svg
+
+Exit 0 with a picture, 2 for usage, I/O, policy or grid errors (an unknown attribute, a value
+the declaration refuses, a grid over ``--max-cells``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .. import PolicyError, UnknownPolicyError, load_policies
+from ..errors import render_text
+from ..heatmap import GridError, assign, heatmap, make_axis, parse_value, reference_now
+from ..heatmap_svg import figure, heatmap_svg, html_page, svg_to_png
+from ..policyset import resolve_now
+from .output import fail, write_json
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "heatmap", help="draw a policy's lifetimes over two dimensions",
+        description="Decide every combination of two attributes (the rest fixed) and draw the access or refresh "
+                    "lifetime as a heat-map: denies dark, step-ups flagged, every cell's decision in its tooltip. "
+                    "Exit 0, or 2 for usage, I/O, policy or grid errors.")
+    parser.add_argument("--policies", default="policies", metavar="DIR", help="policy directory (default: policies/)")
+    parser.add_argument("--policy", metavar="NAME", help="policy to draw (default: the set's default policy)")
+    parser.add_argument("--x", required=True, metavar="ATTR", help="attribute across, e.g. time.hour")
+    parser.add_argument("--y", required=True, metavar="ATTR", help="attribute down, e.g. device.trust")
+    parser.add_argument("--x-values", metavar="V,V,...", help="values of --x (default: all its declared values)")
+    parser.add_argument("--y-values", metavar="V,V,...", help="values of --y (default: all its declared values)")
+    parser.add_argument("--set", action="append", default=[], metavar="ATTR=VALUE",
+                        help="fix an attribute for every cell, e.g. tier=finance or time.weekday=sat; repeatable")
+    parser.add_argument("--context", metavar="FILE", help="a context JSON file to start from (--set overrides it)")
+    parser.add_argument("--now", metavar="RFC3339",
+                        help="decision instant before the axes move it (default: a Wednesday 12:30 in the "
+                             "policy's time zone)")
+    parser.add_argument("--lifetime", choices=["access", "refresh"], default="access", help="what colours the cells")
+    parser.add_argument("--format", choices=["svg", "png", "html", "json"], default="svg")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument("--max-cells", type=int, default=10000, metavar="N", help="refuse larger grids (default 10000)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        policies = load_policies(args.policies)
+    except PolicyError as exc:
+        print(render_text(exc.problems, exc.sources), file=sys.stderr)
+        return fail(f"cannot load policies from {args.policies}")
+    try:
+        policy = policies.get(args.policy)
+    except UnknownPolicyError as exc:
+        return fail(str(exc))
+    context: dict[str, Any] = {}
+    if args.context:
+        try:
+            with open(args.context, encoding="utf-8") as stream:
+                context = json.load(stream)
+        except OSError as exc:
+            return fail(f"cannot read context {args.context}: {exc.strerror or exc}")
+        except json.JSONDecodeError as exc:
+            return fail(f"context is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+        if not isinstance(context, dict):
+            return fail("the context must be a JSON object")
+    try:
+        now = resolve_now(args.now) if args.now else reference_now(policy)
+    except ValueError as exc:
+        return fail(f"--now: {exc}")
+    try:
+        for item in args.set:
+            name, sep, text = item.partition("=")
+            if not sep:
+                return fail(f"--set {item!r}: write ATTR=VALUE")
+            now = assign(policy, context, now, name, parse_value(policy, name, text))
+        x = make_axis(policy, args.x, _values(policy, args.x, args.x_values), "x")
+        y = make_axis(policy, args.y, _values(policy, args.y, args.y_values), "y")
+        grid = heatmap(policy, x, y, fixed=context, now=now, max_cells=args.max_cells)
+    except GridError as exc:
+        for error in exc.errors:
+            print(f"ttlpolicy: {error['path'] or 'grid'}: {error['code']}: {error['message']}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as exc:
+        return fail(str(exc).strip("'\""))
+    if args.format == "json":
+        return _write(args.output, json.dumps(grid.to_dict(), indent=2, default=str) + "\n")
+    svg = heatmap_svg(grid, args.lifetime, context)
+    if args.format == "svg":
+        return _write(args.output, svg)
+    if args.format == "html":
+        title = f"{policy.name}: {args.lifetime} lifetime by {grid.x.attribute} and {grid.y.attribute}"
+        return _write(args.output, html_page(title, figure(svg, "Hover over a cell for its decision and trace.")))
+    try:
+        png = svg_to_png(svg)
+    except RuntimeError as exc:
+        return fail(str(exc))
+    return _write(args.output, png)
+
+
+def _values(policy: Any, attribute: str, text: str | None) -> list[Any] | None:
+    if text is None:
+        return None
+    return [parse_value(policy, attribute, item.strip()) for item in text.split(",") if item.strip()]
+
+
+def _write(path: str | None, content: str | bytes) -> int:
+    try:
+        if path is None:
+            if isinstance(content, bytes):
+                sys.stdout.buffer.write(content)
+            else:
+                sys.stdout.write(content)
+            return 0
+        with open(path, "wb") as stream:
+            stream.write(content if isinstance(content, bytes) else content.encode())
+    except OSError as exc:
+        return fail(f"cannot write {path}: {exc.strerror or exc}")
+    return 0

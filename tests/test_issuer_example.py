@@ -288,7 +288,7 @@ def _free_port() -> int:
 def test_runs_as_a_real_server(tmp_path: Path) -> None:
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "examples.issuer", "--port", str(port),
-                                "--db", str(tmp_path / "issuer.sqlite3")], cwd=REPO,
+                                "--data-dir", str(tmp_path / "data")], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -302,7 +302,18 @@ def test_runs_as_a_real_server(tmp_path: Path) -> None:
                                                   "password": "wonderland", "client_id": "cli"}).json()
         assert httpx.get(base + "/resource",
                          headers={"Authorization": "Bearer " + token["access_token"]}).json()["sub"] == "alice"
-        assert (tmp_path / "issuer-key.pem").stat().st_mode & 0o077 == 0  # the key is private to its owner
+        assert (tmp_path / "data" / "issuer-key.pem").stat().st_mode & 0o077 == 0  # the key is private to its owner
+        assert (tmp_path / "data").stat().st_mode & 0o077 == 0  # and so is its directory
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
+
+
+def test_the_default_data_directory_is_ignored_by_git() -> None:
+    """The private key and the database must be one `git add .` away from nothing."""
+    from examples.issuer.app import DATA_DIR
+
+    for name in ("issuer.sqlite3", "issuer-key.pem"):
+        path = (DATA_DIR / name).relative_to(REPO)
+        result = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO)
+        assert result.returncode == 0, f"{path} is not ignored by git"

@@ -10,7 +10,7 @@ Endpoints:
 
 Run from the repository root: ``python -m examples.issuer --port 9000`` (or
 ``python examples/issuer/app.py --port 9000``). State (families, refresh-token records, the
-signing key) lives next to ``--db``, so a restart loses nothing. See README.md.
+signing key) live in ``--data-dir`` (examples/issuer/data/, ignored by git), so a restart loses nothing. See README.md.
 """
 
 from __future__ import annotations
@@ -399,24 +399,33 @@ def create_app(**options: Any) -> Starlette:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+DATA_DIR = Path(__file__).resolve().parent / "data"  # ignored by git: the private key must never be committed
+
+
+def app_from_args(argv: list[str] | None = None, data_dir: Path | None = None) -> tuple[Starlette, int]:
+    """The app ``python -m examples.issuer ARGV`` serves, and its port (``data_dir`` overrides the default)."""
     parser = argparse.ArgumentParser(prog="python -m examples.issuer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--db", default="issuer.sqlite3", help="SQLite file (the signing key is kept beside it)")
+    parser.add_argument("--data-dir", type=Path, default=data_dir or DATA_DIR,
+                        help="directory for the SQLite database and the signing key (default: examples/issuer/data/,"
+                             " ignored by git)")
     parser.add_argument("--policies", default=str(REPO / "policies"))
     parser.add_argument("--issuer", help="public base URL (default http://HOST:PORT)")
     parser.add_argument("--reuse-grace", type=int, default=10, help="seconds a rotated refresh token may be retried")
     parser.add_argument("--trust-forwarded-for", action="store_true",
                         help="take the client IP from X-Forwarded-For (only behind your own proxy)")
     args = parser.parse_args(argv)
-    import uvicorn
-
-    app = create_app(db_path=args.db, policies_dir=args.policies,
+    args.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    app = create_app(db_path=args.data_dir / "issuer.sqlite3", policies_dir=args.policies,
                      issuer=args.issuer or f"http://{args.host}:{args.port}",
                      trust_forwarded_for=args.trust_forwarded_for, reuse_grace=args.reuse_grace)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    app.state.host = args.host
+    return app, args.port
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    app, port = app_from_args(argv)
+    uvicorn.run(app, host=app.state.host, port=port, log_level="info")

@@ -33,7 +33,7 @@ from .compile import CompiledPolicy, ParsedExpression
 from .durations import parse_duration
 from .model import Attribute
 from .durations import format_duration
-from .errors import Problem
+from .errors import Problem, severity_of
 from .evaluate import CompiledRule, TtlOps
 from .load import JsonPath
 from .model import Rule
@@ -52,39 +52,72 @@ _SKIP_TYPES = {"timestamp"}
 
 def analyze(policy: CompiledPolicy, where: Locator, parsed: Mapping[str, ParsedExpression] | None = None
             ) -> list[Problem]:
-    """Every warning for one compiled (concrete) policy, located in the file each rule came from.
+    """Every finding for one compiled (concrete) policy, located in the file each rule came from.
+
+    Dead and tautological conditions are errors, the rest warnings (see
+    :data:`~ttlpolicy.errors.WARNING_CODES`); a warning the rule acknowledges with ``allow:``
+    becomes a note carrying the reason, and an acknowledgement nothing needs is ``allow-unused``.
 
     ``parsed``: the trees :func:`~ttlpolicy.compile.compile_policy` made, so they are not parsed again."""
     rules = {rule.name: rule for rule in policy.document.rules}
     problems: list[Problem] = []
     verdicts: dict[str, str | None] = {}
+    trees = parsed or {}
     for compiled in policy.rules:
         source = rules[compiled.name]
-        verdict = condition_verdict(policy, compiled, (parsed or {}).get(compiled.when))
+        verdict = condition_verdict(policy, compiled, trees.get(compiled.when))
         verdicts[compiled.name] = verdict
         if verdict == "never":
             problems.append(_problem(where, source, ("when",), "condition-never-true",
                                      f"rule {source.name!r} can never match: no context allowed by the declared "
-                                     "attributes makes its condition true"))
+                                     "attributes makes its condition true; fix the values it compares with, or "
+                                     "delete the rule"))
         elif verdict == "always" and compiled.when.strip() != "true":
             problems.append(_problem(where, source, ("when",), "condition-always-true",
                                      f"rule {source.name!r} always matches: every context allowed by the declared "
-                                     "attributes makes its condition true (write `when: \"true\"` if that is meant)"))
+                                     "attributes makes its condition true (a `!=` joined with `||` is a common "
+                                     "cause: use `&&` or `!(x in [...])`); write `when: \"true\"` if that is meant"))
     # Once per lifetime, not per rule: it scans every rule (quadratic for 1,000 rules otherwise).
     clamps = {target: _unconditional_cap(policy, target, verdicts) for target in ("access_ttl", "refresh_ttl")}
     for compiled in policy.rules:
         source = rules[compiled.name]
         if verdicts[compiled.name] == "never":
-            continue  # its effects never apply anyway; one warning is enough
+            continue  # its effects never apply anyway; one problem is enough
         for target, ops in (("access_ttl", compiled.access), ("refresh_ttl", compiled.refresh)):
             if ops is not None:
-                problems += _effect_problems(policy, where, source, target, ops, clamps[target])
-    return problems
+                tiers = _tiers_matched(policy, compiled, trees.get(compiled.when)) if ops.floor is not None else []
+                problems += _effect_problems(policy, where, source, target, ops, clamps[target], tiers)
+    return _acknowledge(problems, rules.values(), where)
+
+
+def _acknowledge(problems: list[Problem], rules: Iterable[Rule], where: Locator) -> list[Problem]:
+    """Warnings a rule acknowledges become notes with the reason; unused acknowledgements are reported."""
+    # Rules of a base and of the policy both count from 0: a rule is its file and its index.
+    by_path = {(rule.file, f"rules.{rule.index}"): rule for rule in rules}
+    used: set[tuple[tuple[str, str], str]] = set()  # (rule key, code)
+    out = []
+    for problem in problems:
+        prefix = (problem.location.file if problem.location else "", ".".join(problem.path.split(".")[:2]))
+        rule = by_path.get(prefix)
+        reason = next((a.reason for a in rule.allow if a.code == problem.code), None) if rule else None
+        if rule is not None and reason is not None and problem.severity == "warning":
+            used.add((prefix, problem.code))
+            out.append(Problem(problem.code, f"{problem.message} — acknowledged: {reason}", problem.location,
+                               "note", problem.path))
+        else:
+            out.append(problem)
+    for prefix, rule in by_path.items():
+        for i, ack in enumerate(rule.allow):
+            if (prefix, ack.code) not in used:
+                out.append(_problem(where, rule, ("allow", i, "code"), "allow-unused",
+                                    f"rule {rule.name!r} acknowledges {ack.code} but has no such warning; "
+                                    "remove this entry so that a future one is not hidden"))
+    return out
 
 
 def _problem(where: Locator, rule: Rule, path: JsonPath, code: str, message: str) -> Problem:
     full: JsonPath = ("rules", rule.index, *path)
-    return Problem(code, message, where(full, file=rule.file), "warning", ".".join(map(str, full)))
+    return Problem(code, message, where(full, file=rule.file), severity_of(code), ".".join(map(str, full)))
 
 
 # -- candidate values of attributes (shared with the diff grid) ----------------------------------------------------------
@@ -98,6 +131,7 @@ class Literals:
     durations: set[int] = field(default_factory=set)
     used: set[str] = field(default_factory=set)
     members: dict[str, set[str]] = field(default_factory=dict)  # list attribute -> attributes tested `in` it
+    links: set[tuple[str, str]] = field(default_factory=set)  # attributes compared with each other
 
 
 def collect_literals(policy: CompiledPolicy, into: Literals | None = None) -> Literals:
@@ -131,6 +165,8 @@ def walk_literals(tree: lark.Tree, out: Literals) -> None:
             left = op_node.children[0]
             if op_node.data == "relation_in" and _attribute_name(left) and _attribute_name(right):
                 out.members.setdefault(str(_attribute_name(right)), set()).add(str(_attribute_name(left)))
+            elif _attribute_name(left) and _attribute_name(right):
+                out.links.add((str(_attribute_name(left)), str(_attribute_name(right))))
             for a, b in ((left, right), (right, left)):
                 name = _attribute_name(a)
                 if name is None:
@@ -146,6 +182,14 @@ def walk_literals(tree: lark.Tree, out: Literals) -> None:
                     out.durations.add(_cel_duration(str(value)))
                 except ValueError:
                     pass
+    # `a == b` between two attributes: each must be able to take the other's literals.
+    for a, b in out.links:
+        if a in out.strings or b in out.strings:
+            words = out.strings.get(a, set()) | out.strings.get(b, set())
+            out.strings[a], out.strings[b] = set(words), set(words)
+        if a in out.numbers or b in out.numbers:
+            numbers = out.numbers.get(a, set()) | out.numbers.get(b, set())
+            out.numbers[a], out.numbers[b] = set(numbers), set(numbers)
 
 
 def _unwrap(node: Any) -> Any:
@@ -202,15 +246,22 @@ def _cel_duration(text: str) -> int:
 
 
 def numeric_candidates(attribute: Attribute, literals: Iterable[float]) -> list[float]:
-    """Boundary values: the declared min and max, each literal and its neighbours, clamped.
+    """Boundary values: the declared min and max, each literal, its neighbours and the midpoints
+    between consecutive literals, clamped. Every stretch a comparison with these literals can
+    tell apart holds one of them, so trying them all is exhaustive for such comparisons.
 
     >>> numeric_candidates(Attribute(type="double", min=0, max=1), [0.5])
     [0.0, 0.49, 0.5, 0.51, 1.0]
     """
-    step = 1.0 if attribute.type == "int" else 0.01
+    integer = attribute.type == "int"
+    step = 1.0 if integer else 0.01
+    ordered = sorted(set(literals))
     points: set[float] = set()
-    for literal in literals:
+    for literal in ordered:
         points |= {literal - step, literal, literal + step}
+    for low, high in zip(ordered, ordered[1:]):
+        middle = (low + high) / 2
+        points.add(math.floor(middle) if integer else middle)
     lo, hi = attribute.min, attribute.max
     if lo is not None:
         points.add(lo)
@@ -220,11 +271,22 @@ def numeric_candidates(attribute: Attribute, literals: Iterable[float]) -> list[
         points = {0.0, 1.0}
     if lo is not None and hi is not None and len(points) < 3:
         points.add((lo + hi) / 2)
-    values = sorted(round(p, 6) for p in points if (lo is None or p >= lo) and (hi is None or p <= hi))
-    return [int(v) if attribute.type == "int" else v for v in values]
+    # Rounding keeps the grid readable (0.49, not 0.48999999999999994); literals closer than a
+    # millionth would merge, which no policy needs.
+    values = sorted({round(p, 6) for p in points if (lo is None or p >= lo) and (hi is None or p <= hi)})
+    return [int(v) if integer else v for v in values]
 
 
 _SAMPLES = {"location.country": ["DE", "US"]}
+
+
+def non_members(name: str, strings: Iterable[str]) -> list[str]:
+    """Values of a free-text attribute that no literal names: two when there are no literals
+    (so that two attributes can differ), else one (``!(x in ["DE", "US"])`` needs a third country)."""
+    taken = set(strings)
+    pool = [*_SAMPLES.get(name, []), *(f"sample-{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+    free = [s for s in pool if s not in taken]
+    return free[: 1 if taken else 2]
 
 
 def attribute_candidates(name: str, attribute: Attribute, literals: Literals) -> list[Any]:
@@ -243,8 +305,7 @@ def attribute_candidates(name: str, attribute: Attribute, literals: Literals) ->
     if attribute.type == "string":
         if attribute.values is not None:
             return [*attribute.values, *tail]
-        samples = [s for s in _SAMPLES.get(name, ["sample-a", "sample-b"]) if s not in strings]
-        return [*strings, *samples[: 2 if not strings else 1], *tail]
+        return [*strings, *non_members(name, strings), *tail]
     if attribute.type == "list":
         # `location.country in location.expected_countries`: the list holds the first sample of
         # the tested attribute, so that the grid has both members and non-members.
@@ -266,8 +327,8 @@ def attribute_candidates(name: str, attribute: Attribute, literals: Literals) ->
 
 # -- conditions ---------------------------------------------------------------------------------
 
-def condition_verdict(policy: CompiledPolicy, rule: CompiledRule, parsed: ParsedExpression | None = None
-                      ) -> str | None:
+def condition_verdict(policy: CompiledPolicy, rule: CompiledRule, parsed: ParsedExpression | None = None,
+                      fixed: Mapping[str, list[Any]] | None = None) -> str | None:
     """``"never"``, ``"always"`` or ``None`` (sometimes, or not judged) for a rule's condition.
 
     >>> condition_verdict(policy, rule_with("user.risk > 1.0"))               # doctest: +SKIP
@@ -283,6 +344,9 @@ def condition_verdict(policy: CompiledPolicy, rule: CompiledRule, parsed: Parsed
         read = _attributes_in(tree, policy)
     if any(node.data not in _SIMPLE for node in tree.iter_subtrees()):
         return None
+    if any(node.data == "literal" and getattr(node.children[0], "type", "") == "BOOL_LIT"
+           for node in tree.iter_subtrees()):
+        return None  # `x || true`, `x && false`: a constant written on purpose (a switch), not a slip
     literals = Literals()
     walk_literals(tree, literals)
     names = sorted(read)
@@ -290,7 +354,9 @@ def condition_verdict(policy: CompiledPolicy, rule: CompiledRule, parsed: Parsed
         return None
     if not names:
         return None  # a constant condition (`true`) is deliberate
-    domains = [attribute_candidates(n, policy.attributes[n], literals) for n in names]
+    pinned = fixed or {}
+    domains = [list(pinned[n]) if n in pinned else attribute_candidates(n, policy.attributes[n], literals)
+               for n in names]
     if math.prod(len(d) for d in domains) > MAX_ASSIGNMENTS:
         return None
     seen_true = seen_other = False
@@ -350,7 +416,7 @@ def _bases(policy: CompiledPolicy, target: str) -> list[int]:
 
 
 def _effect_problems(policy: CompiledPolicy, where: Locator, rule: Rule, target: str, ops: TtlOps,
-                     clamp: tuple[int, str] | None) -> Iterator[Problem]:
+                     clamp: tuple[int, str] | None, tiers: list[str | None]) -> Iterator[Problem]:
     if ops.factor is not None and ops.factor > 1:
         yield _problem(where, rule, (target, "multiply"), "loosening-rule",
                        f"rule {rule.name!r} multiplies {target} by {ops.factor:g}: tokens it matches live longer")
@@ -359,24 +425,109 @@ def _effect_problems(policy: CompiledPolicy, where: Locator, rule: Rule, target:
         yield _problem(where, rule, (target, "multiply"), "loosening-rule",
                        f"rule {rule.name!r} may multiply {target} {bound}: tokens it matches can live longer")
     if ops.floor is not None:
-        yield _problem(where, rule, (target, "floor"), "loosening-rule",
-                       f"rule {rule.name!r} sets a {format_duration(ops.floor)} floor on {target}: tokens it "
-                       "matches can live longer")
+        yield from _floor_problems(policy, where, rule, target, ops, tiers)
     ceiling, source = _ceiling(policy, target)
     if ops.cap is not None and ceiling is not None and ops.cap >= ceiling:
         yield _problem(where, rule, (target, "cap"), "effect-never-applies",
                        f"the {format_duration(ops.cap)} cap on {target} never lowers anything: {source} already "
                        f"stops {target} at {format_duration(ceiling)}")
-    minimum = getattr(policy.limits, target).min
-    if ops.floor is not None and target == "access_ttl" and minimum is not None and ops.floor <= minimum:
-        yield _problem(where, rule, (target, "floor"), "effect-never-applies",
-                       f"the {format_duration(ops.floor)} floor on {target} never lifts anything: the global "
-                       f"minimum is {format_duration(minimum)}")
     factor_up = ops.factor is not None and ops.factor >= 1 or (ops.factor_text is not None and ops.factor_min >= 1)
     if clamp is not None and factor_up and clamp[1] != rule.name:
         yield _problem(where, rule, (target, "multiply"), "effect-never-applies",
                        f"the factor on {target} never changes a decision: rule {clamp[1]!r} always caps it at "
                        f"{format_duration(clamp[0])}, below every base lifetime, and no rule shortens it first")
+
+
+def _floor_problems(policy: CompiledPolicy, where: Locator, rule: Rule, target: str, ops: TtlOps,
+                    tiers: list[str | None]) -> Iterator[Problem]:
+    """A floor is a loosening rule where it can lift a value, and dead where it cannot: say which.
+
+    In tier ``t`` the floor lifts the value to at most ``reach = min(floor, own cap, tier ceiling,
+    global max)``, and only when the value before it can be lower than that. The lowest value
+    before floors is the tier's base times every factor below 1 that any rule could apply."""
+    assert ops.floor is not None
+    floor = ops.floor
+    limit = getattr(policy.limits, target)
+    minimum = (limit.min or 0) if target == "access_ttl" else 0  # a refresh of 0 is never lifted to the min
+    shrink = _lowest_factor(policy, target)
+    lifts: dict[str | None, int] = {}
+    dead: dict[str | None, str] = {}
+    for tier_name in tiers:
+        tier = policy.tiers.get(tier_name) if tier_name is not None else None
+        ceiling = getattr(tier, f"max_{target}") if tier is not None else None
+        base = _base(policy, target, tier_name)
+        bounds = [(floor, "")] + [(b, why) for b, why in ((ops.cap, "its own cap"),
+                                                          (ceiling, f"the {tier_name} ceiling"),
+                                                          (limit.max, "the global maximum")) if b is not None]
+        reach, why = min(bounds, key=lambda pair: pair[0])
+        lowest = max(math.floor(base * shrink), minimum)
+        if reach > lowest:
+            lifts[tier_name] = reach
+        elif reach <= minimum:
+            dead[tier_name] = f"{why or 'it'} is at or below the global minimum {format_duration(minimum)}"
+        else:
+            dead[tier_name] = (f"{why} holds it at {format_duration(reach)}, and nothing lowers {target} below "
+                               f"the base {format_duration(base)} first")
+    label: dict[str | None, str] = {None: "without a tier"}
+    if not lifts:
+        reasons = "; ".join(f"{label.get(t, f'in tier {t}')}: {why}" for t, why in dead.items())
+        yield _problem(where, rule, (target, "floor"), "effect-never-applies",
+                       f"the {format_duration(floor)} floor on {target} never lifts anything ({reasons}); "
+                       "remove it, or raise the ceiling it runs into")
+        return
+    held = {t: r for t, r in lifts.items() if r < floor}
+    detail = ""
+    if held:
+        detail = " (" + ", ".join(f"{format_duration(r)} {label.get(t, f'in {t}')}" for t, r in held.items())
+        detail += ", where a ceiling or cap holds it)"
+    if dead:
+        names = [label.get(t, str(t)) for t in dead]
+        detail += f"; {' and '.join(names) if len(names) < 3 else ', '.join(names)}: it never lifts anything"
+    yield _problem(where, rule, (target, "floor"), "loosening-rule",
+                   f"rule {rule.name!r} sets a {format_duration(floor)} floor on {target}: tokens it matches can live "
+                   f"longer, up to {format_duration(max(lifts.values()))}{detail}")
+
+
+def _base(policy: CompiledPolicy, target: str, tier_name: str | None) -> int:
+    default = policy.default_access if target == "access_ttl" else policy.default_refresh
+    tier = policy.tiers.get(tier_name) if tier_name is not None else None
+    own = getattr(tier, target) if tier is not None else None
+    return own if own is not None else default
+
+
+def _lowest_factor(policy: CompiledPolicy, target: str) -> float:
+    """The product of every factor below 1 that some rule could apply to ``target`` (expression
+    factors at their lower bound): the most the value can shrink before floors apply."""
+    product = 1.0
+    for rule in policy.rules:
+        ops = rule.access if target == "access_ttl" else rule.refresh
+        if ops is None:
+            continue
+        if ops.factor is not None and ops.factor < 1:
+            product *= ops.factor
+        elif ops.factor_text is not None and ops.factor_min < 1:
+            product *= ops.factor_min
+    return product
+
+
+def _tiers_matched(policy: CompiledPolicy, rule: CompiledRule, parsed: ParsedExpression | None) -> list[str | None]:
+    """The tiers a rule can match (``None``: a request without a tier, when that falls back to the
+    defaults). Tiers its condition provably excludes are left out; when that cannot be judged,
+    every tier counts."""
+    tier_attribute = policy.attributes.get("tier")
+    everything: list[str | None] = list(policy.tiers)
+    if not policy.tiers or tier_attribute is None or (tier_attribute.default is None and not tier_attribute.required):
+        everything.append(None)
+    if parsed is None or "tier" not in parsed.attributes or not policy.tiers:
+        return everything
+    out: list[str | None] = []
+    for name in everything:
+        if name is None:
+            out.append(None)
+            continue
+        if condition_verdict(policy, rule, parsed, fixed={"tier": [name]}) != "never":
+            out.append(name)
+    return out
 
 
 def _unconditional_cap(policy: CompiledPolicy, target: str, verdicts: dict[str, str | None]

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
-Severity = Literal["error", "warning"]
+# error: the policy is refused; warning: lint shows it (``--strict`` fails on it); note: a
+# warning the policy acknowledges with a reason (``allow:`` on the rule), shown, never failing.
+Severity = Literal["error", "warning", "note"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +126,11 @@ def render_text(problems: Iterable[Problem], sources: Mapping[str, str] | None =
     problems = list(problems)
     body = "\n".join(p.render(sources) for p in problems)
     errors = sum(p.severity == "error" for p in problems)
-    warnings = len(problems) - errors
+    warnings = sum(p.severity == "warning" for p in problems)
+    notes = len(problems) - errors - warnings
     summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    if notes:
+        summary += f", {notes} acknowledged"
     return f"{body}\n{summary}" if body else summary
 
 
@@ -191,11 +196,15 @@ CODES: Mapping[str, str] = {
     "cel-not-numeric": "a factor expression is not a number",
     "cel-unknown-function": "a CEL function or method that does not exist",
     "cel-unsupported": "a CEL construct ttlpolicy does not support",
-    # warnings from analysis (lint shows them; they never fail a load)
-    "condition-never-true": "warning: no allowed context makes the condition true",
-    "condition-always-true": "warning: every allowed context makes the condition true",
-    "effect-never-applies": "warning: an effect that a limit, ceiling or unconditional cap always dominates",
-    "loosening-rule": "warning: a rule that can make tokens live longer (factor above 1, floor)",
+    "cel-literal-range": "an integer literal does not fit 64 bits, so every evaluation would fail",
+    "cel-impossible-comparison": "a comparison with a literal that the attribute's declared range never satisfies",
+    # from analysis of what a compiled policy means
+    "condition-never-true": "no allowed context makes the condition true: the rule is dead",
+    "condition-always-true": "every allowed context makes the condition true (often two `!=` joined with "
+                             "or); write `when: \"true\"` if that is meant",
+    "effect-never-applies": "an effect that a limit, ceiling or unconditional cap always dominates",
+    "loosening-rule": "a rule that can make tokens live longer (factor above 1, floor)",
+    "allow-unused": "a rule acknowledges a warning (`allow:`) that it does not have",
     # policy test files (ttlpolicy test)
     "no-tests": "a test directory holds no test files",
     "test-file": "a policy test file violates its format",
@@ -216,3 +225,22 @@ CODES: Mapping[str, str] = {
     "context-missing": "a required attribute is missing",
     "context-value": "a value does not fit its declaration",
 }
+
+# Codes that are warnings: lint shows them and exits 0 (``--strict`` fails on them), a load
+# succeeds. A rule may acknowledge one with ``allow: [{code, reason}]``; it then shows as a note.
+# Every other code is an error: the policy is refused. Dead or contradictory conditions are
+# errors because a reviewer must not merge them; a dominated effect or a loosening rule may be
+# exactly what was meant, and says so in review.
+WARNING_CODES: frozenset[str] = frozenset({"effect-never-applies", "loosening-rule", "allow-unused"})
+
+
+def severity_of(code: str) -> Severity:
+    """``"warning"`` for the codes in :data:`WARNING_CODES`, ``"error"`` for every other code."""
+    return "warning" if code in WARNING_CODES else "error"
+
+
+def codes_table() -> str:
+    """The table of docs/errors.md, generated from :data:`CODES` (a test keeps the file in step)."""
+    rows = ["| code | severity | meaning |", "|---|---|---|"]
+    rows += [f"| `{code}` | {severity_of(code)} | {meaning} |" for code, meaning in CODES.items()]
+    return "\n".join(rows) + "\n"

@@ -79,6 +79,13 @@ class TtlEffect(_Frozen):
     floor: Seconds | None = None
 
 
+class Acknowledgement(_Frozen):
+    """A warning a rule means to have, and why: ``allow: [{code: loosening-rule, reason: ...}]``."""
+
+    code: str
+    reason: str
+
+
 class Rule(_Frozen):
     name: str
     description: str = ""
@@ -88,6 +95,8 @@ class Rule(_Frozen):
     refresh: RefreshSettings | None = None
     step_up: str | None = None
     deny: str | None = None
+    # Review metadata, not meaning: left out of the digest and of the diff's rule signatures.
+    allow: tuple[Acknowledgement, ...] = Field(default=(), exclude=True)
     index: int = Field(default=0, exclude=True)  # position in its file, for locations only
     file: str = Field(default="", exclude=True)
 

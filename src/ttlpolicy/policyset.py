@@ -169,8 +169,11 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         problems += [p for p in found if p.severity == "error"]
         warnings += [p for p in found if p.severity == "warning"]
         if result is not None and not any(p.severity == "error" for p in found):
-            compiled[name] = result
-            warnings += [w for w in analyze(result, where, parsed) if w not in warnings]  # bases are shared: once each
+            analysed = analyze(result, where, parsed)
+            problems += [p for p in analysed if p.severity == "error" and p not in problems]  # bases: once each
+            warnings += [w for w in analysed if w.severity != "error" and w not in warnings]
+            if not any(p.severity == "error" for p in analysed):
+                compiled[name] = result
 
     default = _default_policy(raw, documents, problems)
     if any(p.severity == "error" for p in problems) or not raw:

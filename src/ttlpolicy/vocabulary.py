@@ -63,4 +63,24 @@ BUILTIN: Mapping[str, Attribute] = MappingProxyType({
     "token.session_exp": _a("timestamp", "Absolute end of the session the token belongs to."),
     "token.binding": _a("string", "Sender constraint of the subject token, from its cnf claim "
                         "(x5t#S256: mtls, jkt: dpop).", values=["mtls", "dpop", "none"], default="none"),
+    # Activity of the user (user.id) and the client (client.id) before this request, computed by
+    # the service from its state store over sliding windows. No defaults: when the store cannot
+    # answer they are absent, and a condition reading them fails safe. The service refuses a
+    # request that sends them; tests and the library may set them directly.
+    **{name: _a(kind, description, min=0) if kind == "int" else _a(kind, description)
+       for name, (kind, description) in {
+        "activity.refreshes_1h": ("int", "Refreshes (token.refreshed events) of this user in the last hour."),
+        "activity.failed_auth_15m": ("int", "Failed authentications (auth.failed) of this user in the last "
+                                            "15 minutes."),
+        "activity.refresh_failures_1h": ("int", "Refused refreshes (refresh.failed) of this user in the last hour."),
+        "activity.bad_signatures_1h": ("int", "Tokens of this user presented with a bad signature in the last hour."),
+        "activity.sessions": ("int", "Sessions of this user with activity in the last day and no logout."),
+        "activity.ips_24h": ("int", "Distinct IP addresses of this user in the last day."),
+        "activity.countries_24h": ("int", "Distinct countries of this user in the last day."),
+        "activity.new_country": ("bool", "location.country was not seen for this user in the last 90 days."),
+        "activity.idle_seconds": ("int", "Seconds since this user's previous activity (absent: none known)."),
+        "activity.client_refreshes_1h": ("int", "Refreshes by this client (client.id) in the last hour."),
+        "activity.client_failed_auth_15m": ("int", "Failed authentications at this client in the last 15 minutes."),
+    }.items()},
 })
+ACTIVITY = tuple(name for name in BUILTIN if name.startswith("activity."))

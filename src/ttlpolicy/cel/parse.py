@@ -98,13 +98,11 @@ def parse(text: str) -> lark.Tree:
     try:
         return _lark().parse(text)
     except lark.exceptions.UnexpectedEOF:
-        line = text.count("\n") + 1
-        return _raise("unexpected end of expression", line, len(text.rsplit("\n", 1)[-1]) + 1)
+        return _end_of_text(text)
     except lark.exceptions.UnexpectedToken as exc:
         token = exc.token
         if token.type == "$END":
-            line = text.count("\n") + 1
-            return _raise("unexpected end of expression", line, len(text.rsplit("\n", 1)[-1]) + 1)
+            return _end_of_text(text)
         expected = sorted(_describe(name) for name in exc.expected if not name.startswith("__"))
         hint = f"; expected {', '.join(expected[:6])}" if expected and len(expected) <= 8 else ""
         return _raise(f"unexpected {token.value!r}{hint}", exc.line, exc.column)
@@ -112,6 +110,47 @@ def parse(text: str) -> lark.Tree:
         return _raise(f"unexpected character {exc.char!r}", exc.line, exc.column)
     except lark.exceptions.LarkError as exc:  # pragma: no cover - defensive
         return _raise(str(exc).splitlines()[0], 1, 1)
+
+
+def _end_of_text(text: str) -> lark.Tree:
+    """The text ended early: point at the bracket left open, if one was, else at the end."""
+    opener = unclosed_bracket(text)
+    if opener is not None:
+        char, line, column = opener
+        closer = {"(": ")", "[": "]", "{": "}"}[char]
+        return _raise(f"this {char!r} is never closed; add {closer!r} where it should end", line, column)
+    line = text.count("\n") + 1
+    return _raise("unexpected end of expression", line, len(text.rsplit("\n", 1)[-1]) + 1)
+
+
+def unclosed_bracket(text: str) -> tuple[str, int, int] | None:
+    """The innermost bracket still open at the end of ``text`` (outside string literals), with its
+    1-based line and column; ``None`` when every bracket is closed.
+
+    >>> unclosed_bracket('(a && b == "(" ')
+    ('(', 1, 1)
+    """
+    stack: list[tuple[str, int, int]] = []
+    line, column, quote, i = 1, 0, "", 0
+    while i < len(text):
+        ch = text[i]
+        column += 1
+        if ch == "\n":
+            line, column = line + 1, 0
+        elif quote:
+            if ch == "\\":
+                i, column = i + 1, column + 1
+            elif text.startswith(quote, i):
+                i, column, quote = i + len(quote) - 1, column + len(quote) - 1, ""
+        elif ch in "\"'":
+            quote = ch * 3 if text.startswith(ch * 3, i) else ch
+            i, column = i + len(quote) - 1, column + len(quote) - 1
+        elif ch in "([{":
+            stack.append((ch, line, column))
+        elif ch in ")]}" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
 
 
 def _raise(message: str, line: int, column: int) -> lark.Tree:

@@ -11,6 +11,7 @@ which CEL rejects with "no such overload" anyway), and it never accepts what wou
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -151,24 +152,47 @@ class _Checker:
         if op in ("eq", "ne"):
             if not _comparable(left, right):
                 self.error(op_node, "cel-type-mismatch",
-                           f"cannot compare {_describe(left)} with {_describe(right)}{_mixed_hint(left, right)}")
+                           f"cannot compare {_describe(left)} with {_describe(right)}{_mixed_hint(left, right)}"
+                           f"{_duration_hint(left, right, op_node.children[0], right_node)}")
             self._enum_literal(left, right_node)
             self._enum_literal(right, op_node.children[0])
+            self._range(op_node, op, left, right_node, right)
+            self._range(op_node, op, right, op_node.children[0], left)
             return BOOL
         ordered = left.kind == right.kind and left.kind in NUMERIC | {"string", "timestamp", "duration", "bytes",
                                                                         "bool"}
         if not ordered and "dyn" not in (left.kind, right.kind):
             symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
             self.error(op_node, "cel-type-mismatch",
-                       f"cannot order {_describe(left)} {symbol} {_describe(right)}{_mixed_hint(left, right)}")
+                       f"cannot order {_describe(left)} {symbol} {_describe(right)}{_mixed_hint(left, right)}"
+                       f"{_duration_hint(left, right, op_node.children[0], right_node)}")
+        self._range(op_node, op, left, right_node, right)
+        self._range(op_node, _FLIPPED[op], right, op_node.children[0], left)
         return BOOL
+
+    def _range(self, op_node: lark.Tree, op: str, left: T, right_node: lark.Tree, right: T) -> None:
+        """``time.hour >= 24``, ``user.risk > 1.0``: a comparison the declared range never satisfies."""
+        attribute = self.attributes.get(left.attr) if left.attr else None
+        literal = _number_literal(right_node)
+        if (attribute is None or literal is None or left.kind not in NUMERIC or right.kind != left.kind
+                or abs(literal) > 2**63):  # an out-of-range literal has its own error
+            return
+        lo, hi = attribute.min, attribute.max
+        if lo is None and hi is None:
+            return
+        if _never(op, literal, lo, hi, attribute.type == "int"):
+            symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[op]
+            bounds = f"{_num(lo) if lo is not None else '…'} … {_num(hi) if hi is not None else '…'}"
+            self.error(right_node, "cel-impossible-comparison",
+                       f"{left.attr} {symbol} {_number_text(right_node)} is never true: {left.attr} is declared in {bounds}; "
+                       "compare with a value inside that range")
 
     def _in(self, left_node: lark.Tree, left: T, right_node: lark.Tree, right: T) -> T:
         if right.kind == "list":
             if right.elem and not _comparable(left, right.elem):
                 self.error(left_node, "cel-type-mismatch", f"{_describe(left)} can never be in {right}")
-            for literal in _list_literal_strings(right_node):
-                self._enum_literal(left, literal)
+            for item in _list_items(right_node):
+                self._enum_literal(left, item)
             if left.kind == "string" and right.elem and right.elem.values:
                 self._enum_literal(right.elem, left_node)
         elif right.kind == "map":
@@ -178,11 +202,16 @@ class _Checker:
         return BOOL
 
     def _enum_literal(self, attribute: T, literal_node: lark.Tree | lark.Token) -> None:
-        """``device.trust == "manged"``: a string literal that is not an allowed value."""
+        """``device.trust == "manged"``: a string literal that is not an allowed value. The
+        literal may be one arm of a ternary (``x == (c ? "a" : "b")``) or in parentheses."""
         if not attribute.values:
             return
-        literal = _string_literal(literal_node)
-        if literal is not None and literal not in attribute.values:
+        for node, literal in _string_literals(literal_node):
+            self._enum_value(attribute, node, literal)
+
+    def _enum_value(self, attribute: T, literal_node: lark.Tree | lark.Token, literal: str) -> None:
+        assert attribute.values is not None
+        if literal not in attribute.values:
             close = difflib.get_close_matches(literal, attribute.values, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             name = attribute.attr or "the attribute"
@@ -251,8 +280,25 @@ class _Checker:
 
     def v_literal(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
         kind = ch[0].type
+        if kind in ("INT_LIT", "UINT_LIT"):
+            self._integer_range(ch[0])
         return {"INT_LIT": INT, "UINT_LIT": UINT, "FLOAT_LIT": DOUBLE, "STRING_LIT": STRING,
                 "MLSTRING_LIT": STRING, "BYTES_LIT": BYTES, "BOOL_LIT": BOOL, "NULL_LIT": NULL}.get(kind, DYN)
+
+    def _integer_range(self, token: lark.Token) -> None:
+        """``99999999999999999999``: CEL integers are 64 bits; such a literal errors at every run."""
+        text = token.value.rstrip("uU")
+        try:
+            value = int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text)
+        except ValueError:  # pragma: no cover - the grammar only lets digits through
+            return
+        unsigned = token.type == "UINT_LIT"
+        # The minus of a negative literal is a separate unary node, so an int literal may be 2**63.
+        top = 2**64 - 1 if unsigned else 2**63
+        if value > top:
+            kind = "uint (0 … 2^64-1)" if unsigned else "int (-2^63 … 2^63-1)"
+            self.error(token, "cel-literal-range", f"{token.value} does not fit a 64-bit {kind}; every evaluation "
+                       "of it would fail: use a smaller number (or a double, e.g. 1e20)")
 
     def v_paren_expr(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
         return self.visit(ch[0], scope)
@@ -294,7 +340,11 @@ class _Checker:
             return BOOL
         if name in LEFT_OUT_FUNCTIONS:
             return self.error(ch[0], "cel-unsupported", LEFT_OUT_FUNCTIONS[name])
-        return self.error(ch[0], "cel-unknown-function", f"unknown function {name}() with {len(types)} argument(s)")
+        known = sorted({*_CONVERSIONS, "size", "has", "matches"})
+        close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}()?" if close else ""
+        return self.error(ch[0], "cel-unknown-function",
+                          f"unknown function {name}() with {len(types)} argument(s){hint}")
 
     def _size(self, node: lark.Tree, t: T) -> T:
         if t.kind not in ("string", "bytes", "list", "map", "dyn"):
@@ -309,7 +359,7 @@ class _Checker:
         if name in _MACROS:
             return self._macro(node, name, target, args, scope)
         if name not in _STRING_METHODS | _TIMESTAMP_GETTERS | {"size"}:
-            return self.error(name_token, "cel-unknown-function", f"unknown method {name}()")
+            return self.error(name_token, "cel-unknown-function", f"unknown method {name}(){_suggest_method(name)}")
         types = [self.visit(a, scope) for a in args]
         if name in _STRING_METHODS:
             if target.kind not in ("string", "dyn"):
@@ -347,6 +397,14 @@ class _Checker:
         return BOOL
 
 
+def _suggest_method(name: str) -> str:
+    """``startswith`` → ``startsWith``: CEL names are case-sensitive, so try case-insensitively first."""
+    known = sorted(_STRING_METHODS | _TIMESTAMP_GETTERS | _MACROS | {"size"})
+    exact = [k for k in known if k.lower() == name.lower()]
+    close = exact or difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]}()?" if close else ""
+
+
 def _mixed_hint(left: T, right: T) -> str:
     if {left.kind, right.kind} == {"int", "double"}:
         return " (CEL does not mix int and double: write 2.0 instead of 2, or use double())"
@@ -376,8 +434,10 @@ def _comparable(a: T, b: T) -> bool:
 
 
 def _unwrap(node: lark.Tree | lark.Token) -> lark.Tree:
-    """Skip the single-child chain expr -> ... -> primary down to the interesting node."""
-    while isinstance(node, lark.Tree) and len(node.children) == 1 and isinstance(node.children[0], lark.Tree):
+    """Skip the single-child chain expr -> ... -> primary down to the interesting node (a list
+    literal stays one: its only child is the item list, and a one-item list is still a list)."""
+    while (isinstance(node, lark.Tree) and node.data != "list_lit" and len(node.children) == 1
+           and isinstance(node.children[0], lark.Tree)):
         node = node.children[0]
     return node  # type: ignore[return-value]
 
@@ -392,8 +452,92 @@ def _string_literal(node: lark.Tree | lark.Token) -> str | None:
     return None
 
 
-def _list_literal_strings(node: lark.Tree) -> Iterable[lark.Tree]:
+def _string_literals(node: lark.Tree | lark.Token) -> Iterable[tuple[lark.Tree, str]]:
+    """The string literals an expression can evaluate to, with their nodes: the literal itself,
+    or each arm of a ternary, through parentheses."""
     node = _unwrap(node)
+    if isinstance(node, lark.Tree) and node.data == "paren_expr" and node.children:
+        yield from _string_literals(node.children[0])
+    elif isinstance(node, lark.Tree) and node.data == "expr" and len(node.children) == 3:
+        yield from _string_literals(node.children[1])
+        yield from _string_literals(node.children[2])
+    else:
+        literal = _string_literal(node)
+        if literal is not None:
+            yield node, literal
+
+
+def _list_items(node: lark.Tree) -> list[lark.Tree]:
+    """The items of a list literal (``[]`` for anything else), through parentheses."""
+    node = _unwrap(node)
+    if isinstance(node, lark.Tree) and node.data == "paren_expr" and node.children:
+        return _list_items(node.children[0])
     if isinstance(node, lark.Tree) and node.data == "list_lit" and node.children:
-        return [c for c in node.children[0].children if _string_literal(c) is not None]
+        return [c for c in node.children[0].children if isinstance(c, lark.Tree)]
     return []
+
+
+def _number_literal(node: lark.Tree | lark.Token) -> float | None:
+    """The value of a numeric literal (``-1``, ``0.5``, ``24``), else ``None``."""
+    found = _number_token(node)
+    return found[0] if found else None
+
+
+def _number_text(node: lark.Tree | lark.Token) -> str:
+    """A numeric literal as written (``-1.0``), for messages."""
+    found = _number_token(node)
+    return found[1] if found else "?"
+
+
+def _number_token(node: lark.Tree | lark.Token) -> tuple[float, str] | None:
+    node = _unwrap(node)
+    sign = 1.0
+    while isinstance(node, lark.Tree) and node.data == "unary" and len(node.children) == 2:
+        op = node.children[0]
+        if not (isinstance(op, lark.Tree) and op.data == "unary_neg"):
+            return None
+        sign, node = -sign, _unwrap(node.children[1])
+    if isinstance(node, lark.Tree) and node.data == "literal":
+        token = node.children[0]
+        if isinstance(token, lark.Token) and token.type in ("INT_LIT", "UINT_LIT", "FLOAT_LIT"):
+            text = token.value.rstrip("uU")
+            try:
+                value = sign * (float(int(text, 16)) if text.lower().startswith("0x") else float(text))
+            except ValueError:  # pragma: no cover - the grammar only lets numbers through
+                return None
+            return value, ("-" if sign < 0 else "") + token.value
+    return None
+
+
+_FLIPPED = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq", "ne": "ne"}
+
+
+def _never(op: str, literal: float, lo: float | None, hi: float | None, integer: bool) -> bool:
+    """Whether ``x <op> literal`` is false for every ``x`` in ``[lo, hi]`` (whole numbers if ``integer``)."""
+    lo_ = -math.inf if lo is None else (math.ceil(lo) if integer else lo)
+    hi_ = math.inf if hi is None else (math.floor(hi) if integer else hi)
+    if op == "lt":
+        return lo_ >= literal
+    if op == "le":
+        return lo_ > literal
+    if op == "gt":
+        return hi_ <= literal
+    if op == "ge":
+        return hi_ < literal
+    if op == "eq":
+        return literal < lo_ or literal > hi_ or (integer and literal != int(literal))
+    return lo_ == hi_ == literal  # ne
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _duration_hint(left: T, right: T, left_node: lark.Tree, right_node: lark.Tree) -> str:
+    """``time.now - user.auth_time > "72h"``: a duration compared with a string literal."""
+    if {left.kind, right.kind} != {"duration", "string"}:
+        return ""
+    literal_node = right_node if right.kind == "string" else left_node
+    literal = next((text for _, text in _string_literals(literal_node)), None)
+    example = literal if literal else "72h"
+    return f' (write duration("{example}") to compare with a duration)'

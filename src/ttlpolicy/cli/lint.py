@@ -25,7 +25,8 @@ def register(sub: Any) -> None:
                         help="policy directories or files (default: policies/)")
     parser.add_argument("--format", choices=["text", "json", *FORMATS], default="text")
     parser.add_argument("--strict", action="store_true",
-                        help="fail (exit 1) on warnings too, e.g. loosening rules that need a reviewer's sign-off")
+                        help="fail (exit 1) on warnings too, e.g. loosening rules that need a reviewer's sign-off; "
+                             "a rule acknowledges an intended warning with `allow: [{code, reason}]`")
     parser.set_defaults(run=run)
 
 
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         problems, sources, summary = exc.problems, exc.sources, []
     io_only = problems and all(p.code in ("io-error", "no-policies") for p in problems)
-    errors = [p for p in problems if p.severity == "error" or args.strict]
+    # Notes (warnings a rule acknowledges with a reason) are shown but never fail, not even --strict.
+    errors = [p for p in problems if p.severity == "error" or (args.strict and p.severity == "warning")]
     if args.format == "json":
         write_json({"ok": not errors, "problems": [p.to_dict() for p in problems], "policies": summary})
     elif args.format in FORMATS:

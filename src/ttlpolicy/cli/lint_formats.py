@@ -43,7 +43,7 @@ def github(problems: list[Problem], sources: Mapping[str, Any]) -> str:
                 if loc.column:
                     props.append(f"col={loc.column}")
         props.append(f"title={_escape_property(problem.code)}")
-        level = "error" if problem.severity == "error" else "warning"
+        level = {"error": "error", "warning": "warning"}.get(problem.severity, "notice")
         lines.append(f"::{level} {','.join(props)}::{_escape_data(problem.message)}")
     return "".join(line + "\n" for line in lines)
 
@@ -71,7 +71,7 @@ def sarif(problems: list[Problem], sources: Mapping[str, Any]) -> str:
 
 
 def _level(problem: Problem) -> str:
-    return "error" if problem.severity == "error" else "warning"
+    return {"error": "error", "warning": "warning"}.get(problem.severity, "note")
 
 
 def _result(problem: Problem, rule_index: int) -> dict[str, Any]:

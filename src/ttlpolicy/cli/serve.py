@@ -42,13 +42,10 @@ def run(args: argparse.Namespace) -> int:
         return _hash_key()
     # Only the settings module here: prometheus-client must not be imported before the
     # multiprocess directory is chosen.
-    from ..server.config import ConfigError, is_loopback, load_settings
+    from ..server.config import ConfigError, is_loopback
 
-    flags = {"policies": args.policies, "host": args.host, "port": args.port, "workers": args.workers,
-             "insecure_no_auth": args.insecure_no_auth, "log_level": args.log_level,
-             "reload.watch": False if args.no_watch else None}
     try:
-        settings = load_settings(args.config, flags=flags)
+        settings = settings_from_args(args)
     except ConfigError as exc:
         return fail(str(exc))
     refusal = settings.bind_problem()
@@ -66,6 +63,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if multiproc_dir is not None:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The service settings: ``--config`` file, then ``TTLPOLICY_*`` variables, then these flags."""
+    from ..server.config import load_settings
+
+    flags = {"policies": args.policies, "host": args.host, "port": args.port, "workers": args.workers,
+             "insecure_no_auth": args.insecure_no_auth, "log_level": args.log_level,
+             "reload.watch": False if args.no_watch else None}
+    return load_settings(args.config, flags=flags)
 
 
 def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:

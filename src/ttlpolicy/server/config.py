@@ -180,7 +180,9 @@ class DecisionLogSettings(_Model):
         if self.sink == "file" and self.path is None:
             raise ValueError("sink 'file' needs a path")
         if "hash" in self.mask.values() and not self.salt:
-            raise ValueError("masking with 'hash' needs a salt (set TTLPOLICY_DECISION_LOG__SALT)")
+            raise ValueError("masking with 'hash' needs a salt: set TTLPOLICY_DECISION_LOG__SALT, e.g. export "
+                             "TTLPOLICY_DECISION_LOG__SALT=$(python -c \"import secrets; "
+                             "print(secrets.token_hex(32))\")")
         return self
 
 

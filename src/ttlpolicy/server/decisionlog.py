@@ -176,6 +176,13 @@ class DecisionLog:
             "matched": result["matched"],
             "latency_ms": round(latency * 1000, 3),
         }
+        # What the usage report groups by: the tier decided, why step-up, which rules could not be evaluated.
+        if result.get("tier") is not None:
+            line["tier"] = result["tier"]
+        if result.get("step_up_reasons"):
+            line["step_up_reasons"] = result["step_up_reasons"]
+        if result.get("errors"):
+            line["rule_errors"] = [e["rule"] for e in result["errors"]]
         if subject is not None:  # that a subject token was used, and whose: never the token itself
             line["subject_token"] = self._masker.apply({"subject_token": subject})["subject_token"]
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)

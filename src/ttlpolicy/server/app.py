@@ -428,7 +428,8 @@ class Service:
             return problem("policy-load-failed", f"{len(exc.problems)} problem(s); still serving "
                            f"{self.holder.current.policies.digest}", digest=self.holder.current.policies.digest,
                            **exc.to_dict())
-        return _json({"status": "unchanged" if loaded is before else "reloaded", "digest": loaded.policies.digest,
+        unchanged = (loaded.policies.digest, loaded.revision) == (before.policies.digest, before.revision)
+        return _json({"status": "unchanged" if unchanged else "reloaded", "digest": loaded.policies.digest,
                       "loaded_at": loaded.loaded_at})
 
     async def metrics_endpoint(self, request: Request) -> Response:

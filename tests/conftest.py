@@ -22,3 +22,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_url(redis_server: RedisServer) -> str:
     """A URL on the session's redis-server with a prefix of its own, so tests never see each other's keys."""
     return f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's default embedded store lives under $XDG_STATE_HOME: give every test its own,
+    so no test sees another's revocations or rate-limit counts (nor the developer's)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))

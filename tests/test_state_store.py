@@ -187,7 +187,7 @@ def _hammer(url: str, key: str, rounds: int, queue: multiprocessing.Queue) -> No
 
 def test_concurrent_writers_in_two_processes(store_url: str) -> None:
     """Two processes hammer the same counter and window: no lost update, no limit overshoot."""
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # the parent holds no store connection
     queue = context.Queue()
     processes = [context.Process(target=_hammer, args=(store_url, "shared", 40, queue)) for _ in range(2)]
     for process in processes:

@@ -21,6 +21,9 @@ _ISO = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)
 DURATION_PATTERN = (r"^(?:\d+|(?=\d)(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?"
                     r"|P(?=\d|T\d)(?:\d+W)?(?:\d+D)?(?:T(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+S)?)?)$")
 
+# A rate limit's rate, "20 per 1h": a count, "per", and a duration (rate_limits in the schema).
+RATE_PATTERN = r"^\s*[0-9]+\s+per\s+" + DURATION_PATTERN[1:-1] + r"\s*$"
+
 
 def parse_duration(value: str | int) -> int:
     """Return the number of seconds in ``value``.

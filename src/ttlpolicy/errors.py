@@ -187,6 +187,8 @@ CODES: Mapping[str, str] = {
     "attribute-values": "values given for an attribute type that cannot have them",
     "attribute-bounds": "an attribute's min is above its max",
     "attribute-default": "an attribute's default does not fit its declaration",
+    "duplicate-rate-limit": "two rate limits share a name",
+    "rate-limit-rate": "a rate limit's rate has a count below 1 or a window below 1s",
     # CEL
     "cel-syntax": "a CEL expression cannot be parsed",
     "cel-unknown-attribute": "a CEL expression reads an attribute that is not declared",

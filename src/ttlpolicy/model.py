@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .durations import parse_duration
 
@@ -101,6 +101,28 @@ class Rule(_Frozen):
     file: str = Field(default="", exclude=True)
 
 
+class RateLimitExceed(_Frozen):
+    """What exceeding a rate limit does; it can only tighten (deny, step-up, ceilings)."""
+
+    deny: str | None = None
+    step_up: str | None = None
+    access_ttl: Seconds | None = None
+    refresh_ttl: Seconds | None = None
+
+
+class RateLimit(_Frozen):
+    """A named rate limit (see :mod:`ttlpolicy.state.ratelimit`); compiled and counted by the state layer."""
+
+    name: str
+    description: str = ""
+    when: str = "true"
+    key: tuple[str, ...]
+    rate: tuple[str, ...]
+    on_exceed: RateLimitExceed
+    index: int = Field(default=0, exclude=True)
+    file: str = Field(default="", exclude=True)
+
+
 class PolicyDocument(_Frozen):
     api_version: str = Field(alias="apiVersion")
     name: str
@@ -115,6 +137,15 @@ class PolicyDocument(_Frozen):
     zones: dict[str, tuple[str, ...]] = {}
     attributes: dict[str, Attribute] = {}
     rules: tuple[Rule, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_rate_limits(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A policy without rate limits serializes (and so digests) as it did before they existed.
+        data: dict[str, Any] = handler(self)
+        if not data.get("rate_limits"):
+            data.pop("rate_limits", None)
+        return data
 
 
 def normalise_factor(raw: Any) -> dict[str, Any]:
@@ -136,4 +167,11 @@ def build_document(data: dict[str, Any], file: str) -> PolicyDocument:
             if isinstance(rule.get(target), dict) and "multiply" in rule[target]:
                 rule[target] = dict(rule[target], multiply=normalise_factor(rule[target]["multiply"]))
         rules.append(rule)
-    return PolicyDocument.model_validate({**data, "rules": rules})
+    rate_limits = []
+    for index, limit in enumerate(data.get("rate_limits", ())):
+        limit = {"index": index, "file": file, **limit}
+        for listed in ("key", "rate"):  # one value or a list
+            if isinstance(limit.get(listed), str):
+                limit[listed] = [limit[listed]]
+        rate_limits.append(limit)
+    return PolicyDocument.model_validate({**data, "rules": rules, "rate_limits": rate_limits})

@@ -16,10 +16,11 @@ from .decision import Decision
 from .errors import Location, PolicyError, Problem, ProblemCollector, UnknownPolicyError
 from .load import Document, JsonPath, decode_source, parse_document, read_source
 from .model import build_document
-from .validate import Locator, schema_problems, semantic_problems
+from .state.ratelimit import CompiledRateLimit, compile_rate_limits
+from .validate import Locator, resolve_attributes, schema_problems, semantic_problems
 
 POLICY_SUFFIXES = (".yaml", ".yml")
-_INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules")
+_INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules", "rate_limits")
 
 
 class PolicySet:
@@ -31,8 +32,11 @@ class PolicySet:
     """
 
     def __init__(self, policies: Mapping[str, CompiledPolicy], default: str, warnings: Iterable[Problem] = (),
-                 sources: Mapping[str, str] | None = None):
+                 sources: Mapping[str, str] | None = None,
+                 rate_limits: Mapping[str, tuple[CompiledRateLimit, ...]] | None = None):
         self._policies = dict(policies)
+        # Counted only by the state layer (ttlpolicy.state), never by decide() here.
+        self.rate_limits: Mapping[str, tuple[CompiledRateLimit, ...]] = dict(rate_limits or {})
         self.default = default
         self.warnings = list(warnings)
         self.sources = dict(sources or {})
@@ -137,6 +141,8 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             continue
         data = dict(doc.data)
         data["rules"] = [dict(rule, index=i, file=file) for i, rule in enumerate(data.get("rules", []))]
+        if "rate_limits" in data:
+            data["rate_limits"] = [dict(limit, index=i, file=file) for i, limit in enumerate(data["rate_limits"])]
         name = data["name"]
         if name in raw:
             problems.append(Problem("duplicate-policy", f"policy {name!r} is also defined in {raw[name][0]}",
@@ -145,6 +151,7 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         raw[name] = (file, data)
 
     compiled: dict[str, CompiledPolicy] = {}
+    rate_limits: dict[str, tuple[CompiledRateLimit, ...]] = {}
     warnings: list[Problem] = []
     for name, (file, data) in raw.items():
         chain = _extends_chain(name, raw, documents, problems)
@@ -166,6 +173,10 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         result, cel_problems = compile_policy(policy, where, backend, files=tuple(dict.fromkeys(
             raw[n][0] for n in chain)), build=not any(p.severity == "error" for p in found), parsed=parsed)
         found += cel_problems
+        limits, limit_problems = compile_rate_limits(policy.rate_limits, resolve_attributes(policy), documents, where)
+        found += limit_problems
+        if limits:
+            rate_limits[name] = limits
         problems += [p for p in found if p.severity == "error"]
         warnings += [p for p in found if p.severity == "warning"]
         if result is not None and not any(p.severity == "error" for p in found):
@@ -181,7 +192,8 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             problems.append(Problem("no-policies", "no policy files to load", Location("<input>")))
         raise PolicyError(problems + warnings, texts)
     assert default is not None
-    return PolicySet(compiled, default, warnings, texts)
+    return PolicySet(compiled, default, warnings, texts,
+                     {n: limits for n, limits in rate_limits.items() if n in compiled})
 
 
 def _extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], documents: Mapping[str, Document],
@@ -225,8 +237,8 @@ def _merge(chain: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dic
             if key not in data:
                 continue
             value = data[key]
-            if key == "rules":
-                merged.setdefault("rules", []).extend(value)
+            if key in ("rules", "rate_limits"):
+                merged.setdefault(key, []).extend(value)
             elif key == "timezone":
                 merged[key] = value
                 owner[(key,)] = file

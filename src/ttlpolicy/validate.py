@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import jsonschema
 
 from .context import zone_info
-from .durations import DURATION_PATTERN, format_duration
+from .durations import DURATION_PATTERN, RATE_PATTERN, format_duration
 from .errors import Location, Problem
 from .load import Document, JsonPath
 from .model import Attribute, PolicyDocument
@@ -98,6 +98,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         return error.message.replace("is a required property", f"is required in {where}")
     if v == "pattern" and error.schema.get("pattern") == DURATION_PATTERN:
         return f"{where}: {error.instance!r} is not a duration (write e.g. 90s, 15m, 1h30m, 14d or PT15M)"
+    if v == "pattern" and error.schema.get("pattern") == RATE_PATTERN:
+        return f"{where}: {error.instance!r} is not a rate (write e.g. '20 per 1h')"
     if v == "pattern":
         return f"{where}: {error.instance!r} is not a valid name (lower case letters, digits, - and _)"
     if v == "type":

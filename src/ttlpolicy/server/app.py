@@ -35,9 +35,10 @@ from .decisionlog import DecisionLog
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
-from .remote import BundleSource, poll
 from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, context_errors, problem, problem_body
 from .reload import DirectorySource, Loaded, PolicyHolder, Source, install_sighup, verify_disk, watch
+from .remote import BundleSource, poll
+from .state_api import StateAPI
 
 log = logging.getLogger("ttlpolicy.server")
 JSON = "application/json"
@@ -111,6 +112,8 @@ class Service:
         self.metrics.track_delivery(self.holder)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self.openapi = orjson.dumps(openapi_document(settings))
+        # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
+        self.state = StateAPI(self, settings)
 
     def _reloaded(self, result: str, loaded: Loaded) -> None:
         self.metrics.reloaded(result, loaded.policies.digest, self.holder.last_success, loaded.revision)
@@ -128,6 +131,10 @@ class Service:
                 require_scope(caller, scopes)
         except AuthError as exc:
             raise Refusal(exc.response()) from None
+        if scopes is DECIDE_SCOPES:
+            too_many = self.state.caller_refusal(caller)
+            if too_many is not None:
+                raise Refusal(too_many)
         return caller
 
     def _check_body_headers(self, content_type: str | None, content_length: str | None) -> None:
@@ -224,10 +231,17 @@ class Service:
                 self.metrics.subject_token_failure(exc.reason)
                 return 422, problem_body("invalid-subject-token", exc.description, reason=exc.reason,
                                          policy=compiled.name)
+            revoked = self.state.subject_revoked(verified.claims)
+            if revoked is not None:
+                self.metrics.error(compiled.name)
+                self.metrics.subject_token_failure("revoked")
+                return 422, problem_body("invalid-subject-token", "token revoked", reason="revoked",
+                                         policy=compiled.name)
             context = {**context, "token": token_context(verified.claims)}
             subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
         try:
             decision = compiled.decide(context, instant, explain)
+            decision = self.state.after_policy(decision, compiled, context, instant, policies, caller)
         except ContextError as exc:
             self.metrics.error(compiled.name)
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
@@ -413,6 +427,9 @@ class Service:
                                 **self.holder.delivery()}
         if error is not None:
             body["error"] = {"detail": f"the last reload failed; serving the last good set", **error.to_dict()}
+        body["state"] = self.state.readiness()
+        if body["state"]["status"] != "ok":
+            body["status"] = "degraded"
         return _json(body)
 
     async def reload(self, request: Request) -> Response:
@@ -483,9 +500,11 @@ class Service:
         if isinstance(source, DirectorySource) and self.settings.reload.verify_interval_s > 0:
             tasks.add(loop.create_task(verify_disk(self.holder, self.settings.reload.verify_interval_s, stop)))
         undo_sighup = install_sighup(self.holder, tasks)
+        self.state.start()
         try:
             yield
         finally:
+            self.state.stop()
             undo_sighup()
             stop.set()
             for task in list(tasks):
@@ -539,6 +558,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", service.openapi_endpoint, methods=["GET"]),
+        *service.state.routes(),
     ]
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})

@@ -19,6 +19,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from ..state.settings import StateSettings
+
 if TYPE_CHECKING:
     from ..tokens import IssuerConfig, TokenVerifier
 
@@ -28,7 +30,7 @@ INTERNAL_ENV = "TTLPOLICY_INTERNAL_SETTINGS"
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
-SCOPES = ("decide", "admin")
+SCOPES = ("decide", "revoke", "admin")
 # The longest `subject_token` a decide request may carry (a JWT is rarely over 2 KiB).
 MAX_SUBJECT_TOKEN = 8192
 
@@ -54,7 +56,7 @@ class ApiKey(_Model):
 
     name: str = Field(min_length=1, max_length=128)
     hash: str = Field(description="sha256:<64 hex digits> of the key; never the key itself")
-    scopes: tuple[Literal["decide", "admin"], ...] = ("decide",)
+    scopes: tuple[Literal["decide", "revoke", "admin"], ...] = ("decide",)
 
     @field_validator("hash")
     @classmethod
@@ -292,6 +294,7 @@ class Settings(_Model):
     decision_log: DecisionLogSettings = DecisionLogSettings()
     subject_tokens: SubjectTokenSettings = SubjectTokenSettings()
     bundle: BundleSettings = BundleSettings()
+    state: StateSettings = StateSettings()
 
     def bind_problem(self) -> str | None:
         """Why this bind is refused (non-loopback without credentials), or ``None``."""

@@ -31,6 +31,10 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-subject-token": (422, "Subject token failed verification"),
     "subject-token-not-configured": (422, "Subject tokens are not accepted by this service"),
     "policy-load-failed": (422, "Policy set failed to load"),
+    "invalid-revocation": (422, "Revocation request is not valid"),
+    "invalid-emergency": (422, "Emergency request is not valid"),
+    "rate-limited": (429, "Too many requests"),
+    "state-unavailable": (503, "State store unavailable"),
     "internal-error": (500, "Internal server error"),
 }
 

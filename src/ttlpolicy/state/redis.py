@@ -114,8 +114,8 @@ class RedisStore(StateStore):
             raise StoreURLError(f"redis URL {redact_url(url)!r}: {exc}") from None
         return cls(client, prefix=prefix, display_url=redact_url(url))
 
-    def batch(self) -> RedisBatch:
-        return RedisBatch(self)
+    def batch(self, atomic: bool = False) -> RedisBatch:
+        return RedisBatch(self, atomic)
 
     def ping(self) -> None:
         try:
@@ -131,9 +131,9 @@ _Decode = Callable[[list[Any]], Any]
 
 
 class RedisBatch(Batch):
-    def __init__(self, store: RedisStore):
+    def __init__(self, store: RedisStore, atomic: bool = False):
         self._store = store
-        self._pipe = store.client.pipeline(transaction=False)
+        self._pipe = store.client.pipeline(transaction=atomic)
         # For each operation: how many pipeline replies it produced and how to turn them into its result.
         self._decoders: list[tuple[int, _Decode]] = []
 

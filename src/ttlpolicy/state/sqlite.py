@@ -24,7 +24,9 @@ from .store import (Batch, StateStore, StoreUnavailable, StoreURLError, Window, 
                     check_windows)
 
 SWEEP_EVERY = 30.0
-BUSY_TIMEOUT_MS = 5000
+# A locked database waits this long before the store counts as unavailable: writes take
+# microseconds, so only a stuck writer or a broken disk waits this long.
+BUSY_TIMEOUT_MS = 2000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL, expires_at REAL NOT NULL,
@@ -46,7 +48,7 @@ class SQLiteStore(StateStore):
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.display_url = f"sqlite:///{self.path}" if self.path.is_absolute() else f"sqlite:{self.path}"
+        self.display_url = f"sqlite://{self.path}" if self.path.is_absolute() else f"sqlite:{self.path}"
         self._clock = clock
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -88,8 +90,8 @@ class SQLiteStore(StateStore):
                 self._connections.append(conn)
         return conn
 
-    def batch(self) -> SQLiteBatch:
-        return SQLiteBatch(self)
+    def batch(self, atomic: bool = False) -> SQLiteBatch:
+        return SQLiteBatch(self)  # every batch is one transaction
 
     def ping(self) -> None:
         try:

@@ -24,7 +24,8 @@ caller (so a test can drive them with a fixed clock) and keep each event for its
 
 Batches: ``store.batch()`` queues operations and ``execute()`` runs them in **one round trip**
 (one Redis pipeline, one SQLite transaction) and returns their results in order. Each
-operation is atomic; a batch as a whole is not a transaction on Redis. Example::
+operation is atomic; a batch as a whole is atomic only when asked for (``batch(atomic=True)``),
+which costs a MULTI/EXEC on Redis. Example::
 
     store = open_store("sqlite:///var/lib/ttlpolicy/state.db")
     batch = store.batch()
@@ -184,8 +185,9 @@ class StateStore(abc.ABC):
     backend: str
 
     @abc.abstractmethod
-    def batch(self) -> Batch:
-        """A new, empty batch."""
+    def batch(self, atomic: bool = False) -> Batch:
+        """A new, empty batch. ``atomic=True``: all of it or none of it is applied (a Redis
+        MULTI/EXEC transaction; every SQLite batch is a transaction anyway)."""
 
     @abc.abstractmethod
     def ping(self) -> None:

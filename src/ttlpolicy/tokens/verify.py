@@ -71,9 +71,25 @@ class TokenInvalid(Exception):
 
 
 class Revocations(Protocol):
-    """Tells whether a token family (a session, the ``sid`` claim) has been revoked."""
+    """Tells whether a token family (a session, the ``sid`` claim) has been revoked.
+
+    An object that also has ``is_token_revoked(claims) -> bool`` (as
+    :class:`ttlpolicy.state.StateRuntime` does) is asked about the whole token instead: its id,
+    family, subject, client, tenant and issue time.
+    """
 
     def is_revoked(self, family: str) -> bool: ...
+
+
+def _check_revoked(revocations: Revocations, claims: Mapping[str, Any]) -> None:
+    whole_token = getattr(revocations, "is_token_revoked", None)
+    if whole_token is not None:
+        if whole_token(claims):
+            raise TokenInvalid("revoked", "token revoked")
+        return
+    family = claims.get("sid")
+    if isinstance(family, str) and revocations.is_revoked(family):
+        raise TokenInvalid("revoked", "token family revoked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +268,8 @@ class TokenVerifier:
         claims = self._check_signature(token, header, alg, config)
         _check_times(claims, instant, config.leeway)
         _check_claim_types(claims)
-        family = claims.get("sid")
-        if self._revocations is not None and isinstance(family, str) and self._revocations.is_revoked(family):
-            raise TokenInvalid("revoked", "token family revoked")
+        if self._revocations is not None:
+            _check_revoked(self._revocations, claims)
         kid = header.get("kid")
         return VerifiedToken(claims=MappingProxyType(claims), issuer=iss, algorithm=alg,
                              kid=kid if isinstance(kid, str) else None, token_type=typ,

@@ -1,0 +1,196 @@
+"""Rate limits in the policy language: compiled at load, counted on the store at decision time.
+
+.. code-block:: yaml
+
+    rate_limits:
+      - name: refresh-per-user
+        description: A runaway client or a stolen refresh token refreshes far too often.
+        when: grant.type == "refresh_token"
+        key: [user.id]                 # CEL over the declared attributes; also `caller`
+        rate: [20 per 1h, 100 per 1d]  # every window must have room
+        on_exceed:
+          deny: too many refresh attempts   # and/or step_up: ..., access_ttl: 5m, refresh_ttl: 0s
+
+A decision whose context matches ``when`` counts one event for its key in every window; when
+any window is full the event is *not* counted and ``on_exceed`` applies (it can only tighten:
+deny, step-up, ceilings). The decision names the limit, its key (hashed), and ``retry_after``.
+
+Counting happens only where a caller asks for it — the service, or the library through
+:class:`~ttlpolicy.state.runtime.StateRuntime`. ``PolicySet.decide``, ``ttlpolicy test``,
+``diff`` and ``decide`` never consume quota, so decisions stay reproducible offline.
+
+Keys: each part is a CEL expression (``user.id``, ``location.ip``, ``client.id``, a declared
+``tenant.id``…) or the word ``caller`` (who called the decision API: the API key's name or the
+JWT subject). Shorthands: ``user`` → ``user.id``, ``client`` → ``client.id``, ``ip`` →
+``location.ip``. A part that cannot be evaluated (the attribute is absent) counts under the
+shared value ``<unknown>``: a limit never disappears because a field is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..durations import format_duration, parse_duration
+from ..errors import Location, Problem
+from ..model import Attribute, RateLimit
+from .conditions import Program, compile_condition
+from .store import Window, WindowHit
+from .tighten import Ceiling
+
+RATE = re.compile(r"^\s*(\d+)\s+per\s+(\S+)\s*$")
+SHORTHANDS = {"user": "user.id", "client": "client.id", "ip": "location.ip"}
+CALLER = "caller"
+UNKNOWN = "<unknown>"
+
+
+def parse_rate(text: str) -> Window:
+    """``"20 per 1h"`` → ``Window(20, 3600)``; raises ValueError."""
+    match = RATE.match(text)
+    if not match:
+        raise ValueError(f"not a rate: {text!r} (write e.g. '20 per 1h')")
+    limit, seconds = int(match.group(1)), parse_duration(match.group(2))
+    if limit < 1:
+        raise ValueError(f"{text!r}: the count must be at least 1")
+    if seconds < 1:
+        raise ValueError(f"{text!r}: the window must be at least 1s")
+    return Window(limit, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPart:
+    text: str
+    program: Program | None  # None for `caller`
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRateLimit:
+    name: str
+    description: str
+    when: str
+    condition: Program
+    key: tuple[KeyPart, ...]
+    rates: tuple[str, ...]
+    windows: tuple[Window, ...]
+    deny: str | None
+    step_up: str | None
+    access_ttl: int | None
+    refresh_ttl: int | None
+
+    def ceiling(self, retry_after: float) -> Ceiling:
+        source = f"rate limit {self.name} ({', '.join(self.rates)}; retry after {_retry(retry_after)})"
+        return Ceiling("rate_limit", source, self.access_ttl, self.refresh_ttl, self.deny, self.step_up)
+
+    def key_values(self, activation: Mapping[str, Any], caller: str | None) -> list[str]:
+        values = []
+        for part in self.key:
+            if part.program is None:
+                values.append(caller or UNKNOWN)
+                continue
+            try:
+                value = part.program(activation)
+            except Exception:  # noqa: BLE001 - an absent attribute: count under the shared unknown value
+                value = None
+            values.append(UNKNOWN if value is None else str(value))
+        return values
+
+
+def _retry(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "never"
+    return format_duration(max(1, int(-(-seconds // 1))))
+
+
+def hashed_key(values: Sequence[str]) -> str:
+    """What a decision and the log show of a key: a digest, never the user id or IP itself."""
+    return "sha256:" + hashlib.sha256("\x1f".join(values).encode()).hexdigest()[:16]
+
+
+def store_key(policy: str, limit: str, values: Sequence[str]) -> str:
+    return f"ratelimit:{policy}:{limit}:{hashlib.sha256(chr(31).join(values).encode()).hexdigest()[:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitOutcome:
+    """One limit's answer for one decision."""
+
+    limit: CompiledRateLimit
+    key: str  # hashed
+    hit: WindowHit
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.limit.name, "key": self.key, "rate": list(self.limit.rates),
+                               "counts": list(self.hit.counts), "exceeded": not self.hit.allowed}
+        if not self.hit.allowed:
+            out["retry_after"] = retry_after_seconds(self.hit.retry_after)
+        return out
+
+
+def retry_after_seconds(seconds: float) -> int | None:
+    """Whole seconds for Retry-After (rounded up; None when it can never fit)."""
+    if seconds == float("inf"):
+        return None
+    return max(1, int(-(-seconds // 1)))
+
+
+def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, Attribute], documents: Mapping[str, Any],
+                        locate: Any) -> tuple[tuple[CompiledRateLimit, ...], list[Problem]]:
+    """Compile a policy's rate limits; problems (at their line and column) instead of raising.
+
+    ``documents`` maps file names to loaded documents (for positions inside CEL strings) and
+    ``locate(path, file=...)`` gives a Location for a path, as the rest of the loader does."""
+    problems: list[Problem] = []
+    compiled = []
+    seen: set[str] = set()
+
+    def report(code: str, message: str, path: tuple[Any, ...], file: str, text: str | None = None,
+               line: int = 1, column: int = 1) -> None:
+        location: Location
+        doc = documents.get(file)
+        if text is not None and doc is not None:
+            lines = text.split("\n")
+            offset = sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
+            location = doc.string_location(path, offset)
+        else:
+            location = locate(path, file=file)
+        problems.append(Problem(code, message, location, path=".".join(map(str, path))))
+
+    for limit in limits:
+        base: tuple[Any, ...] = ("rate_limits", limit.index)
+        ok = True
+        if limit.name in seen:
+            report("duplicate-rate-limit", f"rate limit name {limit.name!r} is already used", base + ("name",),
+                   limit.file)
+            ok = False
+        seen.add(limit.name)
+        condition, issues = compile_condition(limit.when, attributes)
+        for issue in issues:
+            report(issue.code, issue.message, base + ("when",), limit.file, limit.when, issue.line, issue.column)
+        parts = []
+        for i, raw in enumerate(limit.key):
+            text = SHORTHANDS.get(raw, raw)
+            if text == CALLER:
+                parts.append(KeyPart(CALLER, None))
+                continue
+            program, issues = compile_condition(text, attributes, expect="key")
+            for issue in issues:
+                report(issue.code, issue.message, base + ("key", i), limit.file, raw if text == raw else None,
+                       issue.line, issue.column)
+            if program is not None:
+                parts.append(KeyPart(text, program))
+        windows = []
+        for i, rate in enumerate(limit.rate):
+            try:
+                windows.append(parse_rate(rate))
+            except ValueError as exc:
+                report("rate-limit-rate", str(exc), base + ("rate", i), limit.file)
+        if condition is None or len(parts) != len(limit.key) or len(windows) != len(limit.rate) or not ok:
+            continue
+        effect = limit.on_exceed
+        compiled.append(CompiledRateLimit(
+            name=limit.name, description=limit.description, when=limit.when, condition=condition, key=tuple(parts),
+            rates=tuple(r.strip() for r in limit.rate), windows=tuple(windows), deny=effect.deny,
+            step_up=effect.step_up, access_ttl=effect.access_ttl, refresh_ttl=effect.refresh_ttl))
+    return tuple(sorted(compiled, key=lambda c: c.name)), problems

@@ -1,0 +1,136 @@
+"""Rate limits in the policy language: compiled at load, counted only by the state runtime."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from ttlpolicy import load_sources
+from ttlpolicy.state import open_store
+from ttlpolicy.state.runtime import StateRuntime
+
+POLICY = """\
+apiVersion: ttlpolicy/v1
+name: rl
+defaults: {access_ttl: 15m, refresh_ttl: 8h}
+rate_limits:
+  - name: refresh-per-user
+    description: A runaway client or a stolen refresh token.
+    when: grant.type == "refresh_token"
+    key: user
+    rate: [3 per 1m, 5 per 1h]
+    on_exceed: {deny: too many refresh attempts}
+  - name: per-ip
+    key: [ip, caller]
+    rate: 4 per 10m
+    on_exceed: {step_up: unusual request rate, access_ttl: 5m, refresh_ttl: 0s}
+"""
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def policies():  # type: ignore[no-untyped-def]
+    return load_sources({"rl.yaml": POLICY})
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateRuntime]:
+    url = f"sqlite://{tmp_path}/state.db" if request.param == "sqlite" else request.getfixturevalue("redis_url")
+    state = StateRuntime(open_store(url))
+    yield state
+    state.close()
+
+
+def refresh(user: str = "alice", ip: str = "192.0.2.1") -> dict[str, object]:
+    return {"grant": {"type": "refresh_token"}, "user": {"id": user}, "location": {"ip": ip}}
+
+
+def test_counts_exactly_at_the_window_edges(runtime: StateRuntime, policies) -> None:  # type: ignore[no-untyped-def]
+    for seconds in (0, 10, 20):
+        assert runtime.decide(policies, refresh(), now=T0 + timedelta(seconds=seconds)).allow
+    refused = runtime.decide(policies, refresh(), now=T0 + timedelta(seconds=59.5))
+    assert not refused.allow and refused.access_ttl == 0 and refused.refresh_ttl == 0
+    out = refused.to_dict()
+    assert out["retry_after"] == 1  # the event at T0 leaves the 1m window at T0+60s: 0.5s, rounded up
+    entry = next(e for e in out["rate_limits"] if e["name"] == "refresh-per-user")
+    assert entry == {"name": "refresh-per-user", "key": entry["key"], "rate": ["3 per 1m", "5 per 1h"],
+                     "counts": [3, 3], "exceeded": True, "retry_after": 1}
+    assert entry["key"].startswith("sha256:") and "alice" not in str(out)
+    assert out["deny_reason"].startswith("rate limit refresh-per-user (3 per 1m, 5 per 1h; retry after 1s)")
+    steps = [s for s in out["trace"] if s["step"] == "deny"]
+    assert steps and "rate limit refresh-per-user" in steps[0]["source"]
+    # At exactly T0 + 60s the first event no longer counts.
+    assert runtime.decide(policies, refresh(), now=T0 + timedelta(seconds=60)).allow
+
+
+def test_several_windows_and_separate_keys(runtime: StateRuntime, policies) -> None:  # type: ignore[no-untyped-def]
+    allowed = [runtime.decide(policies, refresh(), now=T0 + timedelta(minutes=m)).allow for m in range(7)]
+    assert allowed == [True] * 5 + [False] * 2  # the hour's 5 are used up although each minute has room
+    later = runtime.decide(policies, refresh(), now=T0 + timedelta(minutes=7))
+    assert later.to_dict()["retry_after"] == 53 * 60  # the 5th-oldest (T0) leaves the hour at T0 + 60m
+    assert runtime.decide(policies, refresh("bob"), now=T0 + timedelta(minutes=7)).allow  # another user
+
+
+def test_step_up_and_ceilings_on_exceed(runtime: StateRuntime, policies) -> None:  # type: ignore[no-untyped-def]
+    context = {"grant": {"type": "authorization_code"}, "location": {"ip": "198.51.100.7"}}
+    for i in range(4):
+        decision = runtime.decide(policies, context, now=T0 + timedelta(seconds=i), caller="issuer-a")
+        assert decision.allow and not decision.step_up and decision.access_ttl == 900
+    over = runtime.decide(policies, context, now=T0 + timedelta(seconds=5), caller="issuer-a")
+    assert over.allow and over.step_up and over.access_ttl == 300 and over.refresh_ttl == 0
+    assert any(r.startswith("rate limit per-ip") for r in over.step_up_reasons)
+    trace = {(s.target, s.step): s for s in over.trace}
+    assert trace[("access_ttl", "rate_limit")].result == 300
+    assert trace[("refresh_ttl", "rate_limit")].source.endswith("refresh off")
+    # The key includes the caller: another API caller from the same IP has its own count.
+    assert not runtime.decide(policies, context, now=T0 + timedelta(seconds=5), caller="issuer-b").step_up
+
+
+def test_a_missing_key_attribute_still_counts(runtime: StateRuntime, policies) -> None:  # type: ignore[no-untyped-def]
+    context = {"grant": {"type": "refresh_token"}}  # no user.id: counted under <unknown>, never skipped
+    results = [runtime.decide(policies, context, now=T0 + timedelta(seconds=i)).allow for i in range(4)]
+    assert results == [True, True, True, False]
+
+
+def test_reading_state_without_consuming(runtime: StateRuntime, policies) -> None:  # type: ignore[no-untyped-def]
+    for i in range(10):
+        assert runtime.decide(policies, refresh(), now=T0 + timedelta(seconds=i), consume=False).allow
+    assert runtime.decide(policies, refresh(), now=T0 + timedelta(seconds=11)).allow
+
+
+def test_the_library_test_and_diff_never_consume(policies, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """PolicySet.decide is pure: the same request a thousand times gives the same decision."""
+    first = policies.decide(refresh(), now=T0).to_dict()
+    for _ in range(50):
+        assert policies.decide(refresh(), now=T0).to_dict() == first
+    assert "rate_limits" not in first
+    # `ttlpolicy test` and `diff` run on PolicySet.decide; a test expecting allow after 50 runs passes.
+    (tmp_path / "rl.yaml").write_text(POLICY)
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    cases = "\n".join(f"""  - name: refresh {i}
+    context: {{grant: {{type: refresh_token}}, user: {{id: alice}}}}
+    expect: {{allow: true, access_ttl: 15m}}""" for i in range(10))
+    (tests / "rl.yaml").write_text(f'policy: rl\nnow: "2026-12-01T12:00:00Z"\ncases:\n{cases}\n')
+    from ttlpolicy.cli.main import main
+
+    assert main(["test", str(tests), "--policies", str(tmp_path)]) == 0
+    assert main(["diff", str(tmp_path), str(tmp_path)]) == 0
+
+
+def test_rate_limit_changes_the_digest_and_a_policy_without_keeps_its_digest() -> None:
+    plain = POLICY.split("rate_limits:")[0]
+    with_limits = load_sources({"rl.yaml": POLICY}).get().digest
+    without = load_sources({"rl.yaml": plain}).get().digest
+    assert with_limits != without
+    assert load_sources({"rl.yaml": plain + "rate_limits: []\n"}).get().digest == without
+
+
+def test_rate_limits_are_inherited_from_a_base() -> None:
+    base = POLICY.replace("name: rl\n", "name: base\nabstract: true\n")
+    child = "apiVersion: ttlpolicy/v1\nname: child\nextends: [base]\n"
+    policies = load_sources({"base.yaml": base, "child.yaml": child})
+    assert [limit.name for limit in policies.rate_limits["child"]] == ["per-ip", "refresh-per-user"]

@@ -113,6 +113,7 @@ class Service:
         self.metrics.track_delivery(self.holder)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self._openapi = ("", b"")  # (digest of the set it describes, the document)
+        # Routes added beside the core API (the playground) add their part of the document here.
         self.openapi_extensions: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
         # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
         self.state = StateAPI(self, settings)
@@ -498,7 +499,7 @@ class Service:
         policies = self.holder.current.policies
         if self._openapi[0] != policies.digest:  # each policy's context schema is part of it
             document = openapi_document(self.settings, policies)
-            for extend in self.openapi_extensions:  # routes added beside the service's own (/ui/)
+            for extend in self.openapi_extensions:
                 document = extend(document)
             self._openapi = (policies.digest, orjson.dumps(document))
         return Response(self._openapi[1], media_type=JSON)

@@ -46,7 +46,7 @@ def test_every_command_explains_every_option_and_shows_two_examples(name: str, c
     parser = COMMANDS[name]
     assert parser.description, f"{name} has no description"
     undescribed = [action.dest for action in parser._actions
-                   if not action.help and not isinstance(action, argparse._HelpAction)]
+                   if not action.help and not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))]
     assert not undescribed, f"ttlpolicy {name}: options without help: {undescribed}"
     examples = getattr(parser, "examples", ())
     assert len(examples) >= 2, f"ttlpolicy {name} needs two examples (EXAMPLES in its module)"

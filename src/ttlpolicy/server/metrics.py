@@ -167,6 +167,7 @@ class Metrics:
                                               "reason (expired, signature, audience, ...).", ["reason"],
                                               registry=registry)
         self._token_failures: dict[str, Counter] = {}
+        self.scrape_time: list[Collector] = []
         self._digest: str | None = None
         if self.multiprocess_dir is None:
             self._local: _LocalDecisionMetrics | None = _LocalDecisionMetrics()
@@ -290,7 +291,16 @@ class Metrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Staleness(MultiProcessCollector(None, path=self.multiprocess_dir), lambda: 0.0))
+        for collector in self.scrape_time:
+            registry.register(collector)
         return generate_latest(registry)
+
+    def add_scrape_time(self, collector: Collector) -> None:
+        """A collector computed when scraped (e.g. counts read from the state store): served by any
+        worker as it is, since it does not live in the per-worker multiprocess files."""
+        self.scrape_time.append(collector)
+        if self.multiprocess_dir is None:
+            self.registry.register(collector)
 
     def close(self) -> None:
         """Forget this worker's live gauges (called at shutdown)."""

@@ -11,7 +11,7 @@ from .. import __version__
 
 # Subcommand modules, each with ``register(subparsers)``; imported lazily so that
 # ``ttlpolicy lint`` does not pay for the HTTP stack.
-COMMANDS = ("lint", "decide", "test", "diff", "serve", "schema", "heatmap", "report", "compile")
+COMMANDS = ("lint", "decide", "test", "diff", "serve", "schema", "heatmap", "report", "compile", "bundle")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -39,6 +39,13 @@ def test_env_names_nest_with_double_underscore() -> None:
     assert env_overrides({"TTLPOLICY_AUTH__JWT__AUDIENCE": "x", "OTHER": "y"}) == {"auth": {"jwt": {"audience": "x"}}}
 
 
+def test_ttlpolicy_variables_that_are_not_settings_do_not_stop_serve() -> None:
+    # docs/deployment.md documents TTLPOLICY_NO_PARSER_CACHE; it once made `serve` refuse to start.
+    environ = {"TTLPOLICY_NO_PARSER_CACHE": "1", "TTLPOLICY_UPDATE_GOLDEN": "1", "TTLPOLICY_PORT": "9090"}
+    assert env_overrides(environ) == {"port": "9090"}
+    assert load_settings(None, environ=environ).port == 9090
+
+
 @pytest.mark.parametrize("text, message", [
     ("port: many\n", "port"),
     ("unknown_setting: 1\n", "unknown_setting"),

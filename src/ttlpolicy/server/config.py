@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 ENV_PREFIX = "TTLPOLICY_"
 # How `serve` hands the resolved settings to uvicorn worker processes; never read from a user.
 INTERNAL_ENV = "TTLPOLICY_INTERNAL_SETTINGS"
+# ttlpolicy's other variables, which are not service settings (the parser cache switch, and the
+# test suite's own): skipped, so that setting one never stops `serve` with "extra inputs".
+NOT_SETTINGS = frozenset({INTERNAL_ENV, "TTLPOLICY_NO_PARSER_CACHE", "TTLPOLICY_UPDATE_GOLDEN",
+                          "TTLPOLICY_TEST_ARTEFACTS"})
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
@@ -364,7 +368,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Nested settings from ``TTLPOLICY_*`` variables (``__`` separates levels)."""
     out: dict[str, Any] = {}
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == INTERNAL_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
         if path:

@@ -268,11 +268,14 @@ class Emergencies:
                            "refresh_ttl, deny or step_up"})
         ends_at = self._end(body, now, errors)
         if scope is not None:
+            found: dict[tuple[str, int, int, str], list[str]] = {}  # the same mistake once, with its policies
             for policy in targets:
                 _, issues = compile_condition(scope, policy.attributes)
                 for issue in issues:
-                    errors.append({"path": "scope", "code": issue.code, "line": issue.line, "column": issue.column,
-                                   "policy": policy.name, "message": issue.message})
+                    found.setdefault((issue.code, issue.line, issue.column, issue.message), []).append(policy.name)
+            for (code, line, column, message), names in found.items():
+                errors.append({"path": "scope", "code": code, "line": line, "column": column, "policies": names,
+                               "message": message})
         if len(self.live(now)) >= MAX_EMERGENCIES:
             errors.append({"path": "", "code": "too-many-items", "message": f"{MAX_EMERGENCIES} emergencies are live"})
         if errors:

@@ -298,6 +298,9 @@ class Revocations:
         expires_at = item.get("expires_at")
         longest = (issued_before if issued_before is not None else now) + self.retention
         if expires_at is None:
+            if longest <= now:
+                raise RevocationInputError(prefix + "issued_before", "every token issued before this has expired "
+                                           "already (state.retention); there is nothing left to revoke")
             expires_at = longest
         else:
             expires_at = _instant(expires_at, prefix + "expires_at")

@@ -9,7 +9,9 @@ from typing import Any, Iterator
 
 import jwt
 import pytest
-from server_fixtures.helpers import client, ec_key, hand_made_token, public_pem, rsa_key
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from server_fixtures.helpers import b64url, client, ec_key, hand_made_token, public_pem, rsa_key
 from starlette.testclient import TestClient
 
 from ttlpolicy.server.auth import AuthError, Authenticator, hash_key
@@ -95,11 +97,16 @@ def test_malformed_jwt(api: TestClient) -> None:
 
 @pytest.mark.parametrize("overrides, description", [
     ({"exp": int(time.time()) - 120}, "token expired"),
-    ({"iss": "https://evil.example.com"}, "wrong issuer"),
-    ({"aud": "someone-else"}, "wrong audience"),
+    ({"iss": "https://evil.example.com"}, "token is from an unknown issuer"),
+    ({"aud": "someone-else"}, "token is not for this audience"),
     ({"nbf": int(time.time()) + 600}, "token not yet valid"),
-    ({"exp": None}, "token lacks a required claim"),
-    ({"iss": None}, "token lacks a required claim"),
+    ({"exp": None}, "token lacks the required claim 'exp'"),
+    ({"iss": None}, "token has no iss claim"),
+    # NumericDates are numbers inside the calendar: never a string, never beyond the year 9000
+    ({"exp": str(int(time.time()) + 300)}, "claim 'exp' must be a NumericDate (seconds since the epoch, before "
+                                           "the year 9000)"),
+    ({"exp": 1e300}, "claim 'exp' must be a NumericDate (seconds since the epoch, before the year 9000)"),
+    ({"iat": "yesterday"}, "claim 'iat' must be a NumericDate (seconds since the epoch, before the year 9000)"),
 ])
 def test_bad_claims(api: TestClient, overrides: dict[str, Any], description: str) -> None:
     assert_401(decide(api, bearer(token(**overrides))), "invalid_token", description)
@@ -111,12 +118,24 @@ def test_expiry_within_leeway_is_accepted(api: TestClient) -> None:
 
 def test_alg_none_is_refused(api: TestClient) -> None:
     unsigned = hand_made_token({"alg": "none", "typ": "JWT"}, claims(), None)
-    assert_401(decide(api, bearer(unsigned)), "invalid_token", "token algorithm not allowed")
+    assert_401(decide(api, bearer(unsigned)), "invalid_token", "token algorithm 'none' is not allowed")
 
 
 def test_hs256_signed_with_the_rsa_public_key_is_refused(api: TestClient) -> None:
     forged = hand_made_token({"alg": "HS256", "typ": "JWT"}, claims(scope="decide admin"), public_pem(RSA))
-    assert_401(decide(api, bearer(forged)), "invalid_token", "token algorithm not allowed")
+    assert_401(decide(api, bearer(forged)), "invalid_token", "token algorithm 'HS256' is not allowed")
+
+
+@pytest.mark.parametrize("exp", ["1e400", "-1e400", "1" + "0" * 5000, "NaN"])
+def test_numeric_claims_beyond_float_are_401_not_500(api: TestClient, exp: str) -> None:
+    # JSON parsers read 1e400 as infinity; PyJWT's own exp check raised OverflowError on it (a 500).
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    body = json.dumps(claims(exp=12345)).replace("12345", exp)
+    signing_input = f"{header}.{b64url(body.encode())}"
+    signature = RSA.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    response = decide(api, bearer(f"{signing_input}.{b64url(signature)}"))
+    assert response.status_code == 401, response.text
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
 def test_token_signed_by_an_unknown_key_is_refused(api: TestClient) -> None:
@@ -180,17 +199,18 @@ def test_jwt_is_cached_until_expiry(keys_dir: Path, monkeypatch: pytest.MonkeyPa
     value = token(exp=exp)
     first = auth.authenticate(f"Bearer {value}", None)
     calls: list[int] = []
+    later = claims(exp=exp + 3600)
 
     def counting_decode(*args: Any, **kwargs: Any) -> dict[str, Any]:
         calls.append(1)
-        return claims(exp=exp + 3600)
+        return dict(later)
 
     monkeypatch.setattr(jwt, "decode", counting_decode)
     assert auth.authenticate(f"Bearer {value}", None) == first
     assert calls == []  # served from the cache
     monkeypatch.setattr(time, "time", lambda: exp + 31.0)  # past exp + leeway: verified again
     auth.authenticate(f"Bearer {value}", None)
-    assert calls == [1]
+    assert calls
 
 
 def test_jwt_cache_is_bounded(keys_dir: Path) -> None:
@@ -218,6 +238,30 @@ def test_jwks_file_with_kid(tmp_path: Path) -> None:
     forged = hand_made_token({"alg": "HS256", "kid": "hmac"}, claims(), b"secret")
     with pytest.raises(AuthError):
         auth.authenticate(f"Bearer {forged}", None)
+
+
+def test_an_unknown_kid_is_refused_when_the_keys_have_ids(tmp_path: Path) -> None:
+    # The caller verifier used to try every key when the kid matched none; the one verifier
+    # refuses it, as it always did for subject tokens.
+    jwks = {"keys": [{**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(RSA.public_key())), "kid": "k1"},
+                     {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(OTHER_RSA.public_key())), "kid": "k2"}]}
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    auth = Authenticator(AuthSettings.model_validate(
+        {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(tmp_path / "jwks.json")}}))
+    assert auth.authenticate(f"Bearer {jwt.encode(claims(), RSA, 'RS256', headers={'kid': 'k1'})}", None)
+    for kid in ("k3", "", "K1"):
+        with pytest.raises(AuthError) as err:
+            auth.authenticate(f"Bearer {jwt.encode(claims(), RSA, 'RS256', headers={'kid': kid})}", None)
+        assert err.value.description == "no trusted key for this token (unknown kid or algorithm)"
+    with pytest.raises(AuthError, match="bad signature"):  # the kid picks the key; the signature must fit it
+        auth.authenticate(f"Bearer {jwt.encode(claims(), RSA, 'RS256', headers={'kid': 'k2'})}", None)
+
+
+def test_callers_and_subject_tokens_share_one_verifier(keys_dir: Path) -> None:
+    from ttlpolicy.tokens import TokenVerifier
+
+    auth = Authenticator(AuthSettings.model_validate(auth_settings(keys_dir)))
+    assert isinstance(auth._jwt._verifier, TokenVerifier)  # type: ignore[union-attr]
 
 
 def test_hmac_algorithms_cannot_be_configured(keys_dir: Path) -> None:

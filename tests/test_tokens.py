@@ -199,6 +199,13 @@ def test_claim_types_are_checked() -> None:
     assert reason(token(auth_time="yesterday")) == "claim_type"
 
 
+@pytest.mark.parametrize("name", ["exp", "iat", "nbf", "auth_time", "session_exp"])
+@pytest.mark.parametrize("value", [1e300, 2**70, 221_845_392_000, -1, str(NOW + 60)])
+def test_numeric_dates_are_bounded_numbers(name: str, value: Any) -> None:
+    # Beyond the year 9000 a NumericDate cannot become a context timestamp or an expiry instant.
+    assert reason(token(**{name: value})) == "claim_type"
+
+
 def test_revoked_family() -> None:
     class Revoked:
         def is_revoked(self, family: str) -> bool:

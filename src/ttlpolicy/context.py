@@ -8,6 +8,7 @@ timestamps as aware datetimes, and the derived ``location.zone`` and ``time.*``.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import math
@@ -78,11 +79,21 @@ def zone_info(name: Any) -> ZoneInfo:
     paths such as ``Europe`` (a directory: ``IsADirectoryError``) or ``posixrules``.
     """
     if not isinstance(name, str) or name not in _zone_names():
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)")
+        raise ValueError(f"unknown time zone {name!r}{_nearest_zone(name)} (use an IANA name such as Europe/Berlin)")
     try:
         return ZoneInfo(name)
     except Exception:  # noqa: BLE001 - a damaged zone file is still "not a usable time zone"
         raise ValueError(f"time zone {name!r} cannot be loaded") from None
+
+
+def _nearest_zone(name: Any) -> str:
+    """``; did you mean 'Europe/Berlin'?`` for ``europe/berlin`` or ``Europe/Berlim``."""
+    if not isinstance(name, str) or len(name) > 64:
+        return ""
+    names = sorted(_zone_names())
+    exact = [n for n in names if n.lower() == name.lower()]
+    close = exact or difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @functools.cache

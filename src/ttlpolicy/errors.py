@@ -166,6 +166,7 @@ CODES: Mapping[str, str] = {
     "unknown-base": "extends names a policy that does not exist",
     "extends-cycle": "policies extend each other in a cycle",
     "extends-concrete": "extends names a policy that is not abstract",
+    "base-broken": "a policy was not checked because a base it extends has errors (reported at the base)",
     "multiple-defaults": "more than one policy is marked default",
     "no-default-policy": "several policies and none is marked default",
     # semantics
@@ -182,6 +183,7 @@ CODES: Mapping[str, str] = {
     "rule-no-effect": "a rule has no effect",
     "floor-above-cap": "a rule's floor is above its own cap",
     "factor-bounds": "a factor's max is below its min",
+    "setting-bound": "a setting beyond the bound the documentation gives (refresh.reuse_grace above 5m)",
     "attribute-derived": "a derived attribute (location.zone, time.*) is redeclared",
     "attribute-name": "an attribute name collides with a built-in namespace",
     "attribute-values": "values given for an attribute type that cannot have them",

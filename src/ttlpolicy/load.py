@@ -9,7 +9,9 @@ later stages can point at the exact spot.
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ class Document:
     data: Any
     value_marks: dict[JsonPath, yaml.Node] = field(default_factory=dict)
     key_marks: dict[JsonPath, yaml.Node] = field(default_factory=dict)
+    aliases: set[JsonPath] = field(default_factory=set)  # values written as a YAML alias (`*name`)
 
     def location(self, path: JsonPath, *, key: bool = False) -> Location:
         """Where ``path`` is in the file; falls back to the nearest enclosing value."""
@@ -92,6 +95,30 @@ class _Loader(_SafeBase):
     """A safe loader; the composer is used on its own, the constructor only for scalars."""
 
 
+class _AliasLoader(yaml.SafeLoader):
+    """The pure-Python safe loader, remembering where each alias (``*name``) was written.
+
+    Composing resolves an alias to the very node its anchor names, so that node's marks point
+    at the anchor; a rule repeated with ``- *rule`` should be reported at the alias. libyaml's
+    composer cannot be hooked, so this slower loader is used only for files that hold an alias.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.alias_marks: dict[int, list[yaml.Mark]] = {}  # id(node) -> each alias to it, in order
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            self.alias_marks.setdefault(id(node), []).append(mark)
+            return node
+        return super().compose_node(parent, index)
+
+
+_ALIAS = re.compile(r"(?:^|[\s\[{,:-])\*[^\s\]},]")  # an alias token; a false positive only costs speed
+
+
 def read_source(path: Path, problems: ProblemCollector) -> str | None:
     """Read a file as UTF-8 text, refusing oversized and binary files."""
     try:
@@ -125,7 +152,8 @@ def parse_document(source: str, problems: ProblemCollector) -> Document | None:
     """Parse one YAML document whose root is a mapping; ``None`` (with problems) otherwise."""
     loader = None
     try:
-        loader = _Loader(source)  # the reader already refuses control characters here
+        # the reader already refuses control characters here
+        loader = _AliasLoader(source) if _ALIAS.search(source) else _Loader(source)
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -133,6 +161,9 @@ def parse_document(source: str, problems: ProblemCollector) -> Document | None:
         message = exc.problem or str(exc)
         if exc.context:
             message = f"{exc.context}, {message}"
+        if mark is not None and 0 <= mark.index < len(source) and source[mark.index] == "\t":
+            message = (f"a tab character at line {line}, column {col}: YAML indents with spaces only; "
+                       "replace the tab with spaces")
         problems.add("yaml-syntax", message.replace("\n", " "), line, col)
         return None
     except yaml.YAMLError as exc:  # reader errors: control characters and the like
@@ -161,11 +192,13 @@ def _kind(node: yaml.Node) -> str:
 class _Builder:
     """Turns the node graph into plain data, counting every node it expands."""
 
-    def __init__(self, doc: Document, loader: _Loader, problems: ProblemCollector):
+    def __init__(self, doc: Document, loader: _Loader | _AliasLoader, problems: ProblemCollector):
         self.doc, self.loader, self.problems = doc, loader, problems
         self.count = 0
         self.failed = False
         self._open: set[int] = set()  # the collections being built: an alias to one of them recurses
+        self._uses: dict[int, int] = {}  # id(node) -> times built: every use after the first is an alias
+        self._alias_marks: dict[int, list[yaml.Mark]] = getattr(loader, "alias_marks", {})
 
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
         self.count += 1
@@ -183,7 +216,7 @@ class _Builder:
         if id(node) in self._open:  # `&a [*a]`: an alias inside the collection it names
             self._problem("yaml-syntax", "a YAML alias refers to a collection it is part of (recursive)", node)
             return None
-        self.doc.value_marks.setdefault(path, node)
+        self._record(node, path)
         if node.tag not in _PLAIN_TAGS:
             # SafeLoader would refuse python/* tags too; we also refuse !!binary, !!set,
             # timestamps and custom tags, which the policy language has no use for.
@@ -205,6 +238,21 @@ class _Builder:
             # schema reports a clear type error rather than us guessing a conversion.
             value = str(node.value)
         return value
+
+    def _record(self, node: yaml.Node, path: JsonPath) -> None:
+        """Remember where ``path`` is: at the alias when this use of the node is one."""
+        uses = self._uses.get(id(node), 0)
+        self._uses[id(node)] = uses + 1
+        marks = self._alias_marks.get(id(node), [])
+        # The anchor is the first use and each alias one more, in document order (the order the
+        # builder walks), except aliases consumed by a merge key (<<), which are never walked.
+        if uses and uses - 1 < len(marks) and path not in self.doc.value_marks:
+            here = copy.copy(node)
+            here.start_mark = marks[uses - 1]
+            self.doc.value_marks[path] = here
+            self.doc.aliases.add(path)
+            return
+        self.doc.value_marks.setdefault(path, node)
 
     def _collection(self, node: yaml.Node, path: JsonPath) -> Any:
         if isinstance(node, yaml.MappingNode):

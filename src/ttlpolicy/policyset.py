@@ -17,7 +17,8 @@ from .errors import Location, PolicyError, Problem, ProblemCollector, UnknownPol
 from .load import Document, JsonPath, decode_source, parse_document, read_source
 from .model import build_document
 from .state.ratelimit import CompiledRateLimit, compile_rate_limits
-from .validate import Locator, resolve_attributes, schema_problems, semantic_problems
+from .validate import (Locator, cel_problems_despite_schema, resolve_attributes, schema_problems,
+                       semantic_problems)
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 _INHERITED = ("timezone", "defaults", "limits", "tiers", "zones", "attributes", "rules", "rate_limits")
@@ -125,6 +126,8 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
     documents: dict[str, Document] = {}
     texts: dict[str, str] = {}
     raw: dict[str, tuple[str, dict[str, Any]]] = {}
+    broken: dict[str, str] = {}  # policy name -> file, for policies that failed before merging
+    schema_failed: list[Document] = []
     for file, content in sorted(sources.items()):
         collector = ProblemCollector(file)
         text = decode_source(content, collector) if isinstance(content, bytes) else content
@@ -138,6 +141,9 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
         found = schema_problems(doc)
         problems += found
         if found:
+            schema_failed.append(doc)
+            if isinstance(doc.data, dict) and isinstance(doc.data.get("name"), str):
+                broken.setdefault(doc.data["name"], file)
             continue
         data = dict(doc.data)
         data["rules"] = [dict(rule, index=i, file=file) for i, rule in enumerate(data.get("rules", []))]
@@ -150,13 +156,31 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             continue
         raw[name] = (file, data)
 
+    # Schema errors must not hide CEL errors: type-check those files' conditions anyway, against
+    # the declarations of every file (their bases' included).
+    for doc in schema_failed:
+        problems += cel_problems_despite_schema(doc, [d.data for d in documents.values()])
+
     compiled: dict[str, CompiledPolicy] = {}
     rate_limits: dict[str, tuple[CompiledRateLimit, ...]] = {}
     warnings: list[Problem] = []
-    for name, (file, data) in raw.items():
-        chain = _extends_chain(name, raw, documents, problems)
+    chains = {name: _extends_chain(name, raw, documents, problems, broken) for name in raw}
+    # Bases before the policies that extend them, so that a policy whose base is broken is
+    # reported once as not checked instead of repeating (or misreporting) the base's errors.
+    for name in sorted(raw, key=lambda n: len(chains[n] or ())):
+        file, data = raw[name]
+        chain = chains[name]
         if chain is None:
             continue
+        bad_bases = [base for base in chain[:-1] if base in broken]
+        if bad_bases:
+            broken.setdefault(name, file)
+            location = documents[file].location(("extends",))
+            problems.append(Problem("base-broken", f"policy {name!r} was not checked: its base "
+                                    f"{bad_bases[0]!r} has errors (in {broken[bad_bases[0]]}); fix those first",
+                                    location, path="extends"))
+            continue
+        before = len(problems)
         merged, owner = _merge([raw[n] for n in chain])
         where = Locator(documents, owner, file)
         try:
@@ -185,6 +209,9 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             warnings += [w for w in analysed if w.severity != "error" and w not in warnings]
             if not any(p.severity == "error" for p in analysed):
                 compiled[name] = result
+        if any(p.severity == "error" and p.location is not None and p.location.file in (file, *(
+                raw[n][0] for n in chain)) for p in problems[before:]):
+            broken.setdefault(name, file)
 
     default = _default_policy(raw, documents, problems)
     if any(p.severity == "error" for p in problems) or not raw:
@@ -197,8 +224,9 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
 
 
 def _extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], documents: Mapping[str, Document],
-                   problems: list[Problem]) -> list[str] | None:
-    """Bases in merge order (depth first, each once), the policy itself last."""
+                   problems: list[Problem], broken: Mapping[str, str] = {}) -> list[str] | None:
+    """Bases in merge order (depth first, each once), the policy itself last. A base that failed
+    its schema (``broken``) is kept in the chain, for the caller to report as a broken base."""
     order: list[str] = []
     ok = True
 
@@ -211,6 +239,8 @@ def _extends_chain(name: str, raw: Mapping[str, tuple[str, dict[str, Any]]], doc
                 problems.append(Problem("extends-cycle", f"{' → '.join(stack + (current, base))} is a cycle",
                                         location, path=f"extends[{i}]"))
                 ok = False
+            elif base in broken and base not in raw:
+                order.append(base)
             elif base not in raw:
                 problems.append(Problem("unknown-base", f"no policy named {base!r} to extend (known: "
                                         f"{', '.join(sorted(raw)) or 'none'})", location, path=f"extends[{i}]"))

@@ -19,7 +19,7 @@ from .context import zone_info
 from .durations import DURATION_PATTERN, RATE_PATTERN, format_duration
 from .errors import Location, Problem
 from .load import Document, JsonPath
-from .model import Attribute, PolicyDocument
+from .model import Attribute, PolicyDocument, RefreshSettings
 from .vocabulary import BUILTIN
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -155,13 +155,24 @@ def semantic_problems(policy: PolicyDocument, where: Locator) -> list[Problem]:
             zone_info(policy.timezone)
         except ValueError as exc:
             add("invalid-timezone", str(exc), ("timezone",))
-    seen: dict[str, int] = {}
+    _check_reuse_grace(policy.defaults.refresh, ("defaults", "refresh"), None, add)
+    seen: dict[str, Location] = {}
     for rule in policy.rules:
         path: JsonPath = ("rules", rule.index)
+        here = where(path + ("name",), file=rule.file)
         if rule.name in seen:
-            add("duplicate-rule", f"rule name {rule.name!r} is already used by another rule", path + ("name",),
-                file=rule.file)
-        seen[rule.name] = rule.index
+            # A YAML alias (`- *rule`) repeats a rule: point at the alias, not at the anchor it copies.
+            doc = where.documents.get(rule.file)
+            aliased = doc is not None and path in doc.aliases
+            first = seen[rule.name]
+            add("duplicate-rule", f"rule name {rule.name!r} is already used by the rule at {first} "
+                f"(rule names must be unique: rename one{', or remove this alias' if aliased else ''})",
+                path if aliased else path + ("name",), file=rule.file)
+            if aliased:
+                continue  # the copy's other problems are the original's, reported there
+        else:
+            seen[rule.name] = here
+        _check_reuse_grace(rule.refresh, path + ("refresh",), rule.file, add)
         if not any((rule.access_ttl, rule.refresh_ttl, rule.refresh, rule.step_up, rule.deny)):
             add("rule-no-effect", f"rule {rule.name!r} has no effect (give it access_ttl, refresh_ttl, refresh, "
                 "step_up or deny)", path + ("name",), file=rule.file)
@@ -172,8 +183,23 @@ def semantic_problems(policy: PolicyDocument, where: Locator) -> list[Problem]:
                     f"{format_duration(effect.cap)}", path + (target, "floor"), file=rule.file)
             factor = effect.multiply if effect else None
             if factor and factor.max is not None and factor.max < factor.min:
-                add("factor-bounds", "multiply max is below min", path + (target, "multiply"), file=rule.file)
+                add("factor-bounds", f"multiply max {factor.max:g} is below min {factor.min:g}: the factor would "
+                    "have no allowed value; swap them or raise max", path + (target, "multiply", "max"),
+                    file=rule.file)
     return problems
+
+
+MAX_REUSE_GRACE = 300  # seconds; docs/policy-language.md "Bounds" (a test reads the documented value)
+
+
+def _check_reuse_grace(settings: RefreshSettings | None, path: JsonPath, file: str | None, add: Any) -> None:
+    """A rotated refresh token stays replayable for the grace window: the docs allow at most 5m."""
+    grace = settings.reuse_grace if settings is not None else None
+    if grace is not None and grace > MAX_REUSE_GRACE:
+        add("setting-bound", f"reuse_grace {format_duration(grace)} is above the maximum "
+            f"{format_duration(MAX_REUSE_GRACE)}: a stolen rotated refresh token would stay usable that long; "
+            f"use at most {format_duration(MAX_REUSE_GRACE)} (a client's retry needs seconds)",
+            path + ("reuse_grace",), file=file)
 
 
 def _check_limits(policy: PolicyDocument, add: Any) -> None:
@@ -276,3 +302,60 @@ def resolve_attributes(policy: PolicyDocument) -> dict[str, Attribute]:
     attributes["location.zone"] = attributes["location.zone"].model_copy(
         update={"values": (*policy.zones, "none")})
     return attributes
+
+
+# -- CEL of a file that failed its schema ------------------------------------------------------
+
+def cel_problems_despite_schema(doc: Document, declarations: Iterable[Any]) -> list[Problem]:
+    """CEL syntax and type errors in the conditions and factors of a file whose schema check
+    failed, so that one wrong key does not hide a misspelt value three rules below.
+
+    The attributes are the built-in ones plus every well-formed declaration in ``declarations``
+    (the data of every loaded file, bases included), and the tiers and zones of all of them:
+    permissive on purpose, so that nothing is reported that the full check would not report.
+    """
+    from .cel.parse import CelSyntaxError, parse
+    from .cel.typecheck import check
+
+    attributes = dict(BUILTIN)
+    tiers: set[str] = set()
+    zones: set[str] = set()
+    for data in declarations:
+        if not isinstance(data, dict):
+            continue
+        for name, raw in (data.get("attributes") or {}).items() if isinstance(data.get("attributes"), dict) else ():
+            try:
+                attributes[str(name)] = Attribute.model_validate(raw)
+            except Exception:  # noqa: BLE001 - a malformed declaration is the schema's to report
+                attributes.pop(str(name), None)  # unknown, rather than wrongly typed
+        tiers |= set(data.get("tiers") or {}) if isinstance(data.get("tiers"), dict) else set()
+        zones |= set(data.get("zones") or {}) if isinstance(data.get("zones"), dict) else set()
+    if tiers:
+        attributes["tier"] = attributes["tier"].model_copy(update={"values": tuple(sorted(tiers))})
+    attributes["location.zone"] = attributes["location.zone"].model_copy(update={"values": (*sorted(zones), "none")})
+    data = doc.data if isinstance(doc.data, dict) else {}
+    rules = data.get("rules")
+    problems: list[Problem] = []
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict):
+            continue
+        texts: list[tuple[JsonPath, str]] = []
+        if isinstance(rule.get("when"), str) and rule["when"].strip():
+            texts.append((("rules", i, "when"), rule["when"]))
+        for target in ("access_ttl", "refresh_ttl"):
+            factor = rule.get(target, {}).get("multiply") if isinstance(rule.get(target), dict) else None
+            if isinstance(factor, str):
+                texts.append((("rules", i, target, "multiply"), factor))
+            elif isinstance(factor, dict) and isinstance(factor.get("expr"), str):
+                texts.append((("rules", i, target, "multiply", "expr"), factor["expr"]))
+        for path, text in texts:
+            try:
+                issues = check(parse(text), attributes).issues
+            except CelSyntaxError as exc:
+                issues = [exc.issue]
+            for issue in issues:
+                lines = text.split("\n")
+                offset = sum(len(line) + 1 for line in lines[: issue.line - 1]) + issue.column - 1
+                problems.append(Problem(issue.code, issue.message, doc.string_location(path, offset),
+                                        path=_dotted(path)))
+    return problems

@@ -92,6 +92,7 @@ class _Checker:
         self.namespaces = {name.split(".", 1)[0] for name in attributes if "." in name}
         self.issues: list[CelIssue] = []
         self.used: set[str] = set()
+        self.negated: set[int] = set()  # ids of integer literal tokens right under a unary minus
 
     # -- helpers -------------------------------------------------------------------------
     def error(self, node: lark.Tree | lark.Token, code: str, message: str) -> T:
@@ -250,6 +251,9 @@ class _Checker:
 
     def v_unary(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
         op_node, operand_node = ch
+        inner = _unwrap(operand_node)
+        if op_node.data == "unary_neg" and isinstance(inner, lark.Tree) and inner.data == "literal":
+            self.negated.add(id(inner.children[0]))
         operand = self.visit(operand_node, scope)
         if op_node.data == "unary_not":
             if operand.kind not in ("bool", "dyn"):
@@ -281,11 +285,11 @@ class _Checker:
     def v_literal(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
         kind = ch[0].type
         if kind in ("INT_LIT", "UINT_LIT"):
-            self._integer_range(ch[0])
+            self._integer_range(ch[0], negated=id(ch[0]) in self.negated)
         return {"INT_LIT": INT, "UINT_LIT": UINT, "FLOAT_LIT": DOUBLE, "STRING_LIT": STRING,
                 "MLSTRING_LIT": STRING, "BYTES_LIT": BYTES, "BOOL_LIT": BOOL, "NULL_LIT": NULL}.get(kind, DYN)
 
-    def _integer_range(self, token: lark.Token) -> None:
+    def _integer_range(self, token: lark.Token, negated: bool) -> None:
         """``99999999999999999999``: CEL integers are 64 bits; such a literal errors at every run."""
         text = token.value.rstrip("uU")
         try:
@@ -293,8 +297,8 @@ class _Checker:
         except ValueError:  # pragma: no cover - the grammar only lets digits through
             return
         unsigned = token.type == "UINT_LIT"
-        # The minus of a negative literal is a separate unary node, so an int literal may be 2**63.
-        top = 2**64 - 1 if unsigned else 2**63
+        # The minus of a negative literal is a separate unary node: -9223372036854775808 is an int.
+        top = 2**64 - 1 if unsigned else 2**63 - 1 + negated
         if value > top:
             kind = "uint (0 … 2^64-1)" if unsigned else "int (-2^63 … 2^63-1)"
             self.error(token, "cel-literal-range", f"{token.value} does not fit a 64-bit {kind}; every evaluation "

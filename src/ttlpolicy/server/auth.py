@@ -1,4 +1,6 @@
-"""Caller credentials: API keys (stored as SHA-256 hashes) and JWT bearer tokens (PyJWT).
+"""Caller credentials: API keys (stored as SHA-256 hashes) and JWT bearer tokens.
+
+JWTs are checked by the token SDK's verifier, the same code that checks subject tokens.
 
 Errors follow RFC 6750: 401 with ``WWW-Authenticate: Bearer realm="ttlpolicy"`` (plus
 ``error="invalid_token"`` when a credential was sent but is not good), 403 with
@@ -15,17 +17,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import jwt
 from starlette.responses import Response
 
 from ..tokens.keys import KeyFileError, VerifyKey, load_jwks, load_pem_public_key
+from ..tokens.verify import IssuerConfig, TokenInvalid, TokenVerifier
 from .config import AuthSettings, ConfigError, JwtSettings
 from .problems import problem
 
 REALM = "ttlpolicy"
 _MAX_CREDENTIAL = 8192
 _UNSAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # RFC 6750 error_description characters
-_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +92,21 @@ def load_verify_keys(settings: JwtSettings) -> list[VerifyKey]:
     return keys
 
 
-_JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
-    (jwt.ExpiredSignatureError, "token expired"),
-    (jwt.ImmatureSignatureError, "token not yet valid"),
-    (jwt.InvalidIssuerError, "wrong issuer"),
-    (jwt.InvalidAudienceError, "wrong audience"),
-    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
-)
-
-
 class JwtVerifier:
-    """Verifies JWTs against local keys, caching verified tokens (LRU, until ``exp``)."""
+    """Caller JWTs: the token SDK's :class:`~ttlpolicy.tokens.TokenVerifier` (the one set of JWT
+    rules subject tokens follow too) for one issuer, plus an LRU cache of verified tokens until
+    ``exp``. A refused token is a 401 ``invalid_token`` whose description is the verifier's."""
 
     def __init__(self, settings: JwtSettings):
         self.settings = settings
         self.keys = load_verify_keys(settings)
+        try:
+            issuer = IssuerConfig(issuer=settings.issuer, audience=(settings.audience,), keys=tuple(self.keys),
+                                  algorithms=settings.algorithms, leeway=settings.leeway,
+                                  required_claims=("exp", "iss", "aud"))
+        except ValueError as exc:
+            raise ConfigError(f"auth.jwt: {exc}") from None
+        self._verifier = TokenVerifier([issuer], max_length=_MAX_CREDENTIAL)
         self._cache: OrderedDict[bytes, tuple[Caller, float]] = OrderedDict()
 
     def verify(self, token: str) -> Caller:
@@ -117,41 +118,16 @@ class JwtVerifier:
                 self._cache.move_to_end(cache_key)
                 return hit[0]
             del self._cache[cache_key]
-        claims = self._decode(token)
+        try:
+            claims = self._verifier.verify(token).claims
+        except TokenInvalid as exc:  # its description never holds the token, a key or a claim's value
+            raise _invalid(exc.description) from None
         caller = Caller("jwt", _identity(claims), _scopes(claims))
         if self.settings.cache_size:
             self._cache[cache_key] = (caller, float(claims["exp"]))
             if len(self._cache) > self.settings.cache_size:
                 self._cache.popitem(last=False)
         return caller
-
-    def _decode(self, token: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise _invalid("malformed token") from None
-        alg = header.get("alg")
-        if alg not in self.settings.algorithms:  # covers "none" and every HMAC algorithm
-            raise _invalid("token algorithm not allowed")
-        kid = header.get("kid")
-        candidates = [k for k in self.keys if alg in k.algorithms]
-        if kid is not None and any(k.kid == kid for k in candidates):
-            candidates = [k for k in candidates if k.kid == kid]
-        if not candidates:
-            raise _invalid("no key to verify this token")
-        for candidate in candidates:
-            try:
-                return jwt.decode(token, candidate.key, algorithms=[alg], audience=self.settings.audience,
-                                  issuer=self.settings.issuer, leeway=self.settings.leeway,
-                                  options={"require": ["exp", "iss", "aud"]})
-            except jwt.InvalidSignatureError:
-                continue  # another configured key may have signed it
-            except jwt.PyJWTError as exc:
-                for kind, description in _JWT_ERRORS:
-                    if isinstance(exc, kind):
-                        raise _invalid(description) from None
-                raise _invalid("invalid token") from None
-        raise _invalid("bad signature")
 
 
 def _invalid(description: str) -> AuthError:

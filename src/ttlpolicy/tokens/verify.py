@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence, Ty
 
 import jwt
 
+from ..context import MAX_EPOCH, MIN_EPOCH
 from .keys import VerifyKey, check_algorithms, load_jwks, load_pem_public_key
 
 if TYPE_CHECKING:  # jwt.types.Options (a TypedDict) only exists in newer PyJWT releases
@@ -105,7 +106,7 @@ class IssuerConfig:
     audience: tuple[str, ...]
     keys: tuple[VerifyKey, ...]
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
-    leeway: int = 30
+    leeway: float = 30
     required_claims: tuple[str, ...] = DEFAULT_REQUIRED
     token_types: tuple[str, ...] | None = None
 
@@ -359,10 +360,14 @@ def _scopes(claims: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-def _check_times(claims: Mapping[str, Any], now: float, leeway: int) -> None:
+def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
+    # A NumericDate is a JSON number (never a string, never 1e400, which JSON parsers read as
+    # infinity) inside the range every timestamp of a context must keep, so that a verified
+    # claim can always become a context value and an expiry instant.
     for name in ("exp", "nbf", "iat", "auth_time", "session_exp"):
-        if name in claims and not _is_number(claims[name]):
-            raise TokenInvalid("claim_type", f"claim {name!r} must be a NumericDate (seconds since the epoch)")
+        if name in claims and not (_is_number(claims[name]) and MIN_EPOCH <= claims[name] < MAX_EPOCH):
+            raise TokenInvalid("claim_type", f"claim {name!r} must be a NumericDate (seconds since the epoch, "
+                                             "before the year 9000)")
     # RFC 7519 §4.1.4: not accepted on or after exp.
     if now >= claims["exp"] + leeway:
         raise TokenInvalid("expired", "token expired")

@@ -160,3 +160,25 @@ def test_the_decision_api_limits_its_callers(tmp_path: Path) -> None:
         assert api.post("/v1/decide", json={"context": {}}, headers=bulk).headers["retry-after"] == "3600"
         assert api.get("/v1/policies", headers=issuer).status_code == 200  # only decisions are limited
         assert metric_total(api.get("/metrics").text, "ttlpolicy_api_caller_rate_limited_total") == 3
+
+
+def test_decide_cli_counts_only_with_state_and_never_on_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  ) -> None:
+    import json
+
+    from ttlpolicy.cli.main import main
+
+    (tmp_path / "rl.yaml").write_text(POLICY)
+    (tmp_path / "ctx.json").write_text(json.dumps(refresh()))
+    base = ["decide", "--policies", str(tmp_path), "--context", str(tmp_path / "ctx.json"),
+            "--now", "2026-12-01T12:00:00Z"]
+    state = ["--state", f"sqlite://{tmp_path}/state.db"]
+
+    def allowed(*extra: str) -> bool:
+        assert main([*base, *extra]) == 0
+        return bool(json.loads(capsys.readouterr().out)["allow"])
+
+    assert all(allowed() for _ in range(5))  # no state: nothing is counted
+    assert all(allowed(*state, "--dry-run") for _ in range(5))
+    assert [allowed(*state) for _ in range(4)] == [True, True, True, False]
+    assert main([*base, "--dry-run"]) == 2

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from .. import ContextError, PolicyError, UnknownPolicyError, load_policies
+from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError, load_policies
+from ..decision import Decision
+from ..state import StoreUnavailable, StoreURLError, open_store
 from ..errors import render_text
 from .output import decision_text, fail, write_json
 
@@ -23,6 +25,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--now", metavar="RFC3339", help="decision instant (default: now)")
     parser.add_argument("--explain", action="store_true", help="include every rule's outcome, matched or not")
     parser.add_argument("--format", choices=["json", "text"], default="json")
+    parser.add_argument("--state", metavar="URL", help="also apply a state store (sqlite:///… or redis://…): its "
+                        "emergencies, and count the policy's rate limits (docs/state.md); default: no state")
+    parser.add_argument("--dry-run", action="store_true", help="with --state: read state but count nothing")
     parser.set_defaults(run=run)
 
 
@@ -40,8 +45,15 @@ def run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(render_text(exc.problems, exc.sources), file=sys.stderr)
         return fail(f"cannot load policies from {args.policies}")
+    if args.dry_run and not args.state:
+        return fail("--dry-run only means something with --state (without it nothing is ever counted)")
     try:
-        decision = policies.decide(context, policy=args.policy, now=args.now, explain=args.explain)
+        if args.state:
+            decision = _decide_with_state(args, policies, context)
+        else:
+            decision = policies.decide(context, policy=args.policy, now=args.now, explain=args.explain)
+    except StoreURLError as exc:
+        return fail(f"--state: {exc}")
     except UnknownPolicyError as exc:
         return fail(str(exc))
     except ContextError as exc:
@@ -58,3 +70,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(decision_text(decision.to_dict()))
     return 0
+
+
+def _decide_with_state(args: argparse.Namespace, policies: PolicySet, context: Any) -> Decision:
+    """The service's decision: the policy, then the store's emergencies and rate limits (a store
+    that cannot answer gives the degraded ceiling, as in the service)."""
+    from ..state.runtime import StateRuntime
+
+    try:
+        store = open_store(args.state)
+    except StoreUnavailable as exc:
+        raise StoreURLError(str(exc)) from None
+    runtime = StateRuntime(store)
+    try:
+        runtime.poll()
+        return runtime.decide(policies, context, policy=args.policy, now=args.now, explain=args.explain,
+                              caller="cli", consume=not args.dry_run)
+    finally:
+        runtime.close()

@@ -16,7 +16,8 @@ is marked "EXCLUDED:" below and listed in KNOWN_DIFFERENCES in test_cel_native.p
   - size(null) (celpy: 0), `in` / macros over strings (celpy iterates characters) ->
     string and list slots never hold null; list slots never hold strings;
   - list/map != null (celpy: error, but == null is false);
-  - x / 0.0 (celpy: +inf whatever the sign) -> double division only by non-zero literals.
+  - x / 0.0 (celpy: +inf whatever the sign) -> double division only by non-zero literals;
+  - string methods on the result of `+` (celpy: no such overload) -> plain receivers.
 One difference is not avoided but bridged: CEL's run-time equality is heterogeneous (values of
 different kinds are unequal, numbers compare by value), while celpy errs when the kinds differ.
 Slots deliberately hold wrong-kind values, so the native side runs with celpy's equality matrix
@@ -31,7 +32,7 @@ import math
 from typing import Any, Callable
 
 from celpy.celparser import CELParser
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from unittest import mock
@@ -144,8 +145,8 @@ def list_expr(draw: Draw, depth: int = 2) -> str:
     if kind == 2:
         return _bin(draw(list_expr(depth - 1)), "+", draw(list_expr(depth - 1)))
     if kind == 3:
-        return f"{draw(list_expr(depth - 1))}.map(x, x * {draw(st.integers(-2, 3))})"
-    return f"{draw(list_expr(depth - 1))}.filter(x, {draw(int_predicate(depth - 1))})"
+        return f"({draw(list_expr(depth - 1))}).map(x, x * {draw(st.integers(-2, 3))})"
+    return f"({draw(list_expr(depth - 1))}).filter(x, {draw(int_predicate(depth - 1))})"
 
 
 @st.composite
@@ -198,13 +199,14 @@ def bool_expr(draw: Draw, depth: int = 2) -> str:
         return f"({item}) in {container}"
     if kind == 10:
         fn = draw(st.sampled_from(["startsWith", "endsWith", "contains"]))
-        return f"({draw(string_expr(sub))}).{fn}({draw(string_expr(sub))})"
+        # EXCLUDED: a method on the result of `+` (celpy: no such overload) -> a plain receiver
+        return f"({draw(string_expr(0))}).{fn}({draw(string_expr(sub))})"
     if kind == 11:
         pattern = draw(st.sampled_from(["^a", "b$", "a.b", "[ab]+@", "^$", "a|b"]))
         return f"({draw(string_expr(sub))}).matches({json.dumps(pattern)})"
     if kind == 12:
         macro = draw(st.sampled_from(["all", "exists", "exists_one"]))
-        return f"{draw(list_expr(sub))}.{macro}(x, {draw(int_predicate(sub))})"
+        return f"({draw(list_expr(sub))}).{macro}(x, {draw(int_predicate(sub))})"
     if kind == 13:
         macro = draw(st.sampled_from(["all", "exists"]))
         return f"{_attr(draw, 'map')}.{macro}(x, x {draw(rel)} {json.dumps(draw(_STRS))})"
@@ -219,7 +221,9 @@ def bool_expr(draw: Draw, depth: int = 2) -> str:
 def _outcome(fn: Callable[[Any], Any], act: dict[str, Any]) -> tuple[str, Any]:
     try:
         return "value", fn(act)
-    except CELEvalError:
+    except CELEvalError as e:
+        if str(e).startswith("reference interpreter failed"):
+            return "crash", None
         return "error", None
 
 
@@ -259,6 +263,11 @@ def _check(text: str, act: dict[str, Any]) -> None:
     with mock.patch.object(nf, "eq", _celpy_eq):  # looked up at compile time and by in_/ne
         native = _outcome(compile_expression(tree), act)
     reference = _outcome(compile_reference(tree), act)
+    # cel-python itself crashed (a Python exception inside its interpreter, e.g. a macro over an
+    # int even where `false &&` should absorb it): it gives no answer to compare against.
+    # Which examples Hypothesis draws depends on the constants in the modules imported, so such
+    # cases appear in some runs and not others; the test must not depend on their absence.
+    assume(reference[0] != "crash")
     assert native[0] == reference[0], (text, act, native, reference)
     assert _same(native[1], reference[1]), (text, act, native, reference)
 

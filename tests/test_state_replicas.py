@@ -128,3 +128,33 @@ def test_the_store_dies_under_load_and_comes_back(tmp_path: Path, policies: Path
             assert "ttlpolicy_state_degraded_decisions_total" in metrics
     finally:
         redis.stop()
+
+
+def test_a_store_that_lost_its_data_gets_revocations_and_emergencies_back(tmp_path: Path) -> None:
+    """Redis restarted without persistence: the processes that still hold the state put it back."""
+    from ttlpolicy import load_policies
+    from ttlpolicy.state import open_store
+    from ttlpolicy.state.revocation import TokenFacts
+    from ttlpolicy.state.runtime import StateRuntime
+    from server_fixtures.helpers import POLICIES
+
+    redis = RedisServer(tmp_path / "redis").start()  # no persistence
+    try:
+        runtime = StateRuntime(open_store(redis.url))
+        now = time.time()
+        runtime.revocations.revoke("subject", "mallory", reason="INC-1", by="t", now=now)
+        policies = load_policies(POLICIES)
+        runtime.emergencies.start(runtime.emergencies.prepare(
+            {"scope": "true", "reason": "INC-1", "duration": "1h", "access_ttl": "1m"}, policies, "t", now), now)
+        redis.stop()
+        redis.start()  # empty
+        assert runtime.poll()
+        assert runtime.revoked(TokenFacts(subject="mallory")) is not None
+        other = StateRuntime(open_store(redis.url))
+        assert other.poll()
+        assert other.revoked(TokenFacts(subject="mallory")) is not None  # written back for everyone
+        assert [e.reason for e in other.emergencies.live(time.time())] == ["INC-1"]
+        runtime.close()
+        other.close()
+    finally:
+        redis.stop()

@@ -157,6 +157,15 @@ class Emergencies:
                 loaded[record_id] = Emergency.from_record(record_id, record)
             except (KeyError, TypeError, ValueError):
                 continue
+        if version is None:
+            # The store lost its data while emergencies we hold are live: put them back (an
+            # emergency keeps applying until its end, whatever happens to the store).
+            lost = {i: e for i, e in self._all.items() if e.live(now) and i not in loaded}
+            if lost:
+                audit_log.warning("the state store lost %d live emergency(ies); restoring them from memory", len(lost))
+                self.collection.write((e.id, e.to_record()) for e in lost.values())
+                loaded.update(lost)
+                version = self.collection.version()
         with self._lock:
             self._version, self._all, self.synced_at = version, loaded, now
         expired = [e.id for e in loaded.values() if e.ends_at + self.max_duration <= now]

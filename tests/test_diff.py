@@ -63,8 +63,10 @@ def test_grid_has_boundaries_enums_zones_and_absence(tmp_path: Path) -> None:
     assert dims["device.trust"] == ["managed", "compliant", "known", "unmanaged"]
     assert dims["user.risk"] == [0.0, 0.49, 0.5, 0.51, 1.0]
     assert dims["user.level"] == [0, 4, 5, 6, 10]
-    assert dims["location.ip"] == ["10.0.0.1", "203.0.113.7", ABSENT]
-    assert grid.size == 4 * 5 * 5 * 3
+    # both edges of the zone, one address inside, just outside both ends, and one outside all
+    assert dims["location.ip"] == ["9.255.255.255", "10.0.0.0", "10.0.0.1", "10.255.255.255", "11.0.0.0",
+                                   "203.0.113.7", ABSENT]
+    assert grid.size == 4 * 5 * 5 * 7
     assert len(list(grid.scenarios(10_000))) == grid.size
     sampled = list(grid.scenarios(50, seed=1))
     assert len(sampled) == 50 and sampled == list(grid.scenarios(50, seed=1))  # reproducible
@@ -90,8 +92,8 @@ def test_factor_raised_for_one_device_class(tmp_path: Path, capsys: pytest.Captu
     assert group["when"]["user.risk"] == [0.0, 0.49, 0.5]  # above 0.5 the 10m cap hides the factor
     assert group["example"]["context"]["device"] == {"trust": "managed"}
     assert group["max_change_seconds"] == 1800
-    # 3 risk values × 5 levels × 3 IPs, minus the denied: level ≥ 5 outside the office (3 × 3 × 2)
-    assert group["count"] == 3 * 5 * 3 - 3 * 3 * 2
+    # 3 risk values × 5 levels × 7 IPs, minus the denied: level ≥ 5 outside the office (3 × 3 × 4)
+    assert group["count"] == 3 * 5 * 7 - 3 * 3 * 4
 
 
 def test_deny_removed_is_deny_to_allow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,10 +104,10 @@ def test_deny_removed_is_deny_to_allow(tmp_path: Path, capsys: pytest.CaptureFix
     [group] = data["groups"]
     assert group["kind"] == "deny→allow" and group["rules"] == ["-outside"]
     assert group["when"]["user.level"] == [5, 6, 10]
-    assert group["when"]["location.ip"] == ["203.0.113.7", "(absent)"]
+    assert group["when"]["location.ip"] == ["9.255.255.255", "11.0.0.0", "203.0.113.7", "(absent)"]
     main(["diff", str(base), str(head)])
     out = capsys.readouterr().out
-    assert "[LOOSENS] p: deny→allow in 120 scenarios" in out and "before: DENY" in out
+    assert "[LOOSENS] p: deny→allow in 240 scenarios" in out and "before: DENY" in out
 
 
 def test_renamed_rule_is_no_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,7 +117,7 @@ def test_renamed_rule_is_no_change(tmp_path: Path, capsys: pytest.CaptureFixture
     code, data = run_json(capsys, str(base), str(head), "--fail-on", "any")
     assert code == 0
     assert data["groups"] == [] and not data["changed"]
-    assert data["policies"][0]["scenarios"] == 300
+    assert data["policies"][0]["scenarios"] == 700
 
 
 def test_markdown_has_a_table_and_details(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,8 +125,8 @@ def test_markdown_has_a_table_and_details(tmp_path: Path, capsys: pytest.Capture
     head = policy_dir(tmp_path, "b", RULES.replace("multiply: 1.5", "multiply: 2"))
     assert main(["diff", str(base), str(head), "--format", "markdown"]) == 0
     out = capsys.readouterr().out
-    assert "| 🔓 | p | access longer | 27 | up to 30m | `~managed` |" in out
-    assert "<details><summary>p: access longer (27)</summary>" in out and "```json" in out
+    assert "| 🔓 | p | access longer | 69 | up to 30m | `~managed` |" in out
+    assert "<details><summary>p: access longer (69)</summary>" in out and "```json" in out
 
 
 def test_replay_of_a_decision_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,19 +22,19 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 
 from .analysis import ABSENT, attribute_candidates, collect_literals
 from .compile import CompiledPolicy
+from .decision import Decision
 from .errors import ContextError
 from .policyset import PolicySet
+from .validate import MAX_REUSE_GRACE
 
 REFERENCE_MONDAY = (2025, 1, 6)  # any week will do; a fixed one keeps the grid reproducible
 _NOW_DIMENSION = "time.now"
-LOOSEN = {"deny→allow", "access longer", "refresh longer", "step-up removed", "rotation removed",
-          "idle timeout longer", "max session longer", "context accepted"}
 
 
 # -- the grid ---------------------------------------------------------------------------------
@@ -53,6 +53,29 @@ def zone_addresses(policy: CompiledPolicy) -> dict[str, str]:
             out["none"] = candidate
             break
     return out
+
+
+def boundary_addresses(*policies: CompiledPolicy) -> list[str]:
+    """Addresses at every edge of every zone of every version: each CIDR's first and last
+    address, one inside, and the addresses just outside both ends. When a CIDR changes between
+    versions (a /24 widened to a /23), the edges of both are tried, so the addresses that only
+    one version puts in the zone are in the grid; plus one address outside every zone."""
+    import ipaddress
+
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for policy in policies:
+        for cidrs in policy.document.zones.values():
+            for cidr in cidrs:
+                net = ipaddress.ip_network(cidr, strict=False)
+                first, last = net.network_address, net.broadcast_address
+                found |= {first, last, first + (1 if net.num_addresses > 2 else 0)}
+                top = 2**32 - 1 if net.version == 4 else 2**128 - 1
+                if int(first) > 0:
+                    found.add(first - 1)
+                if int(last) < top:
+                    found.add(last + 1)
+        found |= {ipaddress.ip_address(a) for a in zone_addresses(policy).values()}
+    return [str(a) for a in sorted(found, key=lambda a: (a.version, int(a)))]
 
 
 @dataclass
@@ -101,8 +124,7 @@ def build_grid(base: CompiledPolicy, head: CompiledPolicy) -> Grid:
             continue
         dims[name] = attribute_candidates(name, attribute, literals)
     if "location.zone" in literals.used or "location.ip" in literals.used:
-        addresses = {**zone_addresses(base), **zone_addresses(head)}
-        dims["location.ip"] = sorted(set(addresses.values())) + [ABSENT]
+        dims["location.ip"] = boundary_addresses(base, head) + [ABSENT]
     if time_used:
         weekdays = range(7) if "time.weekday" in time_used or "time.date" in time_used else [2]
         hours = range(24) if time_used & {"time.hour", "time.minute", "time.weekday", "time.now"} else [12]
@@ -142,23 +164,139 @@ def describe_value(value: Any) -> Any:
 
 # -- deciding and comparing ---------------------------------------------------------------------
 
+# -- what "looser" means, field by field ---------------------------------------------------------
+
+INFINITE = math.inf  # "no limit" for limits that may be absent (idle timeout, session cap, session end)
+
+
+@dataclass(frozen=True)
+class DecisionField:
+    """How one field of the decision compares between two versions.
+
+    ``rank`` maps the field's value to a number where **larger is looser** for the token's holder
+    (a longer lifetime, rotation off, no binding required, a larger reuse grace); ``None`` marks
+    a field that changes without a direction (a deny reason), reported but never loosening.
+    ``labels`` are the change kinds for (looser, tighter) — or (changed,) without a rank.
+    ``when_denied``: whether the field still matters when both versions deny.
+    """
+
+    labels: tuple[str, ...]
+    rank: Callable[[Any], float] | None = None
+    when_denied: bool = False
+
+
+def _seconds(value: Any) -> float:
+    return float(value)
+
+
+def _limit(value: Any) -> float:
+    return INFINITE if value is None else float(value)
+
+
+def _grace(value: Any) -> float:
+    # None: the issuer's own default applies, which may be anything up to the 5m maximum
+    return float(MAX_REUSE_GRACE if value is None else value)
+
+
+def _session_end(value: Any) -> float:
+    return INFINITE if value is None else value.timestamp()
+
+
+_ON_REUSE_STRENGTH = {"revoke_family": 0.0}  # any other action is weaker than revoking the family
+
+# The one place that defines "loosens": every field of the decision (its JSON form, flattened to
+# dotted keys) is either here or in NOT_COMPARED with the reason; a test fails when a field is
+# added to the decision and to neither.
+DECISION_FIELDS: Mapping[str, DecisionField] = {
+    "allow": DecisionField(("deny→allow", "allow→deny"), lambda v: float(bool(v)), when_denied=True),
+    "deny_reason": DecisionField(("deny reason changed",), when_denied=True),
+    "access_ttl": DecisionField(("access longer", "access shorter"), _seconds),
+    "refresh_ttl": DecisionField(("refresh longer", "refresh shorter"), _seconds),
+    "refresh.rotation": DecisionField(("rotation removed", "rotation added"), lambda v: float(not v)),
+    "refresh.idle_timeout": DecisionField(("idle timeout longer", "idle timeout shorter"), _limit),
+    "refresh.max_session": DecisionField(("max session longer", "max session shorter"), _limit),
+    "refresh.reuse_grace": DecisionField(("reuse grace longer", "reuse grace shorter"), _grace),
+    "refresh.on_reuse": DecisionField(("on-reuse weaker", "on-reuse stronger"),
+                                      lambda v: _ON_REUSE_STRENGTH.get(v, 1.0)),
+    "refresh.sender_constrained": DecisionField(("binding no longer required", "binding required"),
+                                                lambda v: float(not v)),
+    "expires_at.session": DecisionField(("session ends later", "session ends earlier"), _session_end),
+    "step_up": DecisionField(("step-up removed", "step-up added"), lambda v: float(not v)),
+    "step_up_reasons": DecisionField(("step-up reason changed",)),
+    "tier": DecisionField(("tier changed",), when_denied=True),
+}
+NOT_COMPARED: Mapping[str, str] = {
+    "expires_at.access": "access_ttl from the same instant",
+    "expires_at.refresh": "refresh_ttl from the same instant",
+    "matched": "rule names are not behaviour (a renamed rule decides the same)",
+    "errors": "which rules failed to evaluate; their effect is in the fields compared",
+    "trace": "explains the numbers compared",
+    "rules": "explain output",
+    "policy.name": "the same policy on both sides",
+    "policy.digest": "differs for every change, also a refactor",
+}
+# Change kinds that loosen and that tighten, derived from the table (plus a context that only
+# one side accepts); every other kind (a changed deny reason, tier or step-up reason) is neutral.
+LOOSEN = frozenset({f.labels[0] for f in DECISION_FIELDS.values() if f.rank is not None} | {"context accepted"})
+TIGHTEN = frozenset({f.labels[1] for f in DECISION_FIELDS.values() if f.rank is not None} | {"context refused"})
+
+
+def decision_values(decision: Decision) -> dict[str, Any]:
+    """The compared fields of a decision by dotted name (``refresh.rotation``)."""
+    data = decision.to_dict()
+    out: dict[str, Any] = {}
+    for key in DECISION_FIELDS:
+        if key == "expires_at.session":
+            out[key] = decision.session_end  # the instant, not its text
+            continue
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What matters about a decision for a comparison (rule names are not behaviour)."""
 
-    allow: bool
-    access_ttl: int
-    refresh_ttl: int
-    rotation: bool
-    idle_timeout: int | None
-    max_session: int | None
-    step_up: bool
+    values: tuple[tuple[str, Any], ...]
     matched: frozenset[str]
     refused: str | None = None  # the context problems, when the side refuses the context
 
+    def __getitem__(self, key: str) -> Any:
+        return dict(self.values)[key]
+
+    @property
+    def allow(self) -> bool:
+        return bool(self["allow"]) if not self.refused else False
+
+    @property
+    def access_ttl(self) -> int:
+        return int(self["access_ttl"] or 0) if not self.refused else 0
+
+    @property
+    def refresh_ttl(self) -> int:
+        return int(self["refresh_ttl"] or 0) if not self.refused else 0
+
+    @property
+    def step_up(self) -> bool:
+        return bool(self["step_up"]) if not self.refused else False
+
+    @property
+    def rotation(self) -> bool:
+        return bool(self["refresh.rotation"]) if not self.refused else False
+
+    @property
+    def idle_timeout(self) -> int | None:
+        return None if self.refused else self["refresh.idle_timeout"]
+
+    @property
+    def max_session(self) -> int | None:
+        return None if self.refused else self["refresh.max_session"]
+
     def behaviour(self) -> tuple[Any, ...]:
-        return (self.allow, self.access_ttl, self.refresh_ttl, self.rotation, self.idle_timeout, self.max_session,
-                self.step_up, self.refused)
+        return (self.values, self.refused)
 
 
 def decide_outcome(policy: CompiledPolicy, context: Mapping[str, Any], now: datetime) -> Outcome:
@@ -176,47 +314,41 @@ def decide_outcome(policy: CompiledPolicy, context: Mapping[str, Any], now: date
     try:
         d = policy.decide(trimmed, now)
     except ContextError as exc:
-        return Outcome(False, 0, 0, False, None, None, False, frozenset(), "; ".join(
-            f"{p.path}: {p.message}" for p in exc.problems))
-    return Outcome(d.allow, d.access_ttl, d.refresh_ttl, d.rotation, d.idle_timeout, d.max_session, d.step_up,
-                   frozenset(d.matched))
-
-
-def _longer(a: int | None, b: int | None) -> bool | None:
-    """Whether ``b`` is a longer limit than ``a`` (``None`` = no limit); ``None`` if equal."""
-    if a == b:
-        return None
-    if a is None:
-        return False
-    if b is None:
-        return True
-    return b > a
+        return Outcome((), frozenset(), "; ".join(f"{p.path}: {p.message}" for p in exc.problems))
+    return Outcome(tuple(decision_values(d).items()), frozenset(d.matched))
 
 
 def change_kinds(base: Outcome, head: Outcome) -> list[tuple[str, float]]:
-    """Each way ``head`` differs from ``base``, with a magnitude (seconds; deny flips are infinite)."""
+    """Each way ``head`` differs from ``base``, with a magnitude (seconds where the field is a
+    duration; infinite for a deny flip or a limit that appears or disappears; 0 otherwise)."""
     if base.refused != head.refused and (base.refused is None or head.refused is None):
         return [("context accepted" if base.refused else "context refused", math.inf)]
-    if base.allow != head.allow:
-        return [("deny→allow" if head.allow else "allow→deny", math.inf)]
-    if not base.allow:  # denied on both sides: lifetimes, step-up and refresh settings are moot
+    if base.refused:
         return []
+    denied = not base.allow and not head.allow
+    old, new = dict(base.values), dict(head.values)
     kinds: list[tuple[str, float]] = []
-    for label, a, b in (("access", base.access_ttl, head.access_ttl), ("refresh", base.refresh_ttl,
-                                                                        head.refresh_ttl)):
-        if a != b:
-            kinds.append((f"{label} {'longer' if b > a else 'shorter'}", abs(b - a)))
-    if base.step_up != head.step_up:
-        kinds.append(("step-up added" if head.step_up else "step-up removed", 0.0))
-    if base.rotation != head.rotation:
-        kinds.append(("rotation added" if head.rotation else "rotation removed", 0.0))
-    # Own names: these limits are ``int | None`` (no limit), the TTLs above are plain ``int``.
-    for label, limit_a, limit_b in (("idle timeout", base.idle_timeout, head.idle_timeout),
-                                    ("max session", base.max_session, head.max_session)):
-        longer = _longer(limit_a, limit_b)
-        if longer is not None:
-            kinds.append((f"{label} {'longer' if longer else 'shorter'}", abs((limit_b or 0) - (limit_a or 0))))
+    for key, spec in DECISION_FIELDS.items():
+        a, b = old.get(key), new.get(key)
+        if a == b or (denied and not spec.when_denied):
+            continue  # denied on both sides: lifetimes, step-up and refresh settings are moot
+        if (key == "deny_reason" and not denied) or (key == "step_up_reasons" and old["step_up"] != new["step_up"]):
+            continue  # the allow/deny or step-up flip says it already
+        if spec.rank is None:
+            kinds.append((spec.labels[0], 0.0))
+            continue
+        ra, rb = spec.rank(a), spec.rank(b)
+        if ra == rb:
+            kinds.append((f"{key} changed", 0.0))
+            continue
+        label = spec.labels[0] if rb > ra else spec.labels[1]
+        if key == "allow":
+            return [(label, math.inf)]  # one side denies: the other fields are moot
+        kinds.append((label, abs(rb - ra) if spec.rank in _DURATIONS else 0.0))
     return kinds
+
+
+_DURATIONS = (_seconds, _limit, _grace, _session_end)  # ranks whose difference is a number of seconds
 
 
 @dataclass
@@ -249,6 +381,10 @@ class Group:
     def loosening(self) -> bool:
         return self.kind in LOOSEN
 
+    @property
+    def tightening(self) -> bool:
+        return self.kind in TIGHTEN
+
     def example(self) -> Change:
         return max(self.changes, key=lambda c: c[1])[0]
 
@@ -278,18 +414,51 @@ class DiffReport:
     def changed(self) -> bool:
         return bool(self.groups or self.added or self.removed)
 
+    def headline(self) -> str:
+        """One line a reviewer reads first: ``LOOSENS: 3 kinds of decision now live longer or are
+        allowed more (access longer, deny→allow, refresh longer)``."""
+        loose = sorted({g.kind for g in self.groups if g.loosening})
+        tight = sorted({g.kind for g in self.groups if g.tightening})
+        other = sorted({g.kind for g in self.groups if not g.loosening and not g.tightening})
+        parts = []
+        if loose:
+            parts.append(f"{_kinds(loose)} now live longer or are allowed more ({', '.join(loose)})")
+        if self.added:
+            parts.append(f"{len(self.added)} polic{'ies' if len(self.added) != 1 else 'y'} added "
+                         f"({', '.join(self.added)}): every decision is new")
+        if tight:
+            parts.append(f"{_kinds(tight)} now live shorter or are refused more ({', '.join(tight)})")
+        if other:
+            parts.append(f"{_kinds(other)} changed without a direction ({', '.join(other)})")
+        if self.removed:
+            parts.append(f"{len(self.removed)} polic{'ies' if len(self.removed) != 1 else 'y'} removed")
+        if not parts:
+            return "no decision changes"
+        return ("LOOSENS: " if self.loosening else "tightens only: " if loose == [] and tight and not other
+                else "changes: ") + "; ".join(parts)
+
+
+def _kinds(kinds: list[str]) -> str:
+    return f"{len(kinds)} kind{'s' if len(kinds) != 1 else ''} of decision"
+
 
 def _rule_signatures(policy: CompiledPolicy) -> dict[str, str]:
     return {r.name: json.dumps(r.model_dump(mode="json", exclude={"description"}), sort_keys=True)
             for r in policy.document.rules}
 
 
+Progress = Callable[[str, int, int], None]  # (policy, scenarios decided, scenarios planned)
+PROGRESS_EVERY = 500
+
+
 def diff_policies(base: PolicySet, head: PolicySet, *, max_scenarios: int = 20000, seed: int = 0,
                   replay: Iterable[tuple[str, Mapping[str, Any], datetime, str | None]] = (),
-                  only: str | None = None) -> DiffReport:
+                  only: str | None = None, progress: Progress | None = None) -> DiffReport:
     """Decide the grid (and the replayed contexts) on both sides and group the differences.
 
     ``replay`` yields ``(source, context, now, policy name or None)``, see :func:`read_replay`.
+    ``progress``, if given, is called every :data:`PROGRESS_EVERY` scenarios and once at the end
+    of each policy (a terminal shows it; nothing is printed here).
     """
     import time
 
@@ -307,12 +476,17 @@ def diff_policies(base: PolicySet, head: PolicySet, *, max_scenarios: int = 2000
         grids[name] = (grid, grid.size <= max_scenarios)
         changes: list[Change] = []
         count = 0
+        planned = min(grid.size, max_scenarios)
         for scenario in grid.scenarios(max_scenarios, seed):
             count += 1
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress(name, count, planned)
             if identical:
                 continue
             context, now = scenario_context(scenario, grid.timezone)
             _compare(b, h, "grid", scenario, context, now, changes)
+        if progress is not None:
+            progress(name, count, count)
         replayed = 0
         for source, recorded, now, policy in replay:  # ``recorded`` is a Mapping, ``context`` above a dict
             if (policy or head.default) != name:

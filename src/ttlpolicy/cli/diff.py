@@ -17,9 +17,10 @@ import math
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TextIO
 
-from ..diffing import Change, DiffReport, Group, Outcome, diff_policies, read_replay
+from ..diffing import (DECISION_FIELDS, Change, DiffReport, Group, Outcome, Progress, diff_policies,
+                        read_replay)
 from ..durations import format_duration
 from ..errors import PolicyError, render_text
 from ..policyset import POLICY_SUFFIXES, PolicySet, load_policies, load_sources
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(str(exc))
     report = diff_policies(base, head, max_scenarios=args.max_scenarios, seed=args.seed, replay=replay,
-                           only=args.policy)
+                           only=args.policy, progress=terminal_progress(sys.stderr))
     if args.format == "json":
         write_json(report_dict(report), sys.stdout)
     elif args.format == "markdown":
@@ -94,6 +95,19 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_on == "any" and report.changed:
         return 1
     return 1 if args.fail_on == "loosen" and report.loosening else 0
+
+
+def terminal_progress(stream: TextIO) -> Progress | None:
+    """A one-line progress indicator on a terminal (``None`` elsewhere: CI logs stay clean)."""
+    if not stream.isatty():
+        return None
+
+    def show(policy: str, done: int, planned: int) -> None:
+        end = "\n" if done >= planned else ""
+        stream.write(f"\r\033[Kdiff {policy}: {done:,} of {planned:,} scenarios decided{end}")
+        stream.flush()
+
+    return show
 
 
 def _policy_error(exc: PolicyError, where: str) -> int:
@@ -154,6 +168,24 @@ def outcome_text(o: Outcome) -> str:
     return f"access {_ttl(o.access_ttl)}, refresh {_ttl(o.refresh_ttl)}{extra}"
 
 
+def field_changes(base: Outcome, head: Outcome) -> list[str]:
+    """``refresh.rotation: true → false`` for each compared field that differs (beyond the
+    lifetimes ``outcome_text`` shows), so that every change has a visible example."""
+    if base.refused or head.refused or not (base.allow and head.allow):
+        return []
+    old, new = dict(base.values), dict(head.values)
+    return [f"{key}: {_show(old.get(key))} → {_show(new.get(key))}" for key in DECISION_FIELDS
+            if key not in ("allow", "access_ttl", "refresh_ttl") and old.get(key) != new.get(key)]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return json.dumps(value if not isinstance(value, tuple) else list(value), default=str)
+
+
 def _magnitude(group: Group) -> str:
     if math.isinf(group.magnitude):
         return "—"
@@ -174,6 +206,7 @@ def _example(change: Change) -> dict[str, Any]:
 def report_dict(report: DiffReport) -> dict[str, Any]:
     """The JSON form: a summary per policy and every group with an example context."""
     return {
+        "headline": report.headline(),
         "changed": report.changed,
         "loosening": report.loosening,
         "policies": [vars(p) for p in report.policies],
@@ -200,12 +233,12 @@ def _summary_lines(report: DiffReport) -> list[str]:
 
 
 def text(report: DiffReport) -> str:
-    """The report for a terminal: summary, then each group, largest and loosening first."""
-    lines = _summary_lines(report)
+    """The report for a terminal: the headline, the summary, then each group, loosening first."""
+    lines = [report.headline(), *_summary_lines(report)]
     if not report.groups:
         lines.append("no decision changes")
     for g in report.groups:
-        flag = "LOOSENS" if g.loosening else "tightens"
+        flag = "LOOSENS" if g.loosening else "tightens" if g.tightening else "changes"
         lines.append(f"\n[{flag}] {g.policy}: {g.kind} in {g.count} scenario{'s' * (g.count != 1)} "
                      f"({_magnitude(g)})")
         if g.rules:
@@ -215,12 +248,13 @@ def text(report: DiffReport) -> str:
         lines.append(f"  example: {json.dumps(ex.context, sort_keys=True)} at {ex.now.isoformat()}")
         lines.append(f"    before: {outcome_text(ex.base)}")
         lines.append(f"    after:  {outcome_text(ex.head)}")
+        lines += [f"    {line}" for line in field_changes(ex.base, ex.head)]
     return "\n".join(lines) + "\n"
 
 
 def markdown(report: DiffReport) -> str:
     """For a pull-request comment: a summary table and one collapsible section per group."""
-    lines = ["### ttlpolicy diff", ""]
+    lines = ["### ttlpolicy diff", "", f"**{report.headline()}**", ""]
     if report.loosening:
         lines.append("> [!WARNING]\n> This change makes some tokens live longer or allows what was denied.\n")
     lines += [f"- {line}" for line in _summary_lines(report)]

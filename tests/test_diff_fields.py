@@ -1,0 +1,309 @@
+"""``ttlpolicy diff`` sees every field of the decision, defines "loosens" once per field, finds
+zone-boundary changes, reports tightening as a change and stays silent on refactors."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ttlpolicy import load_sources
+from ttlpolicy.cli.diff import terminal_progress
+from ttlpolicy.cli.main import main
+from ttlpolicy.decision import Decision
+from ttlpolicy.diffing import (DECISION_FIELDS, LOOSEN, NOT_COMPARED, TIGHTEN, Outcome, change_kinds,
+                               diff_policies)
+
+HEAD = """\
+apiVersion: ttlpolicy/v1
+name: p
+defaults:
+  tier: standard
+  access_ttl: 1h
+  refresh_ttl: 1d
+  refresh: {idle_timeout: 1d, max_session: 30d, reuse_grace: 10s}
+tiers: {standard: {}, finance: {access_ttl: 15m, max_access_ttl: 30m}}
+zones:
+  office: [10.0.0.0/24]
+rules:
+"""
+
+
+def diff(base_rules: str, head_rules: str, base_head: str = HEAD, head_head: str = HEAD) -> Any:
+    base = load_sources({"p.yaml": base_head + base_rules})
+    head = load_sources({"p.yaml": head_head + head_rules})
+    return diff_policies(base, head)
+
+
+def kinds(report: Any) -> set[str]:
+    return {g.kind for g in report.groups}
+
+
+# -- the definition of "loosens" covers every field of the decision --------------------------------
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out.add(f"{prefix}{key}")
+    return out
+
+
+def test_every_decision_field_has_a_loosening_rule_or_a_reason_not_to_compare() -> None:
+    """Adding a field to the decision without saying how it loosens fails here."""
+    policies = load_sources({"p.yaml": HEAD + "  - {name: r, when: user.mfa, step_up: x}\n"})
+    decision = policies.decide({"user": {"mfa": True, "auth_time": "2025-01-01T00:00:00Z"}},
+                               now="2025-01-02T00:00:00Z", explain=True)
+    fields = _flatten(decision.to_dict())
+    assert fields == set(DECISION_FIELDS) | set(NOT_COMPARED), (
+        fields - set(DECISION_FIELDS) - set(NOT_COMPARED), set(DECISION_FIELDS) | set(NOT_COMPARED) - fields)
+    assert not set(DECISION_FIELDS) & set(NOT_COMPARED)
+    # and the dataclass holds nothing that its JSON leaves out (besides the instants it derives from)
+    names = {f.name for f in dataclasses.fields(Decision)}
+    json_roots = {key.split(".")[0] for key in fields} | {"rotation", "idle_timeout", "max_session", "reuse_grace",
+                                                           "sender_constrained", "policy_name", "policy_digest"}
+    assert names - json_roots == {"issued_at", "session_end", "extra"}
+
+
+LOOSER_TIGHTER: dict[str, tuple[Any, Any]] = {
+    # field -> (a value, a looser value)
+    "allow": (False, True),
+    "access_ttl": (600, 900),
+    "refresh_ttl": (3600, 7200),
+    "refresh.rotation": (True, False),
+    "refresh.idle_timeout": (3600, None),
+    "refresh.max_session": (86400, 172800),
+    "refresh.reuse_grace": (0, 10),
+    "refresh.on_reuse": ("revoke_family", "ignore"),
+    "refresh.sender_constrained": (True, False),
+    "expires_at.session": (datetime(2025, 1, 2, tzinfo=timezone.utc), None),
+    "step_up": (True, False),
+}
+NEUTRAL: dict[str, tuple[Any, Any]] = {
+    "deny_reason": ("a", "b"),
+    "step_up_reasons": (("a",), ("b",)),
+    "tier": ("standard", "finance"),
+}
+
+
+def _outcome(**changes: Any) -> Outcome:
+    values: dict[str, Any] = {"allow": True, "deny_reason": None, "access_ttl": 600, "refresh_ttl": 3600,
+                              "refresh.rotation": False, "refresh.idle_timeout": 3600, "refresh.max_session": 86400,
+                              "refresh.reuse_grace": 10, "refresh.on_reuse": "revoke_family",
+                              "refresh.sender_constrained": False, "expires_at.session": None, "step_up": True,
+                              "step_up_reasons": ("x",), "tier": "standard"}
+    values.update(changes)
+    return Outcome(tuple(values.items()), frozenset())
+
+
+def test_the_tables_cover_every_compared_field() -> None:
+    assert set(LOOSER_TIGHTER) | set(NEUTRAL) == set(DECISION_FIELDS)
+
+
+@pytest.mark.parametrize("key", sorted(LOOSER_TIGHTER))
+def test_each_field_loosens_one_way_and_tightens_the_other(key: str) -> None:
+    tight, loose = LOOSER_TIGHTER[key]
+    denied = {"allow": False, "deny_reason": "no"} if key != "allow" else {}
+    base, head = _outcome(**{key: tight}), _outcome(**{key: loose})
+    if key == "allow":
+        base, head = _outcome(allow=False, deny_reason="no"), _outcome()
+    up = change_kinds(base, head)
+    down = change_kinds(head, base)
+    assert len(up) == 1 and up[0][0] in LOOSEN, up
+    assert len(down) == 1 and down[0][0] in TIGHTEN, down
+    assert DECISION_FIELDS[key].labels == (up[0][0], down[0][0])
+    if denied:  # when both versions deny, only the deny itself matters
+        assert change_kinds(_outcome(**{key: tight}, **denied), _outcome(**{key: loose}, **denied)) == []
+
+
+@pytest.mark.parametrize("key", sorted(NEUTRAL))
+def test_directionless_fields_are_changes_that_never_loosen(key: str) -> None:
+    a, b = NEUTRAL[key]
+    extra = {"allow": False} if key == "deny_reason" else {}
+    found = change_kinds(_outcome(**{key: a}, **extra), _outcome(**{key: b}, **extra))
+    assert [k for k, _ in found] == [DECISION_FIELDS[key].labels[0]]
+    assert not set(k for k, _ in found) & LOOSEN
+
+
+# -- policy changes, one field at a time: loosening fails the gate, tightening is reported ----------
+
+PAIRS = [
+    # (field, base rules, head rules that loosen it, the loosening kind)
+    ("allow", "  - {name: r, when: '!user.mfa', deny: mfa required}\n", "  - {name: r, when: 'false', deny: x}\n",
+     "deny→allow"),
+    ("access_ttl", "  - {name: r, when: user.mfa, access_ttl: {cap: 30m}}\n",
+     "  - {name: r, when: user.mfa, access_ttl: {cap: 45m}}\n", "access longer"),
+    ("refresh_ttl", "  - {name: r, when: user.mfa, refresh_ttl: {cap: 2h}}\n",
+     "  - {name: r, when: user.mfa, refresh_ttl: {cap: 3h}}\n", "refresh longer"),
+    ("rotation", "  - {name: r, when: user.mfa, refresh: {rotation: true}}\n",
+     "  - {name: r, when: user.mfa, refresh: {rotation: false}}\n", "rotation removed"),
+    ("idle timeout", "  - {name: r, when: user.mfa, refresh: {idle_timeout: 8h}}\n",
+     "  - {name: r, when: user.mfa, refresh: {idle_timeout: 12h}}\n", "idle timeout longer"),
+    ("max session", "  - {name: r, when: user.mfa, refresh: {max_session: 7d}}\n",
+     "  - {name: r, when: user.mfa, refresh: {max_session: 14d}}\n", "max session longer"),
+    ("reuse grace", "  - {name: r, when: user.mfa, refresh: {reuse_grace: 0s}}\n",
+     "  - {name: r, when: user.mfa, refresh: {reuse_grace: 5s}}\n", "reuse grace longer"),
+    ("sender constraint", "  - {name: r, when: user.mfa, refresh: {sender_constrained: true}}\n",
+     "  - {name: r, when: user.mfa, access_ttl: {cap: 12h}}\n", "binding no longer required"),
+    ("step-up", "  - {name: r, when: '!user.mfa', step_up: use a second factor}\n",
+     "  - {name: r, when: '!user.mfa', access_ttl: {cap: 12h}}\n", "step-up removed"),
+    ("session end", "  - {name: r, when: has(user.auth_time), refresh: {max_session: 3d}}\n",
+     "  - {name: r, when: has(user.auth_time), refresh: {max_session: 4d}}\n", "session ends later"),
+]
+
+
+@pytest.mark.parametrize("field, base, head, kind", PAIRS, ids=[p[0] for p in PAIRS])
+def test_a_loosening_change_of_each_field_fails_the_gate(field: str, base: str, head: str, kind: str) -> None:
+    report = diff(base, head)
+    assert report.loosening and kind in kinds(report), kinds(report)
+    group = next(g for g in report.groups if g.kind == kind)
+    assert group.count > 0 and group.example().head != group.example().base
+
+
+@pytest.mark.parametrize("field, base, head, kind", PAIRS, ids=[p[0] for p in PAIRS])
+def test_the_reverse_change_is_reported_as_tightening(field: str, base: str, head: str, kind: str) -> None:
+    report = diff(head, base)
+    assert report.changed and not report.loosening, kinds(report)
+    tight = DECISION_FIELDS[next(k for k, f in DECISION_FIELDS.items() if f.labels[0] == kind)].labels[1]
+    assert tight in kinds(report)
+    assert report.headline().startswith("tightens only: ") or "now live shorter" in report.headline()
+
+
+def test_a_new_deny_reason_is_a_change_but_not_a_loosening() -> None:
+    report = diff("  - {name: r, when: '!user.mfa', deny: a}\n", "  - {name: r, when: '!user.mfa', deny: b}\n")
+    assert kinds(report) == {"deny reason changed"} and not report.loosening
+
+
+# -- network zones: the edges of both versions' CIDRs are in the grid ------------------------------
+
+ZONE_RULE = "  - {name: office, when: 'location.zone == \"office\"', access_ttl: {multiply: 2}}\n"
+
+
+def test_widening_a_zone_is_seen_at_the_new_edge() -> None:
+    wide = HEAD.replace("10.0.0.0/24", "10.0.0.0/23")
+    report = diff(ZONE_RULE, ZONE_RULE, HEAD, wide)
+    assert report.loosening and kinds(report) == {"access longer"}
+    [group] = report.groups
+    ips = {c.context["location"]["ip"] for c, _ in group.changes}
+    assert ips == {"10.0.1.0", "10.0.1.255"}  # inside the /23, outside the /24: both new edges
+
+
+def test_narrowing_a_zone_is_a_tightening_at_the_old_edge() -> None:
+    wide = HEAD.replace("10.0.0.0/24", "10.0.0.0/23")
+    report = diff(ZONE_RULE, ZONE_RULE, wide, HEAD)
+    assert not report.loosening and kinds(report) == {"access shorter"}
+
+
+def test_moving_a_zone_is_both() -> None:
+    moved = HEAD.replace("10.0.0.0/24", "10.0.5.0/24")
+    report = diff(ZONE_RULE, ZONE_RULE, HEAD, moved)
+    assert kinds(report) == {"access longer", "access shorter"}
+
+
+# -- refactors are silent ----------------------------------------------------------------------
+
+RULES = """\
+  - name: unmanaged-without-mfa
+    when: device.trust == "unmanaged" && !user.mfa
+    access_ttl: {cap: 30m}
+    refresh_ttl: {cap: 1d}
+  - name: restricted-or-confidential
+    when: resource.sensitivity == "restricted" || resource.sensitivity == "confidential"
+    access_ttl: {cap: 15m}
+  - name: not-office-or-risky
+    when: '!(location.zone == "office" && user.risk < 0.5)'
+    refresh_ttl: {cap: 12h}
+"""
+REFACTORS = {
+    "rename": RULES.replace("name: unmanaged-without-mfa", "name: bare-device"),
+    "reorder": "".join(reversed(["  - " + part for part in RULES.split("  - ")[1:]])),
+    "split": RULES.replace("""  - name: restricted-or-confidential
+    when: resource.sensitivity == "restricted" || resource.sensitivity == "confidential"
+    access_ttl: {cap: 15m}
+""", """  - name: restricted
+    when: resource.sensitivity == "restricted"
+    access_ttl: {cap: 15m}
+  - name: confidential
+    when: resource.sensitivity == "confidential"
+    access_ttl: {cap: 15m}
+"""),
+    "de-morgan": RULES.replace("""'!(location.zone == "office" && user.risk < 0.5)'""",
+                               """'location.zone != "office" || user.risk >= 0.5'"""),
+    "membership": RULES.replace(
+        'resource.sensitivity == "restricted" || resource.sensitivity == "confidential"',
+        'resource.sensitivity in ["restricted", "confidential"]'),
+    "iso-durations": RULES.replace("cap: 30m", "cap: PT30M").replace("cap: 1d", "cap: P1D")
+                          .replace("cap: 12h", "cap: 43200"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFACTORS))
+def test_refactors_report_no_change(name: str) -> None:
+    report = diff(RULES, REFACTORS[name])
+    assert not report.changed, [(g.kind, g.rules, g.count) for g in report.groups]
+    assert report.headline() == "no decision changes"
+
+
+def test_moving_rules_to_a_base_reports_no_change() -> None:
+    base = load_sources({"p.yaml": HEAD + RULES})
+    shared = HEAD.replace("name: p\n", "name: shared\nabstract: true\n") + RULES.split("  - name: not-office")[0]
+    own = ("apiVersion: ttlpolicy/v1\nname: p\nextends: [shared]\nrules:\n  - name: not-office"
+           + RULES.split("  - name: not-office")[1])
+    head = load_sources({"shared.yaml": shared, "p.yaml": own})
+    assert not diff_policies(base, head).changed
+
+
+# -- output: the headline first, a progress indicator on a terminal --------------------------------
+
+def test_the_headline_comes_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, rules in (("a", PAIRS[1][1] + PAIRS[0][1].replace("name: r", "name: q")),
+                        ("b", PAIRS[1][2] + PAIRS[0][2].replace("name: r", "name: q"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "p.yaml").write_text(HEAD + rules)
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on", "loosen"]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == ("LOOSENS: 2 kinds of decision now live longer or are allowed more "
+                     "(access longer, deny→allow)")
+    main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "markdown"])
+    assert "**LOOSENS: 2 kinds of decision" in capsys.readouterr().out.split("\n", 3)[2]
+    main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "json"])
+    assert json.loads(capsys.readouterr().out)["headline"].startswith("LOOSENS: 2 kinds")
+
+
+def test_examples_show_the_fields_that_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, rules in (("a", PAIRS[3][1]), ("b", PAIRS[3][2])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "p.yaml").write_text(HEAD + rules)
+    main(["diff", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert "refresh.rotation: true → false" in capsys.readouterr().out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_shown_on_a_terminal_only() -> None:
+    assert terminal_progress(io.StringIO()) is None
+    stream = _Terminal()
+    show = terminal_progress(stream)
+    assert show is not None
+    base = load_sources({"p.yaml": HEAD + RULES})
+    diff_policies(base, base, progress=show)
+    out = stream.getvalue()
+    assert "diff p: 500 of" in out and out.endswith(" scenarios decided\n")
+
+
+def test_magnitudes_are_seconds_or_infinite() -> None:
+    report = diff(PAIRS[1][1] + PAIRS[0][1].replace("name: r", "name: q"),
+                  PAIRS[1][2] + PAIRS[0][2].replace("name: r", "name: q"))
+    sizes = {g.kind: g.magnitude for g in report.groups}
+    assert sizes["access longer"] == 900 and math.isinf(sizes["deny→allow"])

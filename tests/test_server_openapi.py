@@ -114,3 +114,41 @@ def test_subject_token_is_advertised_only_when_configured() -> None:
     plain = openapi_document(Settings())
     assert "subject_token" not in plain["components"]["schemas"]["DecideRequest"]["properties"]
     assert plain["components"]["schemas"]["DecideRequest"]["additionalProperties"] is False
+
+
+# -- each policy's context schema (issue 14, defect 8) ------------------------------------------
+
+CONTEXTS_ACCEPTED = [FINANCE, {}, {"tier": "public", "user": {"risk": 0.5, "mfa": None, "auth_time": 1_700_000_000}},
+                     {"location": {"ip": "2001:db8::1", "country": "DE"}, "time": {"zone": "Europe/Berlin"}},
+                     {"user": {"auth_time": "2026-03-02T10:00:00+01:00", "groups": ["a"]}}]
+CONTEXTS_REFUSED = [{"tier": "banking"}, {"device": {"trust": "rooted"}}, {"user": {"risk": 2}}, {"nope": 1},
+                    {"device": {"nope": 1}}, {"location": {"zone": "corporate"}}, {"time": {"hour": 3}},
+                    {"token": {"sub": "x"}}, {"user": {"mfa": "yes"}}, {"device": 5},
+                    {"user": {"auth_time": 300_000_000_000}}, {"location": {"country": "de"}}]
+
+
+def test_each_policy_publishes_its_context_schema_and_the_request_refers_to_it(api: Any) -> None:
+    document = api.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    for name in ("workforce", "machine"):
+        context = schemas[f"Context.{name}"]
+        assert context["additionalProperties"] is False
+        assert schemas[f"DecideRequest.{name}"]["properties"]["context"] == {"$ref": f"#/components/schemas/Context.{name}"}
+    workforce = schemas["Context.workforce"]["properties"]
+    assert workforce["device"]["properties"]["trust"]["enum"] == ["managed", "compliant", "known", "unmanaged", None]
+    assert workforce["user"]["properties"]["risk"]["maximum"] == 1
+    assert "zone" not in workforce["location"]["properties"] and "token" not in workforce  # derived, service-only
+    body = document["paths"]["/v1/decide"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"oneOf": [{"$ref": "#/components/schemas/DecideRequest.machine"},
+                              {"$ref": "#/components/schemas/DecideRequest.workforce"}]}
+
+
+@pytest.mark.parametrize("context", CONTEXTS_ACCEPTED + CONTEXTS_REFUSED)
+def test_the_published_schema_and_the_service_agree_on_contexts(api: Any, context: dict[str, Any]) -> None:
+    document = api.get("/openapi.json").json()
+    body_schema = document["paths"]["/v1/decide"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    request = {"context": context, "now": "2026-03-02T10:00:00Z"}
+    valid = validator(document, body_schema).is_valid(request)
+    status = api.post("/v1/decide", json=request, headers=GOOD).status_code
+    assert (status == 200) == valid, (status, valid)
+    assert valid == (context in CONTEXTS_ACCEPTED)

@@ -274,3 +274,64 @@ def test_openapi_documents_subject_tokens_and_their_problems(api: TestClient) ->
         assert not list(Draft202012Validator(schema).iter_errors(response.json()))
     Draft202012Validator({**request, "components": document["components"]}).validate(
         {"context": {}, "subject_token": es256()})
+
+
+# -- a heavy batch does not stall the event loop (issue 14, defect 7) -----------------------------
+
+def test_a_batch_verifies_its_tokens_off_the_event_loop_so_probes_are_answered(setup: Path) -> None:
+    """Verification is held inside the worker until /healthz has been answered: had it run on the
+    event loop, the probe could not be served meanwhile and the hold would time out."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    settings = load_settings(setup / "serve.yaml", environ={}).model_copy(update={"policies": setup / "policies"})
+    app = create_app(settings)
+    service = app.state.service
+    real_verify = service.subject_tokens.verify
+    release, verifying = threading.Event(), threading.Event()
+    seen: list[tuple[bool, bool]] = []  # (ran on a thread without an event loop, released in time)
+
+    def held_verify(token: str, now: Any = None, **kw: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        verifying.set()
+        seen.append((not on_loop, release.wait(timeout=5) if not seen else True))  # hold the first one
+        return real_verify(token, now, **kw)
+
+    service.subject_tokens = type("Held", (), {"verify": staticmethod(held_verify)})()
+    tokens = [es256(amr=["mfa"], jti=f"j{i}") for i in range(20)]
+
+    async def scenario() -> tuple[Any, Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            batch = asyncio.create_task(http.post("/v1/decide/batch", json={"requests": [
+                {"context": {}, "now": AT, "subject_token": t} for t in tokens]}))
+            while not verifying.is_set():
+                await asyncio.sleep(0.01)
+            health = await http.get("/healthz")
+            release.set()
+            return health, await batch
+
+    health, batch = asyncio.run(scenario())
+    assert health.status_code == 200
+    assert batch.status_code == 200
+    assert [r["status"] for r in batch.json()["results"]] == [200] * len(tokens)
+    assert len(seen) == len(tokens)  # each distinct token verified once
+    assert all(off_loop and released for off_loop, released in seen), seen
+
+
+def test_a_token_repeated_in_a_batch_is_verified_once(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = api.app.state.service  # type: ignore[attr-defined]
+    calls: list[str] = []
+    real = service.subject_tokens.verify
+    monkeypatch.setattr(service, "subject_tokens", type("Counting", (), {"verify": staticmethod(
+        lambda token, now=None, **kw: calls.append(token) or real(token, now, **kw))})())
+    token = es256(amr=["mfa"])
+    response = api.post("/v1/decide/batch", json={"requests": [{"context": {}, "now": AT, "subject_token": token}] * 50})
+    assert [r["decision"]["matched"] for r in response.json()["results"]] == [["mfa-from-amr"]] * 50
+    assert calls == [token]

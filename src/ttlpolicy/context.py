@@ -384,3 +384,78 @@ class ContextSchema:
             if zone_version == version and start <= value <= end:
                 return name
         return NO_ZONE
+
+
+# -- the declared attributes as JSON Schema (for the OpenAPI document and generated clients) -----
+
+_FORMATS: dict[str, dict[str, Any]] = {
+    "location.ip": {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+    "location.country": {"pattern": "^[A-Z]{2}$"},
+}
+
+
+def attribute_schema(name: str, attribute: Attribute) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one declared attribute, as :func:`_coerce` checks it.
+
+    ``null`` is allowed everywhere: it means "not known" (the default applies).
+    """
+    kind = attribute.type
+    schema: dict[str, Any]
+    if kind == "string":
+        schema = {"type": ["string", "null"], "maxLength": MAX_STRING, **_FORMATS.get(name, {})}
+        if attribute.values is not None:
+            schema = {"enum": [*attribute.values, None]}
+    elif kind == "bool":
+        schema = {"type": ["boolean", "null"]}
+    elif kind in ("int", "double"):
+        low, high = attribute.min, attribute.max
+        if kind == "int":
+            low = max(low, -(2**63)) if low is not None else -(2**63)
+            high = min(high, 2**63 - 1) if high is not None else 2**63 - 1
+        schema = {"type": ["integer" if kind == "int" else "number", "null"]}
+        if low is not None:
+            schema["minimum"] = low
+        if high is not None:
+            schema["maximum"] = high
+    elif kind == "timestamp":
+        schema = {"anyOf": [{"type": "string", "format": "date-time", "maxLength": 64},
+                            {"type": "number", "minimum": MIN_EPOCH, "exclusiveMaximum": MAX_EPOCH},
+                            {"type": "null"}],
+                  "description": f"RFC 3339 with an offset, or epoch seconds; {_TIMESTAMP_RANGE}"}
+    else:  # list
+        items: dict[str, Any] = {"type": "string", "maxLength": MAX_STRING}
+        if attribute.values is not None:
+            items = {"enum": list(attribute.values)}
+        schema = {"type": ["array", "null"], "maxItems": MAX_LIST, "items": items}
+    if attribute.description:
+        schema["description"] = attribute.description + (
+            " " + schema["description"] if "description" in schema else "")
+    if attribute.default is not None:
+        schema["default"] = attribute.default
+    return schema
+
+
+def context_json_schema(attributes: Mapping[str, Attribute], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON Schema of a context for these declared attributes: what :meth:`ContextSchema.activation`
+    accepts (undeclared and derived attributes refused), leaving out the namespaces in ``exclude``."""
+    top: dict[str, Any] = {}
+    required_top: list[str] = []
+    for name, attribute in sorted(attributes.items()):
+        namespace, _, field = name.partition(".")
+        if attribute.derived or namespace in exclude:
+            continue
+        if not field:
+            top[name] = attribute_schema(name, attribute)
+            if attribute.required:
+                required_top.append(name)
+            continue
+        section = top.setdefault(namespace, {"type": "object", "additionalProperties": False, "properties": {}})
+        section["properties"][field] = attribute_schema(name, attribute)
+        if attribute.required:
+            section.setdefault("required", []).append(field)
+            if namespace not in required_top:
+                required_top.append(namespace)
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": top}
+    if required_top:
+        schema["required"] = required_top
+    return schema

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
+from .. import PolicySet, __version__
+from ..context import context_json_schema
 from . import state_openapi
 from .config import MAX_SUBJECT_TOKEN, Settings
 
@@ -182,8 +183,40 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def openapi_document(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the API as configured by ``settings``."""
+# The context may not carry these namespaces: `token` comes only from a verified subject_token,
+# `activity` only from the service's state store.
+_SERVICE_NAMESPACES = ("token", "activity")
+
+
+def policy_schemas(policies: PolicySet, request: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """``Context.<policy>`` (generated from the policy's declared attributes) and
+    ``DecideRequest.<policy>`` for every policy of the set, and the references to the latter."""
+    schemas: dict[str, Any] = {}
+    refs: list[dict[str, str]] = []
+    for compiled in policies:
+        name = compiled.name
+        context = context_json_schema(compiled.context.attributes, exclude=_SERVICE_NAMESPACES)
+        context["description"] = (f"The context of policy {name}: its declared attributes (derived ones, "
+                                  "token.* and activity.* are never sent). null means not known.")
+        schemas[f"Context.{name}"] = context
+        default = name == policies.default
+        schemas[f"DecideRequest.{name}"] = {
+            **request,
+            "description": f"A decide request for policy {name}" + (" (the default policy)" if default else ""),
+            "required": ["context"] if default else ["context", "policy"],
+            "properties": {**request["properties"], "context": _ref(f"Context.{name}"),
+                           "policy": {"const": name}},
+        }
+        refs.append(_ref(f"DecideRequest.{name}"))
+    return schemas, refs
+
+
+def openapi_document(settings: Settings, policies: PolicySet | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the API as configured by ``settings``.
+
+    With ``policies``, the decide request is described per policy, its ``context`` by the
+    policy's declared attributes; without, ``context`` is any object.
+    """
     secured = settings.auth.enabled
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}] if secured else []
     schemas = dict(_SCHEMAS)
@@ -193,19 +226,26 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         request = schemas["DecideRequest"]
         properties = {k: v for k, v in request["properties"].items() if k != "subject_token"}
         schemas["DecideRequest"] = {**request, "properties": properties}
+    decide_body: dict[str, Any] = _ref("DecideRequest")
+    if policies is not None:
+        per_policy, refs = policy_schemas(policies, schemas["DecideRequest"])
+        schemas.update(per_policy)
+        decide_body = {"oneOf": refs} if len(refs) > 1 else refs[0]
     schemas["BatchRequest"] = {
         "type": "object", "required": ["requests"], "additionalProperties": False,
         "properties": {"requests": {"type": "array", "maxItems": settings.limits.max_batch,
-                                    "description": "Decide requests (see DecideRequest); each is checked on its "
-                                                   "own and answered in order, with a decision or a problem.",
+                                    "description": "Decide requests (see DecideRequest.<policy>); each is checked "
+                                                   "on its own and answered in order, with a decision or a "
+                                                   "problem.",
                                     "items": {}}},
     }
 
-    def op(summary: str, responses: dict[str, Any], body: str | None = None, auth: bool = True,
+    def op(summary: str, responses: dict[str, Any], body: str | dict[str, Any] | None = None, auth: bool = True,
            **extra: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
         if body is not None:
-            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+            schema = _ref(body) if isinstance(body, str) else body
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
         if auth:
             out["responses"] = {**responses, **_AUTH_RESPONSES}
             out["security"] = security
@@ -224,7 +264,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "`invalid-subject-token`: the subject token failed verification (`reason` says why; "
                             "422 rather than 401, because the caller's credentials are not what failed); "
                             "`subject-token-not-configured`: no subject-token issuer is configured.")},
-            body="DecideRequest")},
+            body=decide_body)},
         "/v1/decide/batch": {"post": op("Decide many contexts in order (scope: decide)", {
             "200": _ok("One result per request, in order.", "BatchResponse"), **_BODY_RESPONSES},
             body="BatchRequest")},

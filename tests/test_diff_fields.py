@@ -17,8 +17,8 @@ from ttlpolicy import load_sources
 from ttlpolicy.cli.diff import terminal_progress
 from ttlpolicy.cli.main import main
 from ttlpolicy.decision import Decision
-from ttlpolicy.diffing import (DECISION_FIELDS, LOOSEN, NOT_COMPARED, TIGHTEN, Outcome, change_kinds,
-                               diff_policies)
+from ttlpolicy.diffing import (DECISION_FIELDS, LOOSEN, NOT_COMPARED, TIGHTEN, Outcome, build_grid, change_kinds,
+                               diff_policies, focus_dimensions)
 
 HEAD = """\
 apiVersion: ttlpolicy/v1
@@ -307,3 +307,43 @@ def test_magnitudes_are_seconds_or_infinite() -> None:
                   PAIRS[1][2] + PAIRS[0][2].replace("name: r", "name: q"))
     sizes = {g.kind: g.magnitude for g in report.groups}
     assert sizes["access longer"] == 900 and math.isinf(sizes["deny→allow"])
+
+
+# -- a sampled grid still tries every boundary of what the change reads -----------------------------
+
+WIDE = """\
+  - {name: a, when: 'device.platform == "linux"', access_ttl: {cap: 50m}}
+  - {name: b, when: 'resource.sensitivity == "restricted"', access_ttl: {cap: 40m}}
+  - {name: c, when: 'grant.type == "password"', access_ttl: {cap: 35m}}
+  - {name: d, when: 'client.type == "public"', refresh_ttl: {cap: 2h}}
+  - {name: e, when: 'user.risk > 0.5', refresh_ttl: {cap: 1h}}
+  - name: rare
+    when: device.trust == "known" && user.mfa && client.binding == "dpop"
+    access_ttl: {multiply: 0.5}
+"""
+
+
+def test_a_sampled_grid_enumerates_the_attributes_a_change_reads() -> None:
+    base = load_sources({"p.yaml": HEAD + WIDE})
+    head = load_sources({"p.yaml": HEAD + WIDE.replace("multiply: 0.5", "multiply: 0.9")})
+    report = diff_policies(base, head, max_scenarios=300)
+    [summary] = report.policies
+    assert summary.grid_size > 10 * 300 and summary.scenarios == 300  # sampled
+    assert kinds(report) == {"access longer"} and report.loosening
+    [group] = report.groups
+    assert {(c.scenario["device.trust"], c.scenario["user.mfa"], c.scenario["client.binding"])
+            for c, _ in group.changes} == {("known", True, "dpop")}
+    # every combination of what the changed rule reads is tried: device.trust × user.mfa × client.binding
+    b, h = base.get("p"), head.get("p")
+    focus = focus_dimensions(b, h)
+    assert focus == {"device.trust", "user.mfa", "client.binding"}
+    tried = {(s["device.trust"], s["user.mfa"], s["client.binding"])
+             for s in build_grid(b, h).scenarios(300, 0, focus)}
+    assert len(tried) == 4 * 2 * 3
+
+
+def test_settings_changes_focus_on_tier_ip_and_time() -> None:
+    base = load_sources({"p.yaml": HEAD + WIDE}).get("p")
+    moved = HEAD.replace("10.0.0.0/24", "10.0.9.0/24").replace("max_access_ttl: 30m", "max_access_ttl: 20m")
+    head = load_sources({"p.yaml": moved.replace("name: p\n", "name: p\ntimezone: Europe/Berlin\n") + WIDE}).get("p")
+    assert focus_dimensions(base, head) == {"tier", "location.ip", "time.now"}

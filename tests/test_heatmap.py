@@ -199,3 +199,23 @@ def test_cli_set_moves_derived_time(capsys):
     data = json.loads(out)
     assert code == 0 and all(datetime.fromisoformat(c["now"]).hour == 3 for c in data["cells"])
     assert all("off-hours" in c["decision"]["matched"] for c in data["cells"] if c["decision"]["allow"])
+
+
+def test_cli_diff_html_draws_a_change_map_per_group(capsys, tmp_path):
+    head = tmp_path / "head"
+    head.mkdir()
+    for file in POLICIES.glob("*.yaml"):
+        text = file.read_text()
+        if file.name == "workforce.yaml":
+            text = text.replace("access_ttl: {multiply: 0.5}\n    refresh_ttl: {cap: 12h}",
+                                "access_ttl: {multiply: 0.8}\n    refresh_ttl: {cap: 12h}")
+        (head / file.name).write_text(text)
+    code = main(["diff", str(POLICIES), str(head), "--format", "html", "--max-scenarios", "500"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("<!doctype html>") and "<script" not in out
+    maps = out.count("<svg")
+    assert maps >= 1 and out.count('<g class="cell"') == 96 * maps
+    assert "LOOSENS" in out and "access longer" in out and "No decision changes in the scenario grid." in out
+    assert "+" in re.search(r'<g class="cell" data-x="2" data-y="0">.*?</g>', out, re.S).group(0)  # 02:30 longer
+    code = main(["diff", str(POLICIES), str(head), "--format", "html", "--max-scenarios", "500", "--y", "nope"])
+    assert code == 0 and "no change map over time.hour × nope" in capsys.readouterr().out

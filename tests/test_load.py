@@ -76,7 +76,9 @@ def test_billion_laughs_is_refused_quickly_and_small() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert found[0][0] == "yaml-too-many-nodes"
-    assert elapsed < 5 and peak < 200 * 2**20
+    # Not a speed test: an unbounded expansion would take hours and gigabytes; the node budget
+    # stops it in well under a second (generous bound for a loaded shared machine).
+    assert elapsed < 60 and peak < 200 * 2**20
 
 
 def test_ten_megabyte_file_is_refused_before_parsing(tmp_path: Path) -> None:

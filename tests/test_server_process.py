@@ -88,9 +88,11 @@ def test_hot_reload_under_concurrent_requests(tmp_path: Path) -> None:
     assert 'ttlpolicy_reloads_total{result="failure"}' in metrics
 
 
-def test_two_workers_aggregate_metrics() -> None:
+def test_two_workers_aggregate_metrics(tmp_path: Path) -> None:
     decisions = 30
-    with ServerProcess("--workers", "2", startup_timeout=30) as server:
+    # A temporary directory of its own, so the multiprocess metrics directory it must remove
+    # is told apart from those of other servers running on the machine.
+    with ServerProcess("--workers", "2", env={"TMPDIR": str(tmp_path)}, startup_timeout=30) as server:
         # No keep-alive: a new connection each time, so both workers get requests.
         with httpx.Client(base_url=server.url, timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as http:
             for _ in range(decisions):
@@ -100,6 +102,6 @@ def test_two_workers_aggregate_metrics() -> None:
             assert metric_total(text, "ttlpolicy_decisions_total") == decisions
             assert metric_total(text, "ttlpolicy_decision_duration_seconds_count") == decisions
             assert "ttlpolicy_seconds_since_last_successful_load " in text
-        multiproc_dirs = [d for d in os.listdir("/tmp") if d.startswith("ttlpolicy-metrics-")]
+        assert [d.name for d in tmp_path.iterdir() if d.name.startswith("ttlpolicy-metrics-")]
     assert server.proc.returncode == 0
-    assert not set(multiproc_dirs) & {d for d in os.listdir("/tmp") if d.startswith("ttlpolicy-metrics-")}
+    assert not [d.name for d in tmp_path.iterdir() if d.name.startswith("ttlpolicy-metrics-")]

@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo
 
 
 from .analysis import ABSENT, attribute_candidates, collect_literals
+from .cel.parse import CelSyntaxError, parse
+from .cel.typecheck import check
 from .compile import CompiledPolicy
 from .decision import Decision
 from .errors import ContextError
@@ -89,7 +91,13 @@ class Grid:
     def size(self) -> int:
         return math.prod(len(v) for v in self.dimensions.values()) if self.dimensions else 1
 
-    def scenarios(self, limit: int, seed: int = 0) -> Iterator[dict[str, Any]]:
+    def scenarios(self, limit: int, seed: int = 0, focus: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+        """Every scenario when there are at most ``limit``; else ``limit`` distinct ones, seeded.
+
+        A sample first enumerates every combination of the ``focus`` dimensions (those the
+        changed rules and settings read), each with the other dimensions picked at random, when
+        that takes at most half the budget; the rest is drawn at random. So a change confined to
+        the attributes it reads is tried at every boundary of them even in a huge grid."""
         names = list(self.dimensions)
         if self.size <= limit:
             for combo in itertools.product(*(self.dimensions[n] for n in names)):
@@ -97,6 +105,14 @@ class Grid:
             return
         rng = random.Random(seed)
         seen: set[tuple[int, ...]] = set()
+        focused = [n for n in names if n in set(focus)]
+        if focused and math.prod(len(self.dimensions[n]) for n in focused) <= limit // 2:
+            for combo in itertools.product(*(range(len(self.dimensions[n])) for n in focused)):
+                fixed = dict(zip(focused, combo))
+                picks = tuple(fixed[n] if n in fixed else rng.randrange(len(self.dimensions[n])) for n in names)
+                if picks not in seen:
+                    seen.add(picks)
+                    yield {n: self.dimensions[n][i] for n, i in zip(names, picks)}
         attempts = 0
         while len(seen) < limit and attempts < limit * 20:
             attempts += 1
@@ -105,6 +121,32 @@ class Grid:
                 continue
             seen.add(picks)
             yield {n: self.dimensions[n][i] for n, i in zip(names, picks)}
+
+
+def focus_dimensions(base: CompiledPolicy, head: CompiledPolicy) -> set[str]:
+    """The grid dimensions a change touches: what the added, removed and redefined rules read,
+    the tier when tiers, defaults or limits changed, the IP when zones changed, the time when
+    the time zone changed."""
+    before, after = _rule_signatures(base), _rule_signatures(head)
+    changed = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+    out: set[str] = set()
+    for policy in (base, head):
+        for rule in policy.rules:
+            if rule.name in changed:
+                texts = [rule.when] + [o.factor_text for o in (rule.access, rule.refresh) if o and o.factor_text]
+                for text in texts:
+                    try:
+                        out |= check(parse(text), policy.attributes).attributes
+                    except CelSyntaxError:  # pragma: no cover - a compiled policy parsed already
+                        continue
+    a, b = base.document, head.document
+    if (a.tiers, a.defaults, a.limits) != (b.tiers, b.defaults, b.limits):
+        out.add("tier")
+    if a.zones != b.zones or "location.zone" in out:
+        out.add("location.ip")
+    if a.timezone != b.timezone or any(n.startswith("time.") for n in out):
+        out.add(_NOW_DIMENSION)
+    return out
 
 
 def build_grid(base: CompiledPolicy, head: CompiledPolicy) -> Grid:
@@ -477,7 +519,7 @@ def diff_policies(base: PolicySet, head: PolicySet, *, max_scenarios: int = 2000
         changes: list[Change] = []
         count = 0
         planned = min(grid.size, max_scenarios)
-        for scenario in grid.scenarios(max_scenarios, seed):
+        for scenario in grid.scenarios(max_scenarios, seed, focus_dimensions(b, h)):
             count += 1
             if progress is not None and count % PROGRESS_EVERY == 0:
                 progress(name, count, planned)

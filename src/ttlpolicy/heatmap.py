@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .compile import CompiledPolicy
 from .context import check_value
 from .decision import Decision
-from .diffing import LOOSEN, Outcome, change_kinds, decide_outcome, zone_addresses
+from .diffing import LOOSEN, TIGHTEN, Outcome, change_kinds, decide_outcome, zone_addresses
 from .durations import format_duration
 from .errors import ContextError, Problem
 from .vocabulary import WEEKDAYS
@@ -478,9 +478,9 @@ def change_direction(base: Outcome, head: Outcome, lifetime: str) -> str:
     """``longer``, ``shorter``, ``both`` or ``same`` for one lifetime, counting allow/deny and
     step-up flips: what a reviewer must see is whether a token may now live longer."""
     kinds = {k for k, _ in change_kinds(base, head)}
-    relevant = {k for k in kinds if not k.startswith(("access", "refresh")) or k.startswith(lifetime)}
+    relevant = {k for k in kinds if not k.startswith(("access", "refresh ")) or k.startswith(lifetime)}
     loosen = bool(relevant & LOOSEN)
-    tighten = bool(relevant - LOOSEN)
+    tighten = bool(relevant & TIGHTEN)  # neutral kinds (a changed deny reason) are neither
     return "both" if loosen and tighten else "longer" if loosen else "shorter" if tighten else "same"
 
 
@@ -495,11 +495,11 @@ def change_color(base: Outcome, head: Outcome, lifetime: str) -> str:
     return _mix("#ffffff", LONGER_COLOR if direction == "longer" else SHORTER_COLOR, strength)
 
 
-def short_duration(seconds: int) -> str:
-    """A cell label of at most five characters: exact (``6h24m``) when it fits, else the largest
-    unit after ``~`` (``~1d``); the tooltip always gives the exact value."""
+def short_duration(seconds: int, width: int = 5) -> str:
+    """A cell label of at most ``width`` characters: exact (``6h24m``) when it fits, else the
+    largest unit after ``~`` (``~1d``); the tooltip always gives the exact value."""
     text = format_duration(seconds)
-    if len(text) <= 5:
+    if len(text) <= width:
         return text
     for i, ch in enumerate(text):
         if ch.isalpha():

@@ -7,6 +7,7 @@ show the same thing. Nothing here fetches anything: fonts are the reader's own, 
 from __future__ import annotations
 
 import html
+import json
 from typing import Any, Sequence
 
 from .durations import format_duration
@@ -14,6 +15,7 @@ from .heatmap import (CHANGE_LEGEND, DENY_COLOR, LIFETIMES, NO_TOKEN_COLOR, REFU
                       LogScale, cell_color, change_color, change_direction, short_duration, text_color)
 
 CELL_W, CELL_H = 44, 30
+CHANGE_CELL_W = 52  # room for a sign and five characters: "+2m29s"
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 STEP_UP_COLOR = "#ff9f1c"
 
@@ -32,43 +34,62 @@ def _fixed_text(fixed: dict[str, Any] | None) -> str:
     parts = []
     for key, value in fixed.items():
         if isinstance(value, dict):
-            parts += [f"{key}.{k}={v}" for k, v in value.items()]
+            parts += [f"{key}.{k}={_plain(v)}" for k, v in value.items()]
         else:
-            parts.append(f"{key}={value}")
+            parts.append(f"{key}={_plain(value)}")
     return ", ".join(parts)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken after ", " or " · " where possible."""
+    lines: list[str] = []
+    while len(text) > width:
+        cut = max(text.rfind(", ", 0, width), text.rfind(" · ", 0, width))
+        cut = cut + 1 if cut > 0 else width
+        lines.append(text[:cut].rstrip())
+        text = text[cut:].lstrip(" ·")
+    return lines + [text]
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 class _Canvas:
     """The frame both pictures share: title, axis labels, a cell grid, a legend row below."""
 
     def __init__(self, title: str, subtitle: str, x_name: str, x_labels: Sequence[str], y_name: str,
-                 y_labels: Sequence[str]):
+                 y_labels: Sequence[str], cell_w: int = CELL_W):
+        self.cell_w = w = cell_w
         self.left = 24 + max([len(y_name) * 7] + [len(label) * 7 + 12 for label in y_labels])
-        self.top = 86
         self.cols, self.rows = len(x_labels), len(y_labels)
-        self.width = max(self.left + self.cols * CELL_W + 24, 640)
+        self.width = max(self.left + self.cols * w + 24, 640)
+        lines = _wrap(subtitle, (self.width - 32) // 6)
+        self.top = 86 + 15 * (len(lines) - 1)
         self.grid_bottom = self.top + self.rows * CELL_H
         self.parts: list[str] = [
             f'<text x="16" y="24" font-size="16" font-weight="bold">{_e(title)}</text>',
-            f'<text x="16" y="44" font-size="12" fill="#444444">{_e(subtitle)}</text>',
+            *(f'<text x="16" y="{44 + 15 * i}" font-size="11.5" fill="#444444">{_e(line)}</text>'
+              for i, line in enumerate(lines)),
             f'<text x="{self.left}" y="{self.top - 26}" font-size="12" font-weight="bold">{_e(x_name)} →</text>',
             f'<text x="16" y="{self.top - 8}" font-size="12" font-weight="bold">{_e(y_name)} ↓</text>',
         ]
         for i, label in enumerate(x_labels):
-            self.parts.append(f'<text x="{self.left + i * CELL_W + CELL_W / 2}" y="{self.top - 8}" font-size="11" '
+            self.parts.append(f'<text x="{self.left + i * w + w / 2}" y="{self.top - 8}" font-size="11" '
                               f'text-anchor="middle">{_e(label)}</text>')
         for j, label in enumerate(y_labels):
             self.parts.append(f'<text x="{self.left - 8}" y="{self.top + j * CELL_H + CELL_H / 2 + 4}" '
                               f'font-size="11" text-anchor="end">{_e(label)}</text>')
 
     def cell(self, x: int, y: int, fill: str, label: str, tooltip: str, step_up: bool = False) -> None:
-        cx, cy = self.left + x * CELL_W, self.top + y * CELL_H
+        w = self.cell_w
+        cx, cy = self.left + x * w, self.top + y * CELL_H
         out = [f'<g class="cell" data-x="{x}" data-y="{y}"><title>{_e(tooltip)}</title>',
-               f'<rect x="{cx}" y="{cy}" width="{CELL_W}" height="{CELL_H}" fill="{fill}" stroke="#ffffff"/>']
+               f'<rect x="{cx}" y="{cy}" width="{w}" height="{CELL_H}" fill="{fill}" stroke="#ffffff"/>']
         if step_up:
-            out.append(f'<path d="M{cx + CELL_W - 12},{cy + 1} L{cx + CELL_W - 1},{cy + 1} L{cx + CELL_W - 1},'
+            out.append(f'<path d="M{cx + w - 12},{cy + 1} L{cx + w - 1},{cy + 1} L{cx + w - 1},'
                        f'{cy + 12} Z" fill="{STEP_UP_COLOR}" stroke="#000000" stroke-width="0.6"/>')
-        out.append(f'<text x="{cx + CELL_W / 2}" y="{cy + CELL_H / 2 + 4}" font-size="10.5" text-anchor="middle" '
+        out.append(f'<text x="{cx + w / 2}" y="{cy + CELL_H / 2 + 4}" font-size="10.5" text-anchor="middle" '
                    f'fill="{text_color(fill)}">{_e(label)}</text></g>')
         self.parts.append("".join(out))
 
@@ -153,7 +174,7 @@ def change_svg(grid: ChangeMap, lifetime: str = "access", fixed: dict[str, Any] 
     if fixed:
         subtitle += f" · {_fixed_text(fixed)}"
     canvas = _Canvas(f"ttlpolicy diff: policy {grid.head.name}", subtitle, grid.x.attribute, grid.x.labels,
-                     grid.y.attribute, grid.y.labels)
+                     grid.y.attribute, grid.y.labels, cell_w=CHANGE_CELL_W)
     for c in grid.cells:
         where = f"{grid.x.attribute}={grid.x.labels[c.x]}, {grid.y.attribute}={grid.y.labels[c.y]}"
         before, after = c.base, c.head
@@ -186,7 +207,7 @@ def _outcome(o: Any) -> str:
 _PAGE_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #1a1a1a; background: #fff; }
 h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
-figure { margin: 1rem 0; overflow-x: auto; } svg .cell:hover rect { stroke: #000; stroke-width: 2; }
+figure { margin: 1rem 0; overflow-x: auto; } figure svg { max-width: 100%; height: auto; } svg .cell:hover rect { stroke: #000; stroke-width: 2; }
 table { border-collapse: collapse; font-size: .9rem; } th, td { text-align: left; padding: .3rem .6rem;
 border-bottom: 1px solid #ddd; vertical-align: top; } .loosen { color: #a02618; font-weight: 600; }
 .tighten { color: #17508a; } code { font-size: .85rem; }

@@ -177,8 +177,9 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
             broken.setdefault(name, file)
             location = documents[file].location(("extends",))
             problems.append(Problem("base-broken", f"policy {name!r} was not checked: its base "
-                                    f"{bad_bases[0]!r} has errors (in {broken[bad_bases[0]]}); fix those first",
-                                    location, path="extends"))
+                                    f"{bad_bases[0]!r} has errors (in {broken[bad_bases[0]]}); fix those first "
+                                    "(only this file's own conditions were type-checked)", location, path="extends"))
+            problems += cel_problems_despite_schema(documents[file], [d.data for d in documents.values()])
             continue
         before = len(problems)
         merged, owner = _merge([raw[n] for n in chain])

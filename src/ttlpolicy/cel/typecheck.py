@@ -213,7 +213,8 @@ class _Checker:
     def _enum_value(self, attribute: T, literal_node: lark.Tree | lark.Token, literal: str) -> None:
         assert attribute.values is not None
         if literal not in attribute.values:
-            close = difflib.get_close_matches(literal, attribute.values, n=1)
+            close = ([v for v in attribute.values if v.lower() == literal.lower()]
+                     or difflib.get_close_matches(literal, attribute.values, n=1))
             hint = f"; did you mean {close[0]!r}?" if close else ""
             name = attribute.attr or "the attribute"
             code = {"tier": "unknown-tier", "location.zone": "unknown-zone"}.get(name, "cel-enum-value")
@@ -361,7 +362,9 @@ class _Checker:
         name = name_token.value
         target = self.visit(target_node, scope)
         if name in _MACROS:
-            return self._macro(node, name, target, args, scope)
+            result = self._macro(node, name, target, args, scope)
+            self._macro_literals(target_node, args)
+            return result
         if name not in _STRING_METHODS | _TIMESTAMP_GETTERS | {"size"}:
             return self.error(name_token, "cel-unknown-function", f"unknown method {name}(){_suggest_method(name)}")
         types = [self.visit(a, scope) for a in args]
@@ -399,6 +402,45 @@ class _Checker:
         if name == "filter":
             return T("list", elem)
         return BOOL
+
+
+    def _macro_literals(self, target_node: lark.Tree, args: list) -> None:
+        """``["managed", "complaint"].exists(t, device.trust == t)``: the list's string literals
+        are compared with an enum attribute through the variable, so each must be a value of it."""
+        literals = [found for item in _list_items(target_node) for found in _string_literals(item)]
+        if not literals or len(args) != 2 or _unwrap(args[0]).data != "ident":
+            return
+        var = _unwrap(args[0]).children[0]
+        compared: dict[str, None] = {}
+        for relation in args[1].iter_subtrees_topdown():
+            if relation.data != "relation" or len(relation.children) != 2:
+                continue
+            op_node, right = relation.children
+            if not isinstance(op_node, lark.Tree) or op_node.data not in ("relation_eq", "relation_ne"):
+                continue
+            left = op_node.children[0]
+            for a, b in ((left, right), (right, left)):
+                if _dotted_name(a) == getattr(var, "value", None) and _dotted_name(b):
+                    compared[str(_dotted_name(b))] = None
+        for name in compared:
+            attribute = self.attributes.get(name)
+            if attribute is not None and attribute.values and attribute.type == "string":
+                enum = T("string", values=attribute.values, attr=name)
+                for node, literal in literals:
+                    self._enum_value(enum, node, literal)
+
+
+def _dotted_name(node: lark.Tree | lark.Token) -> str | None:
+    """``device.trust`` for that selection, ``t`` for a variable; ``None`` for anything else."""
+    node = _unwrap(node)
+    parts: list[str] = []
+    while isinstance(node, lark.Tree) and node.data == "member_dot":
+        parts.insert(0, str(getattr(node.children[1], "value", "")))
+        node = _unwrap(node.children[0])
+    if isinstance(node, lark.Tree) and node.data == "ident":
+        parts.insert(0, str(getattr(node.children[0], "value", "")))
+        return ".".join(parts)
+    return None
 
 
 def _suggest_method(name: str) -> str:

@@ -46,7 +46,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--fail-on", choices=["loosen", "any", "never"], default="never",
                         help="exit 1 when any token would live longer or a deny becomes an allow (loosen), or "
                              "when anything changes (any)")
-    parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    parser.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text",
+                        help="html: one self-contained page with change maps (see --x, --y) and every group")
+    parser.add_argument("--x", default="time.hour", metavar="ATTR", help="html: change maps across ATTR (time.hour)")
+    parser.add_argument("--y", default="device.trust", metavar="ATTR", help="html: change maps down ATTR (device.trust)")
     parser.set_defaults(run=run)
 
 
@@ -90,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         write_json(report_dict(report), sys.stdout)
     elif args.format == "markdown":
         sys.stdout.write(markdown(report))
+    elif args.format == "html":
+        from .diff_html import html_report
+
+        sys.stdout.write(html_report(report, base, head, args.x, args.y, [report.headline(), *_summary_lines(report)],
+                                     outcome_text))
     else:
         sys.stdout.write(text(report))
     if args.fail_on == "any" and report.changed:

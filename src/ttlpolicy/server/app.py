@@ -38,6 +38,7 @@ from .openapi import openapi_document
 from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, context_errors, problem, problem_body
 from .reload import Loaded, PolicyHolder, install_sighup, watch
 from .state_api import StateAPI
+from .ui import Playground
 
 log = logging.getLogger("ttlpolicy.server")
 JSON = "application/json"
@@ -437,6 +438,14 @@ class Service:
             return problem("unknown-policy", str(exc), policy=name, known=exc.known)
         return _json(self._policy_entry(loaded, name))
 
+    def read_refusal(self, request: Request) -> Response | None:
+        """The 401/403 problem for a caller without scope decide or admin, else ``None`` (the playground's check)."""
+        try:
+            self._caller(request, READ_SCOPES)
+        except Refusal as refusal:
+            return refusal.response
+        return None
+
     async def healthz(self, request: Request) -> Response:
         """GET /healthz: the process is alive."""
         return _json({"status": "ok"})
@@ -568,6 +577,10 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         Route("/openapi.json", service.openapi_endpoint, methods=["GET"]),
         *service.state.routes(),
     ]
+    if service.settings.ui.enabled:  # /ui/ and /v1/playground/*: see ui.py
+        playground = Playground(service.settings, lambda: service.holder.current.policies, service.read_refusal)
+        routes += playground.routes()
+        service.openapi = orjson.dumps(playground.openapi(orjson.loads(service.openapi)))
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})
     app.decide = service.decide_asgi

@@ -105,6 +105,19 @@ class LimitSettings(_Model):
     max_batch: int = Field(100, ge=1, le=10_000)
 
 
+class UiSettings(_Model):
+    """The playground page at /ui/ and the /v1/playground/* API behind it (same credentials as the API)."""
+
+    enabled: bool = True
+    git: bool = Field(True, description="offer git revisions of the policy directory as diff sides")
+    max_text_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024,
+                                description="policy text one request may send, all files together")
+    max_cells: int = Field(2_500, ge=1, le=100_000, description="heat-map cells one request may ask for")
+    max_diff_scenarios: int = Field(2_000, ge=1, le=100_000, description="scenarios of a playground diff")
+    max_seconds: float = Field(5.0, gt=0, le=120, description="compute time of one request")
+    max_concurrent: int = Field(2, ge=1, le=64, description="playground computations running at once")
+
+
 class ReloadSettings(_Model):
     watch: bool = True
     debounce_ms: int = Field(500, ge=10, le=60_000)
@@ -242,6 +255,7 @@ class Settings(_Model):
     decision_log: DecisionLogSettings = DecisionLogSettings()
     subject_tokens: SubjectTokenSettings = SubjectTokenSettings()
     state: StateSettings = StateSettings()
+    ui: UiSettings = UiSettings()
 
     def bind_problem(self) -> str | None:
         """Why this bind is refused (non-loopback without credentials), or ``None``."""

@@ -77,7 +77,7 @@ _SCHEMAS: dict[str, Any] = {
     "PolicyProblem": {
         "type": "object", "required": ["code", "severity", "message"],
         "properties": {
-            "code": {"type": "string"}, "severity": {"enum": ["error", "warning"]}, "message": {"type": "string"},
+            "code": {"type": "string"}, "severity": {"enum": ["error", "warning", "note"]}, "message": {"type": "string"},
             "path": {"type": "string"},
             "location": {"type": "object", "required": ["file", "line", "column"],
                          "properties": {"file": {"type": "string"}, "line": {"type": "integer"},

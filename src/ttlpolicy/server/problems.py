@@ -35,6 +35,11 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-emergency": (422, "Emergency request is not valid"),
     "rate-limited": (429, "Too many requests"),
     "state-unavailable": (503, "State store unavailable"),
+    "invalid-grid": (422, "The heat-map cannot be drawn"),
+    "grid-too-large": (422, "The heat-map has too many cells"),
+    "compute-time-exceeded": (422, "The computation took too long"),
+    "invalid-source": (422, "The policy version cannot be read"),
+    "text-too-large": (413, "Policy text too large"),
     "internal-error": (500, "Internal server error"),
 }
 

@@ -111,6 +111,8 @@ class Service:
         self.metrics.serving(self.holder.current.policies.digest)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self._openapi = ("", b"")  # (digest of the set it describes, the document)
+        # Routes added beside the core API (the playground) add their part of the document here.
+        self.openapi_extensions: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
         self.state = StateAPI(self, settings)
@@ -491,7 +493,10 @@ class Service:
         """GET /openapi.json"""
         policies = self.holder.current.policies
         if self._openapi[0] != policies.digest:  # each policy's context schema is part of it
-            self._openapi = (policies.digest, orjson.dumps(openapi_document(self.settings, policies)))
+            document = openapi_document(self.settings, policies)
+            for extend in self.openapi_extensions:
+                document = extend(document)
+            self._openapi = (policies.digest, orjson.dumps(document))
         return Response(self._openapi[1], media_type=JSON)
 
     # -- errors and lifespan ----------------------------------------------------------------
@@ -580,7 +585,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
     if service.settings.ui.enabled:  # /ui/ and /v1/playground/*: see ui.py
         playground = Playground(service.settings, lambda: service.holder.current.policies, service.read_refusal)
         routes += playground.routes()
-        service.openapi = orjson.dumps(playground.openapi(orjson.loads(service.openapi)))
+        service.openapi_extensions.append(playground.openapi)
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})
     app.decide = service.decide_asgi

@@ -33,7 +33,7 @@ def decide(activity: dict[str, Any] | None) -> Any:
     return POLICIES.decide(context, now=NOW)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(ACTIVITY_VALUES, st.data())
 def test_missing_activity_never_lengthens_a_decision(full: dict[str, Any], data: st.DataObject) -> None:
     removed = data.draw(st.sets(st.sampled_from(sorted(full))) if full else st.just(set()))

@@ -59,6 +59,7 @@ def test_condition_never_true_is_an_error(condition: str) -> None:
     ("user.mfa && time.minute == 60", 39, "time.minute == 60 is never true"),
     ("user.risk < -0.5", 24, "user.risk < -0.5 is never true"),
     ("24 <= time.hour", 12, "time.hour >= 24 is never true"),
+    ("time.hour in [22, 24]", 30, "time.hour == 24 is never true"),
 ])
 def test_comparisons_outside_the_declared_range_are_errors_at_the_literal(condition: str, column: int,
                                                                            message: str) -> None:

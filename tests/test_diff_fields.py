@@ -347,3 +347,21 @@ def test_settings_changes_focus_on_tier_ip_and_time() -> None:
     moved = HEAD.replace("10.0.0.0/24", "10.0.9.0/24").replace("max_access_ttl: 30m", "max_access_ttl: 20m")
     head = load_sources({"p.yaml": moved.replace("name: p\n", "name: p\ntimezone: Europe/Berlin\n") + WIDE}).get("p")
     assert focus_dimensions(base, head) == {"tier", "location.ip", "time.now"}
+
+
+def test_the_compared_values_are_the_decisions_json_values() -> None:
+    """The fast path reads the Decision's attributes; they must equal what its JSON says."""
+    from ttlpolicy.diffing import decision_values
+
+    policies = load_sources({"p.yaml": HEAD + "  - {name: r, when: user.mfa, step_up: x, refresh: {rotation: true}}\n"})
+    decision = policies.decide({"user": {"mfa": True, "auth_time": "2025-01-01T00:00:00Z"}},
+                               now="2025-01-02T00:00:00Z")
+    data = decision.to_dict()
+    for key, value in decision_values(decision).items():
+        if key == "expires_at.session":
+            assert value.strftime("%Y-%m-%dT%H:%M:%SZ") == data["expires_at"]["session"]
+            continue
+        expected: Any = data
+        for part in key.split("."):
+            expected = expected[part]
+        assert value == (tuple(expected) if isinstance(expected, list) else expected), key

@@ -45,6 +45,13 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("get", "/v1/policies/nope", "/v1/policies/{name}", {"headers": GOOD}),
     ("get", "/v1/policies/nope", "/v1/policies/{name}", {}),
     ("post", "/v1/reload", "/v1/reload", {"headers": GOOD}),  # decide scope only: 403
+    ("post", "/v1/events", "/v1/events", {"json": {"events": [{"id": "oa-1", "type": "logout", "subject": "a"}]},
+                                          "headers": GOOD}),
+    ("post", "/v1/events", "/v1/events", {"json": {"events": [{"type": "nope"}]}, "headers": GOOD}),
+    ("post", "/v1/security-events", "/v1/security-events", {"content": b"x.y.z", "headers": {
+        **GOOD, "content-type": "application/secevent+jwt"}}),
+    ("get", "/v1/actions", "/v1/actions", {"headers": GOOD}),  # decide scope only: 403
+    ("delete", "/v1/actions/x", "/v1/actions/{id}", {"headers": GOOD}),
     ("get", "/healthz", "/healthz", {}),
     ("get", "/readyz", "/readyz", {}),
     ("get", "/metrics", "/metrics", {}),

@@ -41,6 +41,7 @@ from examples.issuer.store import SqliteStore
 from ttlpolicy import ContextError, Decision, load_policies
 from ttlpolicy.state import open_store
 from ttlpolicy.state.runtime import StateRuntime
+from ttlpolicy.tokens.events import EventReporter
 from ttlpolicy.tokens import (
     ACCESS_TOKEN_TYPE,
     REFRESH_TOKEN_TYPE,
@@ -103,8 +104,11 @@ class Issuer:
     def __init__(self, *, db_path: str | Path, policies_dir: str | Path = REPO / "policies",
                  key_path: str | Path | None = None, issuer: str = "http://127.0.0.1:9000",
                  clock: Clock = _utc_now, trust_forwarded_for: bool = False, reuse_grace: int = 10,
-                 state_url: str | None = None):
+                 state_url: str | None = None, events: EventReporter | None = None):
         db_path = Path(db_path)
+        # Reports sign-ins, refreshes and their failures to the decision service (POST /v1/events),
+        # so that policies can read activity.* and detectors can watch it; None: report nothing.
+        self.events = events
         self.issuer = issuer.rstrip("/")
         self.clock = clock
         self.trust_forwarded_for = trust_forwarded_for
@@ -183,6 +187,8 @@ class Issuer:
                   now: datetime) -> dict[str, Any]:
         user = demo.check_password(form.get("username", ""), form.get("password", ""))
         if user is None:
+            self._report("auth.failed", request, subject=form.get("username") or None, client=client.id,
+                         reason="bad_password")
             raise OAuthError("invalid_grant", "wrong username or password")
         mfa = demo.check_otp(user, form.get("otp"))
         context = self._context(request, user, client, jkt, "password", mfa)
@@ -198,6 +204,7 @@ class Issuer:
                                       cnf=cnf_claim(dpop_jkt=jkt), step_up_satisfied=mfa)
         except IssuanceDenied as exc:
             raise _denied(exc) from None
+        self._report("token.issued", request, subject=user.id, client=client.id, session=issued.family)
         return self._response(issued, {**base, "aud": ACCESS_AUDIENCE}, decision, scope)
 
     def _client_credentials(self, request: Request, form: dict[str, str], client: demo.Client, jkt: str | None,
@@ -225,6 +232,8 @@ class Issuer:
             verified = self.refresh_verifier.verify(form.get("refresh_token", ""), now)
             redemption = self.chain.redeem(verified, now, client_id=client.id, dpop_jkt=jkt)
         except TokenInvalid as exc:
+            kind = "token.bad_signature" if exc.reason == "signature" else "refresh.failed"
+            self._report(kind, request, client=client.id, reason=exc.reason)
             raise OAuthError("invalid_grant", exc.description) from None
         user = demo.USERS.get(redemption.family.subject)
         if user is None:
@@ -243,7 +252,10 @@ class Issuer:
         except IssuanceDenied as exc:
             raise _denied(exc) from None
         except TokenInvalid as exc:  # lost a race against a reuse: the family is revoked
+            self._report("refresh.failed", request, subject=user.id, client=client.id, reason=exc.reason)
             raise OAuthError("invalid_grant", exc.description) from None
+        self._report("token.refreshed", request, subject=user.id, client=client.id,
+                     session=redemption.family.id)
         return self._response(issued, {**base, "aud": ACCESS_AUDIENCE}, decision, scope)
 
     def _response(self, issued: Issued, access_base: dict[str, Any], decision: Decision, scope: str
@@ -313,6 +325,10 @@ class Issuer:
             jkt = self._dpop(request, "GET", now, access_token=token)
         check_sender(verified, dpop_jkt=jkt)
         return verified
+
+    def _report(self, kind: str, request: Request, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.report(kind, ip=self._client_ip(request), **fields)
 
     def _client_ip(self, request: Request) -> str | None:
         host = request.client.host if request.client else None
@@ -431,12 +447,17 @@ def app_from_args(argv: list[str] | None = None, data_dir: Path | None = None) -
                         "(default: sqlite in --data-dir; see docs/state.md)")
     parser.add_argument("--trust-forwarded-for", action="store_true",
                         help="take the client IP from X-Forwarded-For (only behind your own proxy)")
+    parser.add_argument("--events-url", help="send sign-in and refresh events to this ttlpolicy service "
+                                             "(e.g. http://127.0.0.1:8080/v1/events); the API key, if any, is "
+                                             "read from TTLPOLICY_EVENTS_API_KEY")
     args = parser.parse_args(argv)
     args.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app = create_app(db_path=args.data_dir / "issuer.sqlite3", policies_dir=args.policies,
                      issuer=args.issuer or f"http://{args.host}:{args.port}",
                      trust_forwarded_for=args.trust_forwarded_for, reuse_grace=args.reuse_grace,
-                     state_url=args.state or f"sqlite://{args.data_dir.absolute() / 'state.db'}")
+                     state_url=args.state or f"sqlite://{args.data_dir.absolute() / 'state.db'}",
+                     events=EventReporter(args.events_url, api_key=os.environ.get("TTLPOLICY_EVENTS_API_KEY")).start()
+                     if args.events_url else None)
     app.state.host = args.host
     return app, args.port
 

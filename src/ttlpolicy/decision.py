@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(slots=True)
@@ -74,6 +74,9 @@ class Decision:
     tier: str | None = None
     rules: list[RuleOutcome] | None = None  # every rule's outcome, with explain=True
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the issuer does when a rotated refresh token is presented again after the grace window
+    # (RFC 9700 §4.14.2); one value today, a field of the decision for the diff to compare.
+    ON_REUSE: ClassVar[str] = "revoke_family"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -82,7 +85,7 @@ class Decision:
             "refresh_ttl": self.refresh_ttl,
             "refresh": {"rotation": self.rotation, "idle_timeout": self.idle_timeout,
                         "max_session": self.max_session, "reuse_grace": self.reuse_grace,
-                        "on_reuse": "revoke_family", "sender_constrained": self.sender_constrained},
+                        "on_reuse": self.ON_REUSE, "sender_constrained": self.sender_constrained},
             "expires_at": self.expires_at(),
             "step_up": self.step_up,
             "step_up_reasons": self.step_up_reasons,

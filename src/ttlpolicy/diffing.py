@@ -283,17 +283,29 @@ LOOSEN = frozenset({f.labels[0] for f in DECISION_FIELDS.values() if f.rank is n
 TIGHTEN = frozenset({f.labels[1] for f in DECISION_FIELDS.values() if f.rank is not None} | {"context refused"})
 
 
+# Fields read straight from the Decision (the hot path of a diff decides every scenario twice);
+# any other compared field is read from its JSON form, so a new field is compared all the same.
+_ATTRIBUTES = {"allow": "allow", "deny_reason": "deny_reason", "access_ttl": "access_ttl",
+               "refresh_ttl": "refresh_ttl", "refresh.rotation": "rotation", "refresh.idle_timeout": "idle_timeout",
+               "refresh.max_session": "max_session", "refresh.reuse_grace": "reuse_grace",
+               "refresh.on_reuse": "ON_REUSE", "refresh.sender_constrained": "sender_constrained",
+               "expires_at.session": "session_end", "step_up": "step_up", "step_up_reasons": "step_up_reasons",
+               "tier": "tier"}
+
+
 def decision_values(decision: Decision) -> dict[str, Any]:
     """The compared fields of a decision by dotted name (``refresh.rotation``)."""
-    data = decision.to_dict()
     out: dict[str, Any] = {}
+    data: dict[str, Any] | None = None
     for key in DECISION_FIELDS:
-        if key == "expires_at.session":
-            out[key] = decision.session_end  # the instant, not its text
-            continue
-        value: Any = data
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
+        attribute = _ATTRIBUTES.get(key)
+        if attribute is not None:
+            value = getattr(decision, attribute)
+        else:
+            data = data if data is not None else decision.to_dict()
+            value = data
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
@@ -347,7 +359,7 @@ def decide_outcome(policy: CompiledPolicy, context: Mapping[str, Any], now: date
     known = policy.attributes
     trimmed: dict[str, Any] = {}
     for key, value in context.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             inner = {k: v for k, v in value.items() if f"{key}.{k}" in known}
             if inner:
                 trimmed[key] = inner
@@ -527,7 +539,7 @@ def diff_policies(base: PolicySet, head: PolicySet, *, max_scenarios: int = 2000
                 continue
             context, now = scenario_context(scenario, grid.timezone)
             _compare(b, h, "grid", scenario, context, now, changes)
-        if progress is not None:
+        if progress is not None and count >= PROGRESS_EVERY:  # small grids need no progress line
             progress(name, count, count)
         replayed = 0
         for source, recorded, now, policy in replay:  # ``recorded`` is a Mapping, ``context`` above a dict

@@ -7,6 +7,7 @@ effective policy, after ``extends`` has been resolved.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 from functools import cache
@@ -180,7 +181,8 @@ def semantic_problems(policy: PolicyDocument, where: Locator) -> list[Problem]:
             effect = getattr(rule, target)
             if effect and effect.cap is not None and effect.floor is not None and effect.floor > effect.cap:
                 add("floor-above-cap", f"{target} floor {format_duration(effect.floor)} is above its cap "
-                    f"{format_duration(effect.cap)}", path + (target, "floor"), file=rule.file)
+                    f"{format_duration(effect.cap)}, which always wins; lower the floor or drop it",
+                    path + (target, "floor"), file=rule.file)
             factor = effect.multiply if effect else None
             if factor and factor.max is not None and factor.max < factor.min:
                 add("factor-bounds", f"multiply max {factor.max:g} is below min {factor.min:g}: the factor would "
@@ -207,7 +209,8 @@ def _check_limits(policy: PolicyDocument, add: Any) -> None:
         limit = getattr(policy.limits, target)
         if limit.min is not None and limit.max is not None and limit.min > limit.max:
             add("limit-min-above-max", f"limits.{target}.min ({format_duration(limit.min)}) is above max "
-                f"({format_duration(limit.max)})", ("limits", target, "min"))
+                f"({format_duration(limit.max)}): no lifetime could satisfy both; lower min or raise max",
+                ("limits", target, "min"))
     if not policy.abstract:
         for target in ("access_ttl", "refresh_ttl"):
             if getattr(policy.defaults, target) is None and (
@@ -217,10 +220,13 @@ def _check_limits(policy: PolicyDocument, add: Any) -> None:
     access, refresh = policy.defaults.access_ttl, policy.defaults.refresh_ttl
     if access is not None and refresh and refresh < access:
         add("refresh-shorter-than-access", f"defaults.refresh_ttl ({format_duration(refresh)}) is shorter than "
-            f"defaults.access_ttl ({format_duration(access)})", ("defaults", "refresh_ttl"))
+            f"defaults.access_ttl ({format_duration(access)}): make it at least {format_duration(access)}, or 0s "
+            "for no refresh tokens", ("defaults", "refresh_ttl"))
     if policy.defaults.tier is not None and policy.defaults.tier not in policy.tiers:
+        close = difflib.get_close_matches(policy.defaults.tier, list(policy.tiers), n=1)
         add("unknown-tier", f"defaults.tier {policy.defaults.tier!r} is not a tier of this policy "
-            f"(tiers: {', '.join(policy.tiers) or 'none'})", ("defaults", "tier"))
+            f"(tiers: {', '.join(policy.tiers) or 'none'}){f'; did you mean {close[0]!r}?' if close else ''}",
+            ("defaults", "tier"))
 
 
 def _check_tiers(policy: PolicyDocument, add: Any) -> None:
@@ -231,16 +237,21 @@ def _check_tiers(policy: PolicyDocument, add: Any) -> None:
             global_max = getattr(policy.limits, target).max
             if ceiling is not None and global_max is not None and ceiling > global_max:
                 add("tier-above-limit", f"tier {name} max_{target} ({format_duration(ceiling)}) is above "
-                    f"limits.{target}.max ({format_duration(global_max)})", path + (f"max_{target}",))
+                    f"limits.{target}.max ({format_duration(global_max)}), which always wins; lower it to at most "
+                    f"{format_duration(global_max)}", path + (f"max_{target}",))
             base = getattr(tier, target)
             if base is not None and ceiling is not None and base > ceiling:
                 add("tier-above-limit", f"tier {name} {target} ({format_duration(base)}) is above its own "
-                    f"max_{target} ({format_duration(ceiling)})", path + (target,))
+                    f"max_{target} ({format_duration(ceiling)}); lower the base or raise the ceiling",
+                    path + (target,))
         access = tier.access_ttl if tier.access_ttl is not None else policy.defaults.access_ttl
         refresh = tier.refresh_ttl if tier.refresh_ttl is not None else policy.defaults.refresh_ttl
         if access is not None and refresh and refresh < access:
+            # point at whichever of the two the tier itself sets (the other comes from defaults)
+            at = path + ("refresh_ttl",) if tier.refresh_ttl is not None else path + ("access_ttl",)
             add("refresh-shorter-than-access", f"tier {name}: refresh_ttl ({format_duration(refresh)}) is shorter "
-                f"than access_ttl ({format_duration(access)})", path)
+                f"than access_ttl ({format_duration(access)}); make it at least {format_duration(access)}, or 0s "
+                "for no refresh tokens", at if tier.refresh_ttl is not None or tier.access_ttl is not None else path)
 
 
 def parse_zones(policy: PolicyDocument) -> list[tuple[Network, str]]:
@@ -282,7 +293,8 @@ def _check_attributes(policy: PolicyDocument, add: Any) -> None:
             add("attribute-values", f"values are only allowed for string and list attributes, not {attribute.type}",
                 path + ("values",))
         if attribute.min is not None and attribute.max is not None and attribute.min > attribute.max:
-            add("attribute-bounds", f"{name}: min is above max", path + ("min",))
+            add("attribute-bounds", f"{name}: min {attribute.min:g} is above max {attribute.max:g}; swap them",
+                path + ("min",))
         if attribute.default is not None:
             from .context import check_value  # the same check a request value gets
 

@@ -39,7 +39,7 @@ from ..state import Batch, StateStore
 from .events import EVENT_TYPES, Event
 
 Seconds = Annotated[int, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, (str, int)) else v)]
-RESPONSES = ("disable_refresh", "step_up")
+RESPONSES = ("disable_refresh", "step_up", "revoke_family", "revoke_subject", "emergency")
 Per = Literal["subject", "client", "tenant", "country"]
 _STATE_TTL = 30 * 86_400.0  # a key's baseline is forgotten after a month without events
 _MAX_GAP = 200  # intervals folded in one go; after that many empty intervals the baseline is ~0 anyway
@@ -62,6 +62,13 @@ class Spike(_Model):
     warmup: int = Field(6, ge=1, le=1000, description="intervals seen before the baseline is trusted")
 
 
+class EmergencyCeiling(_Model):
+    """The ceilings of an ``emergency`` response (an emergency scoped to the one subject or client)."""
+
+    access_ttl: Seconds = Field(300, ge=0)
+    refresh_ttl: Seconds = Field(0, ge=0)
+
+
 class Detector(_Model):
     """One declared detector; exactly one of ``threshold`` and ``spike``."""
 
@@ -71,9 +78,10 @@ class Detector(_Model):
     per: Per = "subject"
     threshold: Threshold | None = None
     spike: Spike | None = None
-    respond: tuple[Literal["disable_refresh", "step_up"], ...] = ()
+    respond: tuple[Literal["disable_refresh", "step_up", "revoke_family", "revoke_subject", "emergency"], ...] = ()
     for_: Seconds = Field(3600, alias="for", ge=60, le=30 * 86_400, description="how long a response lasts")
     cooldown: Seconds = Field(900, ge=1, le=7 * 86_400, description="fire at most once per key this often")
+    emergency: EmergencyCeiling = EmergencyCeiling()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -86,6 +94,8 @@ class Detector(_Model):
             raise ValueError("give exactly one of threshold or spike")
         if self.per not in ("subject", "client") and self.respond:
             raise ValueError(f"responses act on a subject or a client; a detector per {self.per} can only alert")
+        if "revoke_family" in self.respond and self.per != "subject":
+            raise ValueError("revoke_family needs per: subject (the families are the sessions its events name)")
         return self
 
     def key_of(self, event: Event) -> str | None:

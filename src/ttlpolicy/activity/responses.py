@@ -2,7 +2,9 @@
 
 A response is an *action* kept in the state store for a bounded time (the detector's ``for``)
 on one subject or client: ``disable_refresh`` (every decision for it gets ``refresh_ttl`` 0) or
-``step_up`` (every decision demands a second factor). Actions only tighten (promise 8), appear
+``step_up`` (every decision demands a second factor), applied here; or a revocation
+(``revoke_family``, ``revoke_subject``) or an emergency ceiling (``emergency``) made through the
+state layer, whose ids the action keeps in ``refs``. Actions only tighten (promise 8), appear
 in the trace of every decision they change with the action's id and its cause, are listed with
 their evidence, and can be undone (the record keeps who undid it and when).
 
@@ -13,7 +15,7 @@ Keys: ``actions:all`` (map id -> the record as JSON, kept ``RETENTION``) and
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
@@ -21,7 +23,8 @@ import orjson
 from ..decision import Decision, Step
 from ..state import Batch, StateStore
 
-KINDS = ("disable_refresh", "step_up")
+KINDS = ("disable_refresh", "step_up", "revoke_family", "revoke_subject", "emergency")
+APPLIED_HERE = ("disable_refresh", "step_up")  # the others are revocations and emergencies of the state layer
 RETENTION = 30 * 86_400.0  # how long action records (undone or expired) stay listable
 
 
@@ -39,15 +42,17 @@ class Action:
     until: float
     undone_at: float | None = None
     undone_by: str | None = None
+    refs: tuple[str, ...] = ()  # revocation or emergency ids made by this action
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "per": self.per, "key": self.key, "cause": self.cause,
                 "evidence": dict(self.evidence), "created_at": self.created_at, "until": self.until,
-                "undone_at": self.undone_at, "undone_by": self.undone_by}
+                "undone_at": self.undone_at, "undone_by": self.undone_by, "refs": list(self.refs)}
 
     @classmethod
     def from_json(cls, text: str) -> Action:
         data = orjson.loads(text)
+        data["refs"] = tuple(data.get("refs") or ())
         return cls(**data)
 
     def active(self, now: float) -> bool:
@@ -65,17 +70,20 @@ class ActionStore:
         self.store = store
 
     def take(self, kind: str, per: str, key: str, cause: str, evidence: Mapping[str, Any], now: float,
-             seconds: float) -> Action:
-        """Record a new action in force from ``now`` for ``seconds``; one round trip."""
+             seconds: float, refs: Sequence[str] = ()) -> Action:
+        """Record a new action in force from ``now`` for ``seconds``; one round trip. Only
+        ``disable_refresh`` and ``step_up`` are indexed for decisions; the others are records of
+        what the state layer was asked to do (``refs``)."""
         if kind not in KINDS:
             raise ValueError(f"unknown action {kind!r}; known: {', '.join(KINDS)}")
         if per not in ("subject", "client"):
             raise ValueError("an action applies to a subject or a client")
         action = Action(id="act_" + os.urandom(12).hex(), kind=kind, per=per, key=key, cause=cause,
-                        evidence=dict(evidence), created_at=now, until=now + seconds)
+                        evidence=dict(evidence), created_at=now, until=now + seconds, refs=tuple(refs))
         batch = self.store.batch()
         batch.map_put("actions:all", action.id, orjson.dumps(action.to_dict()).decode(), RETENTION)
-        batch.map_put(_index(per, key), action.id, f"{kind}|{action.until!r}", seconds)
+        if kind in APPLIED_HERE:
+            batch.map_put(_index(per, key), action.id, f"{kind}|{action.until!r}", seconds)
         batch.execute()
         return action
 
@@ -118,7 +126,7 @@ class ActionStore:
         action = self.get(action_id)
         if action is None or action.undone_at is not None:
             return action
-        undone = Action(**{**action.to_dict(), "undone_at": now, "undone_by": by})
+        undone = replace(action, undone_at=now, undone_by=by)
         batch = self.store.batch()
         batch.map_delete(_index(action.per, action.key), action_id)
         batch.map_put("actions:all", action_id, orjson.dumps(undone.to_dict()).decode(), RETENTION)

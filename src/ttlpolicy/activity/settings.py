@@ -30,18 +30,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ..durations import parse_duration
-from .detectors import Detector
+from .detectors import Detector, EmergencyCeiling
 from .security_events import EVENT_TYPES, Transmitter
 
 Seconds = Annotated[int, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, (str, int)) else v)]
-Response = Literal["disable_refresh", "step_up"]
-# What a security event does by default: revoke-like events end refresh and demand a second factor.
+Response = Literal["disable_refresh", "step_up", "revoke_family", "revoke_subject", "emergency"]
+# What a security event does by default: revocations for what ended, step-up for what changed.
 DEFAULT_SET_RESPONSES: dict[str, tuple[Response, ...]] = {
-    "session-revoked": ("disable_refresh",),
+    "session-revoked": ("revoke_family",),
     "credential-change": ("step_up",),
-    "account-disabled": ("disable_refresh", "step_up"),
+    "account-disabled": ("revoke_subject", "disable_refresh"),
     "account-credential-change-required": ("step_up",),
-    "credential-compromise": ("disable_refresh", "step_up"),
+    "credential-compromise": ("revoke_subject", "step_up"),
 }
 
 
@@ -53,6 +53,7 @@ class SecurityEventSettings(_Model):
     transmitters: tuple[Transmitter, ...] = ()
     respond: dict[str, tuple[Response, ...]] = Field(default_factory=lambda: dict(DEFAULT_SET_RESPONSES))
     for_: Seconds = Field(86_400, alias="for", ge=60, le=90 * 86_400, description="how long the actions last")
+    emergency: EmergencyCeiling = EmergencyCeiling()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -173,8 +173,9 @@ class ActivityTracker:
             batch.put_if_absent(f"act:event:{event.id}", event.type, IDEMPOTENCY)
         return [bool(r) for r in batch.execute()]
 
-    def queue_events(self, batch: Batch, events: Iterable[Event]) -> None:
-        """Queue the recording of ``events`` (already claimed) on ``batch``."""
+    def queue_events(self, batch: Batch, events: Iterable[Event]) -> int:
+        """Queue the recording of ``events`` (already claimed) on ``batch``; returns how many operations."""
+        queued = 0
         for event in events:
             now = event.time.timestamp()
             stamp = repr(now)
@@ -184,20 +185,27 @@ class ActivityTracker:
                 name, keep = kind
                 if subject is not None:
                     batch.window_add(subject_key(subject, name), now, keep)
+                    queued += 1
                 if client is not None and name in CLIENT_KINDS:
                     batch.window_add(client_key(client, name), now, keep)
+                    queued += 1
             if subject is None:
                 continue
             if event.country is not None:
                 batch.map_put(subject_key(subject, "countries"), event.country, stamp, COUNTRY_MEMORY)
+                queued += 1
             if event.ip is not None:
                 batch.map_put(subject_key(subject, "ips"), event.ip, stamp, DAY)
+                queued += 1
             if event.session is not None:
                 ended = event.type == "logout"
                 batch.map_put(subject_key(subject, "sessions"), event.session, "ended" if ended else stamp,
                               SESSION_IDLE)
+                queued += 1
             if event.type != "logout":
                 batch.put(subject_key(subject, "last"), stamp, COUNTRY_MEMORY)
+                queued += 1
+        return queued
 
     def record_events(self, events: Sequence[Event]) -> list[Event]:
         """Record the events whose ids are new; returns those (duplicates are skipped). Two round trips."""

@@ -194,6 +194,8 @@ class _Checker:
                 self.error(left_node, "cel-type-mismatch", f"{_describe(left)} can never be in {right}")
             for item in _list_items(right_node):
                 self._enum_literal(left, item)
+                if right.elem is not None:
+                    self._range(item, "eq", left, item, right.elem)  # time.hour in [22, 24]
             if left.kind == "string" and right.elem and right.elem.values:
                 self._enum_literal(right.elem, left_node)
         elif right.kind == "map":

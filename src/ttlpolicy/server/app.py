@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
 from ..policyset import resolve_now
 from ..tokens import TokenInvalid, VerifiedToken, token_context
+from .activity_api import ActivityAPI
 from .auth import AuthError, Authenticator, Caller, require_scope
 from .config import INTERNAL_ENV, MAX_SUBJECT_TOKEN, Settings
 from .decisionlog import DecisionLog
@@ -51,6 +52,9 @@ _ITEM_FIELDS = frozenset({"context", "policy", "now", "explain", "subject_token"
 # The claims a decision sees under token.* come only from a subject_token the service verified.
 _FORGED_TOKEN = {"path": "token", "code": "context-forbidden-attribute",
                  "message": "token.* comes only from a verified subject_token"}
+# ... and activity.* only from the service's own state store.
+_FORGED_ACTIVITY = {"path": "activity", "code": "context-forbidden-attribute",
+                    "message": "activity.* is computed by the service from its state store"}
 _SUBJECT_FIELDS = ("iss", "sub", "jti")  # what the decision log keeps of a subject token
 _UTC = timezone.utc
 
@@ -116,6 +120,8 @@ class Service:
         self._tasks: set[asyncio.Task[None]] = set()
         # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
         self.state = StateAPI(self, settings)
+        # Events, activity.*, detectors and their actions, security events, webhooks: on the same store.
+        self.activity = ActivityAPI(self, settings, self.state.runtime)
 
     def _reloaded(self, result: str, loaded: Loaded) -> None:
         self.metrics.reloaded(result, loaded.policies.digest, self.holder.last_success)
@@ -231,7 +237,7 @@ class Service:
             return 404, problem_body("unknown-policy", str(exc), policy=exc.name, known=exc.known)
         assert isinstance(context, dict)  # checked above
         instant = now or datetime.now(_UTC)
-        if "token" in context:
+        if "token" in context or "activity" in context:
             return self._forged_token(compiled, context, instant)
         subject: dict[str, str] | None = None
         if subject_token is not None:
@@ -258,6 +264,9 @@ class Service:
                                          policy=compiled.name)
             context = {**context, "token": token_context(verified.claims)}
             subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
+        observation = self.activity.observe(context)
+        if observation is not None and observation.values is not None:
+            context = {**context, "activity": observation.values}
         try:
             decision = compiled.decide(context, instant, explain)
             decision = self.state.after_policy(decision, compiled, context, instant, policies, caller)
@@ -266,6 +275,7 @@ class Service:
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
                                      f"attribute rule(s) of policy {compiled.name}",
                                      errors=context_errors(exc.problems), policy=compiled.name)
+        self.activity.after_decision(decision, observation, compiled)
         out = decision.to_dict()
         decision_id = _next_decision_id()
         out["decision_id"] = decision_id
@@ -279,16 +289,18 @@ class Service:
         return 200, out
 
     def _forged_token(self, compiled: Any, context: dict[str, Any], instant: datetime) -> tuple[int, dict[str, Any]]:
-        """The 422 for a context that sends ``token`` itself, listing every other offending field too."""
-        errors = [dict(_FORGED_TOKEN)]
+        """The 422 for a context that sends ``token`` or ``activity`` itself, listing every other offending field too."""
+        errors = [dict(e) for k, e in (("token", _FORGED_TOKEN), ("activity", _FORGED_ACTIVITY)) if k in context]
         try:
-            compiled.context.activation({k: v for k, v in context.items() if k != "token"}, instant)
+            compiled.context.activation({k: v for k, v in context.items() if k not in ("token", "activity")},
+                                        instant)
         except ContextError as exc:
             errors += context_errors(exc.problems)
         self.metrics.error(compiled.name)
         return 422, problem_body("invalid-context", f"the context violates {len(errors)} declared attribute "
-                                 f"rule(s) of policy {compiled.name}: token.* comes only from a verified "
-                                 "subject_token", errors=errors, policy=compiled.name)
+                                 f"rule(s) of policy {compiled.name}: "
+                                 + "; ".join(e["message"] for e in errors if e["path"] in ("token", "activity")),
+                                 errors=errors, policy=compiled.name)
 
     async def decide(self, request: Request) -> Response:
         """POST /v1/decide"""
@@ -524,6 +536,7 @@ class Service:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.decision_log.start()
+        self.activity.start()
         stop = asyncio.Event()
         if self.settings.reload.watch:
             paths = list(self.settings.reload.watch_paths) or [self.settings.policies]
@@ -541,6 +554,7 @@ class Service:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.activity.stop()
             self.decision_log.stop()
             self.metrics.close()
 
@@ -581,6 +595,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         Route("/metrics", service.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", service.openapi_endpoint, methods=["GET"]),
         *service.state.routes(),
+        *service.activity.routes(),
     ]
     if service.settings.ui.enabled:  # /ui/ and /v1/playground/*: see ui.py
         playground = Playground(service.settings, lambda: service.holder.current.policies, service.read_refusal)

@@ -19,6 +19,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from ..activity.settings import ActivitySettings
+from ..alerts.webhooks import WebhookSettings
 from ..state.settings import StateSettings
 
 if TYPE_CHECKING:
@@ -254,6 +256,8 @@ class Settings(_Model):
     reload: ReloadSettings = ReloadSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
     subject_tokens: SubjectTokenSettings = SubjectTokenSettings()
+    activity: ActivitySettings = ActivitySettings()
+    webhooks: WebhookSettings = WebhookSettings()
     state: StateSettings = StateSettings()
     ui: UiSettings = UiSettings()
 
@@ -316,24 +320,33 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _relative_to(data: dict[str, Any], base: Path) -> None:
-    """Resolve the relative key paths of the file's ``subject_tokens`` issuers against ``base``."""
+    """Resolve the relative key paths of the file (``subject_tokens`` issuers, security-event
+    transmitters, webhook secret files) against ``base``."""
     section = data.get("subject_tokens")
     issuers = section.get("issuers") if isinstance(section, dict) else None
     if not isinstance(issuers, list):
-        return
+        issuers = None
 
     def resolve(value: Any) -> Any:
         if isinstance(value, (str, Path)) and str(value) and not Path(value).is_absolute():
             return str(base / value)
         return value  # anything else is left for validation to refuse
 
-    for issuer in issuers:
+    activity = data.get("activity")
+    events = activity.get("security_events") if isinstance(activity, dict) else None
+    transmitters = events.get("transmitters") if isinstance(events, dict) else None
+    hooks = data.get("webhooks")
+    endpoints = hooks.get("endpoints") if isinstance(hooks, dict) else None
+    for issuer in [*(issuers or []), *(transmitters if isinstance(transmitters, list) else [])]:
         if not isinstance(issuer, dict):
             continue
         if isinstance(issuer.get("public_keys"), list):
             issuer["public_keys"] = [resolve(p) for p in issuer["public_keys"]]
         if "jwks_file" in issuer:
             issuer["jwks_file"] = resolve(issuer["jwks_file"])
+    for endpoint in endpoints if isinstance(endpoints, list) else []:
+        if isinstance(endpoint, dict) and "secret_file" in endpoint:
+            endpoint["secret_file"] = resolve(endpoint["secret_file"])
 
 
 def load_settings(file: str | Path | None = None, environ: Mapping[str, str] | None = None,

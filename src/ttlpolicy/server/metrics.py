@@ -160,6 +160,9 @@ class Metrics:
                                multiprocess_mode="livemin")
         self.policy_info = Gauge("ttlpolicy_policy_set_info", "The digest of the policy set being served (1).",
                                  ["digest"], registry=registry, multiprocess_mode="livemax")
+        self.degraded = Gauge("ttlpolicy_policy_reload_degraded", "1 while /readyz says degraded because the last "
+                              "policy reload failed (the last good set is served), else 0.", registry=registry,
+                              multiprocess_mode="livemax")
         self.subject_token_failures = Counter("ttlpolicy_subject_token_failures", "Subject tokens refused, by "
                                               "reason (expired, signature, audience, ...).", ["reason"],
                                               registry=registry)
@@ -189,6 +192,7 @@ class Metrics:
             self._ttls: dict[str, tuple[Histogram, Histogram]] = {}
             _forget_dead_workers(self.multiprocess_dir)
         self.last_load.set(last_success())
+        self.degraded.set(0)
         self.reloads.labels("success")  # precreate so a dashboard shows 0, not "no data"
         self.reloads.labels("failure")
 
@@ -267,6 +271,7 @@ class Metrics:
 
     def reloaded(self, result: str, digest: str, last_success: float) -> None:
         self.reloads.labels(result).inc()
+        self.degraded.set(1 if result == "failure" else 0)
         if result != "failure":
             self.last_load.set(last_success)
         self.serving(digest)

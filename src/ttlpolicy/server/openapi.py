@@ -226,6 +226,29 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
         request = schemas["DecideRequest"]
         properties = {k: v for k, v in request["properties"].items() if k != "subject_token"}
         schemas["DecideRequest"] = {**request, "properties": properties}
+    schemas["EventBatch"] = {
+        "type": "object", "required": ["events"], "additionalProperties": False,
+        "properties": {"events": {"type": "array", "maxItems": settings.activity.max_events, "items": {
+            "type": "object", "required": ["id", "type"], "additionalProperties": False,
+            "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 128},
+                           "type": {"enum": ["token.issued", "token.refreshed", "refresh.failed", "auth.failed",
+                                             "token.bad_signature", "logout"]},
+                           "time": {"type": "string", "description": "RFC 3339; default: when received"},
+                           **{k: {"type": "string", "minLength": 1, "maxLength": n} for k, n in (
+                               ("subject", 256), ("client", 256), ("tenant", 256), ("session", 256),
+                               ("token_id", 256), ("reason", 128), ("ip", 64), ("country", 2))}}}}}}
+    schemas["EventsAccepted"] = {"type": "object", "required": ["accepted", "duplicates", "detections"], "properties": {
+        "accepted": {"type": "integer"}, "duplicates": {"type": "integer"},
+        "detections": {"type": "array", "items": {"type": "object"}}}}
+    schemas["Action"] = {"type": "object", "required": ["id", "kind", "per", "key", "cause", "evidence"], "properties": {
+        "id": {"type": "string"}, "kind": {"enum": ["disable_refresh", "step_up", "revoke_family", "revoke_subject",
+                                                    "emergency"]},
+        "per": {"enum": ["subject", "client"]}, "key": {"type": "string"}, "cause": {"type": "string"},
+        "evidence": {"type": "object"}, "created_at": {"type": "number"}, "until": {"type": "number"},
+        "undone_at": {"type": ["number", "null"]}, "undone_by": {"type": ["string", "null"]},
+        "refs": {"type": "array", "items": {"type": "string"}}}}
+    schemas["ActionList"] = {"type": "object", "required": ["actions"],
+                             "properties": {"actions": {"type": "array", "items": _ref("Action")}}}
     decide_body: dict[str, Any] = _ref("DecideRequest")
     if policies is not None:
         per_policy, refs = policy_schemas(policies, schemas["DecideRequest"])
@@ -282,6 +305,31 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
         "/metrics": {"get": op("Prometheus metrics", {
             "200": {"description": "Prometheus text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}, auth=metrics_auth)},
+        "/v1/events": {"post": op("Report issuer events, batched and idempotent by id (scope: decide or admin)", {
+            "200": _ok("How many were new, how many were already counted, and the detectors that fired.",
+                       "EventsAccepted"), **_BODY_RESPONSES,
+            "503": _problem("The state store did not answer; nothing was recorded (retry: idempotent).",
+                            {"Retry-After": {"schema": {"type": "string"}}})}, body="EventBatch")},
+        "/v1/security-events": {"post": op(
+            "Push one Security Event Token (RFC 8417/8935; CAEP, RISC) from a configured transmitter "
+            "(scope: decide or admin)", {
+                "202": {"description": "Verified and applied."},
+                "400": _problem("Refused, nothing applied; RFC 8935 `err` and `description` in the body."),
+                "422": _problem("No transmitter is configured (`err`: access_denied)."),
+                "415": _problem("Content-Type is not application/secevent+jwt."),
+                "503": _problem("The state store did not answer; nothing applied (the transmitter may retry).")},
+            requestBody={"required": True, "content": {"application/secevent+jwt": {"schema": {"type": "string"}}}})},
+        "/v1/actions": {"get": op("Automatic actions of detectors and security events, with evidence (scope: admin)", {
+            "200": _ok("The actions, newest first.", "ActionList"),
+            "400": _problem("Unknown or bad query parameter."),
+            "503": _problem("The state store did not answer.")},
+            parameters=[{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                        for n in ("subject", "client")]
+            + [{"name": "active", "in": "query", "required": False, "schema": {"enum": ["true", "false"]}}])},
+        "/v1/actions/{id}": {"delete": op("Undo an automatic action now (scope: admin)", {
+            "200": _ok("The action, with undone_at and undone_by.", "Action"),
+            "404": _problem("No such action."), "503": _problem("The state store did not answer.")},
+            parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/openapi.json": {"get": op("This document", {
             "200": {"description": "OpenAPI 3.1 document.",
                     "content": {"application/json": {"schema": {"type": "object"}}}}}, auth=False)},

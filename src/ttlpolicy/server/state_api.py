@@ -254,6 +254,9 @@ class StateAPI:
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         self._observe()
+        for revocation, created in results:
+            if created:
+                self.service.activity.alert("revocation.created", revocation.to_dict())
         entries = [{**revocation.to_dict(), "created": created} for revocation, created in results]
         status = 201 if any(created for _, created in results) else 200
         if isinstance(body, dict) and "revocations" not in body:
@@ -429,6 +432,7 @@ class StateAPI:
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         self._observe()
+        self.service.activity.alert("emergency.started", emergency.to_dict(now))
         return _json(emergency.to_dict(now), 201)
 
     async def list_emergencies(self, request: Request) -> Response:
@@ -474,6 +478,7 @@ class StateAPI:
         if ended is None:
             return problem("not-found", f"no emergency {emergency_id!r}")
         self._observe()
+        self.service.activity.emergency_ended(ended, now)
         return _json(ended.to_dict(now))
 
 

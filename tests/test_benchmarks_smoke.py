@@ -41,3 +41,11 @@ def test_all_engines_agree_and_the_timing_loop_runs(which: str) -> None:
     timings = time_engines(found, contexts, estimates, repeats=1, budget_s=0.0, max_iterations=20,
                            log=open("/dev/null", "w"))
     assert [t.engine for t in timings] == names and all(t.p99_us > 0 for t in timings)
+
+
+def test_heatmap_benchmark_runs() -> None:
+    import heatmap as heatmap_benchmark  # benchmarks/heatmap.py
+
+    rows = heatmap_benchmark.run(repeats=1)
+    assert len(rows) == 4 and all(median > 0 and cpu >= 0 for _, median, _, cpu in rows)
+    assert "| heatmap(): 240 decisions with traces |" in heatmap_benchmark.report(rows, 1)

@@ -174,7 +174,7 @@ def test_the_reverse_change_is_reported_as_tightening(field: str, base: str, hea
     assert report.changed and not report.loosening, kinds(report)
     tight = DECISION_FIELDS[next(k for k, f in DECISION_FIELDS.items() if f.labels[0] == kind)].labels[1]
     assert tight in kinds(report)
-    assert report.headline().startswith("tightens only: ") or "now live shorter" in report.headline()
+    assert report.headline().startswith("tightens only: ") and "refused more" in report.headline()
 
 
 def test_a_new_deny_reason_is_a_change_but_not_a_loosening() -> None:

@@ -476,12 +476,14 @@ class DiffReport:
         other = sorted({g.kind for g in self.groups if not g.loosening and not g.tightening})
         parts = []
         if loose:
-            parts.append(f"{_kinds(loose)} now live longer or are allowed more ({', '.join(loose)})")
+            verb = "lives longer or is" if len(loose) == 1 else "live longer or are"
+            parts.append(f"{_kinds(loose)} now {verb} allowed more ({', '.join(loose)})")
         if self.added:
             parts.append(f"{len(self.added)} polic{'ies' if len(self.added) != 1 else 'y'} added "
                          f"({', '.join(self.added)}): every decision is new")
         if tight:
-            parts.append(f"{_kinds(tight)} now live shorter or are refused more ({', '.join(tight)})")
+            verb = "lives shorter or is" if len(tight) == 1 else "live shorter or are"
+            parts.append(f"{_kinds(tight)} now {verb} refused more ({', '.join(tight)})")
         if other:
             parts.append(f"{_kinds(other)} changed without a direction ({', '.join(other)})")
         if self.removed:

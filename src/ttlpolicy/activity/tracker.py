@@ -174,38 +174,44 @@ class ActivityTracker:
         return [bool(r) for r in batch.execute()]
 
     def queue_events(self, batch: Batch, events: Iterable[Event]) -> int:
-        """Queue the recording of ``events`` (already claimed) on ``batch``; returns how many operations."""
-        queued = 0
-        for event in events:
+        """Queue the recording of ``events`` (already claimed) on ``batch``; returns how many operations.
+
+        Windows get one entry per event. The maps and the last-activity time keep only their
+        latest value per subject and field, so a batch writes each of those once, not per event.
+        """
+        windows: list[tuple[str, float, float]] = []
+        latest: dict[tuple[str, str, str], tuple[float, str]] = {}  # (key, field, map or "") -> (time, value)
+        for event in sorted(events, key=lambda e: e.time):
             now = event.time.timestamp()
-            stamp = repr(now)
             kind = KINDS.get(event.type)
             subject, client = event.subject, event.client
             if kind is not None:
                 name, keep = kind
                 if subject is not None:
-                    batch.window_add(subject_key(subject, name), now, keep)
-                    queued += 1
+                    windows.append((subject_key(subject, name), now, keep))
                 if client is not None and name in CLIENT_KINDS:
-                    batch.window_add(client_key(client, name), now, keep)
-                    queued += 1
+                    windows.append((client_key(client, name), now, keep))
             if subject is None:
                 continue
+            stamp = repr(now)
             if event.country is not None:
-                batch.map_put(subject_key(subject, "countries"), event.country, stamp, COUNTRY_MEMORY)
-                queued += 1
+                latest[(subject_key(subject, "countries"), event.country, "map")] = (now, stamp)
             if event.ip is not None:
-                batch.map_put(subject_key(subject, "ips"), event.ip, stamp, DAY)
-                queued += 1
+                latest[(subject_key(subject, "ips"), event.ip, "map")] = (now, stamp)
             if event.session is not None:
                 ended = event.type == "logout"
-                batch.map_put(subject_key(subject, "sessions"), event.session, "ended" if ended else stamp,
-                              SESSION_IDLE)
-                queued += 1
+                latest[(subject_key(subject, "sessions"), event.session, "map")] = (now, "ended" if ended else stamp)
             if event.type != "logout":
-                batch.put(subject_key(subject, "last"), stamp, COUNTRY_MEMORY)
-                queued += 1
-        return queued
+                latest[(subject_key(subject, "last"), "", "")] = (now, stamp)
+        for key, at, keep in windows:
+            batch.window_add(key, at, keep)
+        keeps = {"countries": COUNTRY_MEMORY, "ips": DAY, "sessions": SESSION_IDLE}
+        for (key, field, how), (_, value) in latest.items():
+            if how == "map":
+                batch.map_put(key, field, value, keeps[key.rsplit(":", 1)[1]])
+            else:
+                batch.put(key, value, COUNTRY_MEMORY)
+        return len(windows) + len(latest)
 
     def record_events(self, events: Sequence[Event]) -> list[Event]:
         """Record the events whose ids are new; returns those (duplicates are skipped). Two round trips."""

@@ -293,5 +293,5 @@ def test_openapi_document_describes_every_route(api: TestClient) -> None:
                                       "/v1/playground/grid", "/v1/playground/diff",
                                       "/v1/events", "/v1/security-events", "/v1/actions", "/v1/actions/{id}"}
     decide = document["paths"]["/v1/decide"]["post"]["responses"]
-    assert set(decide) == {"200", "400", "401", "403", "404", "413", "415", "422", "429"}
+    assert set(decide) == {"200", "400", "401", "403", "404", "413", "415", "422", "429", "503"}
     assert document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]["maxItems"] == 100

@@ -83,11 +83,15 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
     from ..server.app import create_app
     from ..server.auth import Authenticator
     from ..server.config import INTERNAL_ENV, ConfigError
+    from ..server.decisionlog import sink_problem
 
     try:
         Authenticator(settings.auth)  # unreadable keys fail here, before the bind
     except ConfigError as exc:
         return fail(str(exc))
+    log_problem = sink_problem(settings.decision_log)  # an unwritable log path is a usage error (exit 2)
+    if log_problem is not None:
+        return fail(log_problem)
     try:
         policies = load_policies(settings.policies)
     except PolicyError as exc:

@@ -155,7 +155,7 @@ class ActivityAPI:
         self.sets = SetVerifier(transmitters) if transmitters else None
         log_settings = self.settings.event_log
         self.event_log = EventLog(DecisionLogSettings(sink=log_settings.sink, path=log_settings.path),
-                                  lambda: None)
+                                  lambda lost: None)  # lost lines show in its health()
         self._tokens: collections.deque[tuple[str, float]] = collections.deque(maxlen=100_000)
         self._used: dict[tuple[str, str], frozenset[str]] = {}
         self._stop = threading.Event()

@@ -145,6 +145,14 @@ class Service:
                 raise Refusal(too_many)
         return caller
 
+    def _check_audit_trail(self) -> None:
+        """Refuse to decide while the decision log fails, where ``decision_log.on_failure: refuse``
+        makes the audit trail mandatory: no decision is made that could not be logged."""
+        if self.decision_log.refusing:
+            raise Refusal(problem("decision-log-unavailable", "the decision log cannot be written "
+                                  f"({self.decision_log.error}); decisions are refused until it can",
+                                  headers={"Retry-After": "5"}))
+
     def _check_body_headers(self, content_type: str | None, content_length: str | None) -> None:
         """Refuse a body that is not JSON, or that says it is too large, before reading it."""
         media = (content_type or "").partition(";")[0].strip().lower()
@@ -307,6 +315,7 @@ class Service:
         start = time.perf_counter()
         try:
             caller = self._caller(request, DECIDE_SCOPES)
+            self._check_audit_trail()
             body = await self._json_body(request)
         except Refusal as refusal:
             return refusal.response
@@ -342,6 +351,7 @@ class Service:
                     api_key = value.decode("latin-1")
             try:
                 caller = self._authorize(authorization, api_key, DECIDE_SCOPES)
+                self._check_audit_trail()
                 self._check_body_headers(content_type, content_length)
                 raw = await self._receive_body(receive)
                 if raw is None:
@@ -394,6 +404,7 @@ class Service:
         """POST /v1/decide/batch"""
         try:
             caller = self._caller(request, DECIDE_SCOPES)
+            self._check_audit_trail()
             body = await self._json_body(request)
         except Refusal as refusal:
             return refusal.response
@@ -474,6 +485,12 @@ class Service:
         body["state"] = self.state.readiness()
         if body["state"]["status"] != "ok":
             body["status"] = "degraded"
+        body["decision_log"] = self.decision_log.health()
+        if self.decision_log.refusing:  # decisions are refused: take this replica out of rotation
+            body["status"] = "unavailable"
+            return _json(body, 503)
+        if body["decision_log"]["status"] == "failing":
+            body["status"] = "degraded"
         return _json(body)
 
     async def reload(self, request: Request) -> Response:
@@ -543,7 +560,7 @@ class Service:
             task = asyncio.get_running_loop().create_task(
                 watch(self.holder, paths, self.settings.reload.debounce_ms, stop))
             self._tasks.add(task)
-        undo_sighup = install_sighup(self.holder, self._tasks)
+        undo_sighup = install_sighup(self.holder, self._tasks, also=self.decision_log.reopen)
         self.state.start()
         try:
             yield

@@ -134,6 +134,9 @@ class DecisionLogSettings(_Model):
     mask: dict[str, Literal["hash", "drop"]] = Field(default_factory=dict)
     salt: str = ""
     hash_length: int = Field(16, ge=8, le=64)
+    on_failure: Literal["degrade", "refuse"] = Field(
+        "degrade", description="while the log cannot be written: degrade (decide, /readyz degraded) or refuse "
+                               "(answer 503, /readyz 503) where the audit trail is mandatory")
 
     @field_validator("sink", mode="before")
     @classmethod

@@ -3,6 +3,12 @@
 The event loop masks and serializes the record (orjson, a few microseconds) and appends the
 line to a bounded in-memory queue; a writer thread woken by a timer writes the lines. A full
 queue drops the record and counts it, so a slow disk never slows or fails a decision.
+
+No line is lost without a trace: a failed write (a full disk, a removed directory) keeps the
+lines for the next attempt, up to ``queue_size``, and counts every line it finally loses; the
+log reports itself failing (``health()``, shown by /readyz) until a write succeeds again, and
+with ``on_failure: refuse`` the service refuses to decide meanwhile. The file is reopened when
+it was renamed or removed (log rotation) and on ``reopen()`` (SIGHUP).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
@@ -24,6 +31,7 @@ from .config import DecisionLogSettings
 log = logging.getLogger("ttlpolicy.server")
 _FLUSH_INTERVAL = 0.02  # seconds between two writes: lines reach the sink within ~20 ms
 _CHUNK = 4096  # writes of at most PIPE_BUF bytes are atomic, so workers sharing stdout do not interleave lines
+_FILE_CHUNK = 1 << 20
 
 # (decision_id, unix time, caller, policy name, policy digest, context, decision dict, latency seconds
 #  [, subject token: {iss, sub, jti} of a verified subject_token, or None])
@@ -80,6 +88,20 @@ class Masker:
             target[leaf] = self.hash(target[leaf])
 
 
+def sink_problem(settings: DecisionLogSettings) -> str | None:
+    """Why the decision-log file cannot be opened for appending (its directory is created if
+    missing), or ``None``. ``serve`` checks this before it binds, so that a wrong path is a
+    usage error (exit 2), not a failed start."""
+    if settings.sink != "file" or settings.path is None:
+        return None
+    try:
+        settings.path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(settings.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))
+    except OSError as exc:
+        return f"decision_log.path: cannot open {settings.path} for appending: {exc.strerror or exc}"
+    return None
+
+
 class DecisionLog:
     """Writes decision records to stdout or a file from a background thread; ``sink: off`` disables it.
 
@@ -93,7 +115,7 @@ class DecisionLog:
     record (``queue.Queue``) costs a lock, a notify and a GIL hand-over per decision.
     """
 
-    def __init__(self, settings: DecisionLogSettings, on_drop: Callable[[], None]):
+    def __init__(self, settings: DecisionLogSettings, on_drop: Callable[[int], object]):
         self.enabled = settings.sink != "off"
         self._settings = settings
         self._on_drop = on_drop
@@ -107,6 +129,13 @@ class DecisionLog:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._fd = -1
+        self._opened: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the fd writes to
+        self._reopen = False  # set by reopen() (SIGHUP); the writer reopens before its next write
+        # Lines whose write failed, retried on every tick (bounded by queue_size; beyond, lost).
+        self._retry: list[bytes] = []
+        self.lost = 0  # lines that never reached the sink: queue full, sink failing, shutdown
+        self.error: str | None = None  # why the sink is failing now; None while lines are written
+        self.failing_since: float | None = None
         self._second = -1  # the whole second whose "YYYY-MM-DDTHH:MM:SS" is cached in _second_text
         self._second_text = ""
 
@@ -116,8 +145,11 @@ class DecisionLog:
             return
         if self._settings.sink == "file":
             assert self._settings.path is not None  # the settings model guarantees it
-            self._settings.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self._settings.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            try:  # only at start: a directory removed later is reported, not silently recreated
+                self._settings.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # _open_file says why the file cannot be opened
+            self._open_file()  # a failure is reported (readiness, metrics) and retried, not raised
         else:
             self._fd = sys.stdout.fileno()
         self._stopping = False
@@ -132,15 +164,41 @@ class DecisionLog:
         self._wake.set()
         self._thread.join(timeout)
         self._thread = None
+        if self._retry:  # the sink never came back: these lines are lost, and counted
+            self._lose(len(self._retry))
+            self._retry = []
         if self._settings.sink == "file" and self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
+
+    def reopen(self) -> None:
+        """Reopen the file before the next write (SIGHUP, after log rotation). Thread-safe."""
+        self._reopen = True
+        self._wake.set()
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "failing" | "off", "sink", "lost", "error", "failing_since"}`` for /readyz."""
+        if not self.enabled:
+            return {"status": "off", "sink": "off", "lost": 0, "error": None, "failing_since": None}
+        status = "failing" if self.error is not None else "ok"
+        since = None if self.failing_since is None else self._time(self.failing_since)
+        return {"status": status, "sink": self._settings.sink, "lost": self.lost, "error": self.error,
+                "failing_since": since}
+
+    @property
+    def refusing(self) -> bool:
+        """True when decisions must be refused: the log is failing and ``on_failure`` is ``refuse``."""
+        return self.error is not None and self._settings.on_failure == "refuse"
+
+    def _lose(self, count: int) -> None:
+        self.lost += count
+        self._on_drop(count)
 
     def submit(self, record: Record) -> None:
         """Serialize one record and queue the line; never blocks. A full queue drops it (counted)."""
         pending = self._pending
         if len(pending) >= self._limit:
-            self._on_drop()
+            self._lose(1)
             return
         try:
             line = self.format(record)
@@ -193,36 +251,108 @@ class DecisionLog:
             self._wake.wait(_FLUSH_INTERVAL)
             self._wake.clear()
             stopping = self._stopping  # read before draining: what was queued before stop() is written
-            lines: list[bytes] = []
+            lines, self._retry = self._retry, []
             try:
                 while True:
                     lines.append(pending.popleft())
             except IndexError:
                 pass
-            if lines:
+            if self._settings.sink == "file" and not self._current_file():
+                self._keep(lines)
+            elif lines:
                 self._write(lines)
             if stopping:
                 return
 
-    def _write(self, lines: list[bytes]) -> None:
-        if self._settings.sink == "file":  # one append per batch: fewer syscalls, fewer GIL hand-overs
-            self._write_all(b"".join(lines))
-            return
-        chunk: list[bytes] = []
-        size = 0
-        for line in lines:  # whole lines, at most PIPE_BUF per write where possible
-            if chunk and size + len(line) > _CHUNK:
-                self._write_all(b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line)
-        if chunk:
-            self._write_all(b"".join(chunk))
+    # -- the file: reopened after rotation, its loss noticed ----------------------------------------
 
-    def _write_all(self, data: bytes) -> None:
+    def _open_file(self) -> bool:
+        path = self._settings.path
+        assert path is not None  # the settings model guarantees it
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:  # a removed directory, a read-only mount, no permission
+            if not path.parent.is_dir():
+                self._failed(f"cannot open {path}: its directory {path.parent} does not exist")
+            else:
+                self._failed(f"cannot open {path}: {exc.strerror or exc}")
+            return False
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        stat = os.fstat(fd)
+        self._opened = (stat.st_dev, stat.st_ino)
+        return True
+
+    def _current_file(self) -> bool:
+        """Make the fd write to the file now at the configured path: reopen it after a rename
+        (logrotate's default), a removal or SIGHUP. False when it cannot be opened."""
+        if self._reopen or self._fd < 0:
+            self._reopen = False
+            return self._open_file()
+        assert self._settings.path is not None
+        try:
+            stat = os.stat(self._settings.path)
+        except OSError:
+            return self._open_file()  # renamed or removed: a new file (or a report why not)
+        if (stat.st_dev, stat.st_ino) != self._opened:
+            return self._open_file()
+        return True
+
+    def _failed(self, error: str) -> None:
+        if self.error is None:
+            log.error("decision log failing: %s", error)
+            self.failing_since = time.time()
+        self.error = error
+
+    def _recovered(self) -> None:
+        if self.error is not None:
+            log.warning("decision log recovered after: %s", self.error)
+        self.error = None
+        self.failing_since = None
+
+    def _keep(self, lines: list[bytes]) -> None:
+        """Hold lines that could not be written for the next attempt; beyond the queue's size
+        the oldest are lost (and counted)."""
+        excess = len(lines) - self._limit
+        if excess > 0:
+            self._lose(excess)
+            lines = lines[excess:]
+        self._retry = lines
+
+    def _write(self, lines: list[bytes]) -> None:
+        # Chunks of whole lines: at most PIPE_BUF bytes to stdout (workers sharing it do not
+        # interleave lines); to a file, larger ones (fewer syscalls, fewer GIL hand-overs).
+        limit = _CHUNK if self._settings.sink == "stdout" else _FILE_CHUNK
+        start = size = 0
+        for i in range(len(lines) + 1):
+            if i == len(lines) or (i > start and size + len(lines[i]) > limit):
+                written = self._write_all(b"".join(lines[start:i]))
+                if written is not None:
+                    self._keep(_unwritten(lines[start:], written))
+                    return
+                start, size = i, 0
+            if i < len(lines):
+                size += len(lines[i])
+        self._recovered()
+
+    def _write_all(self, data: bytes) -> int | None:
+        """Write ``data``: ``None`` when all of it was written, else how many bytes were."""
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(self._fd, view):]
-        except OSError as exc:  # a full disk loses log lines, never decisions
-            log.error("decision log write failed: %s", exc)
+        except OSError as exc:  # a full disk fails the log, never a decision; the rest is retried
+            self._failed(f"write failed: {exc.strerror or exc}")
+            return len(data) - len(view)
+        return None
+
+
+def _unwritten(lines: list[bytes], written: int) -> list[bytes]:
+    """The lines after the first ``written`` bytes; a torn line keeps only its unwritten tail, so
+    the retry completes it instead of writing it twice."""
+    for i, line in enumerate(lines):
+        if written < len(line):
+            return [line[written:]] + lines[i + 1:]
+        written -= len(line)
+    return []

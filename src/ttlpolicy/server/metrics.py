@@ -154,8 +154,8 @@ class Metrics:
         self.registry = registry = CollectorRegistry(auto_describe=False)
         self.reloads = Counter("ttlpolicy_reloads", "Policy reloads by result (success, unchanged, failure).",
                                ["result"], registry=registry)
-        self.log_dropped = Counter("ttlpolicy_decision_log_dropped", "Decision-log records dropped because the "
-                                   "writer fell behind.", registry=registry)
+        self.log_dropped = Counter("ttlpolicy_decision_log_dropped", "Decision-log records lost: the writer fell "
+                                   "behind, or the sink failed (full disk, removed directory) beyond the retry queue.", registry=registry)
         self.last_load = Gauge(_LAST_LOAD, "Unix time of the last successful policy load.", registry=registry,
                                multiprocess_mode="livemin")
         self.policy_info = Gauge("ttlpolicy_policy_set_info", "The digest of the policy set being served (1).",

@@ -46,6 +46,9 @@ _BODY_RESPONSES = {"400": _problem("Body is not valid JSON, or not the expected 
                    "413": _problem("Body larger than the configured limit."),
                    "415": _problem("Content-Type is not application/json.")}
 
+_AUDIT_RESPONSES = {"503": _problem("`decision-log-unavailable`: the decision log cannot be written and "
+                                     "`decision_log.on_failure` is refuse; retry after `Retry-After`.")}
+
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
         "type": "object",
@@ -167,7 +170,14 @@ _SCHEMAS: dict[str, Any] = {
     "Ready": {
         "type": "object", "required": ["status", "digest", "loaded_at", "error"],
         "properties": {
-            "status": {"enum": ["ready", "degraded"]}, "digest": {"type": "string"},
+            "status": {"enum": ["ready", "degraded", "unavailable"]}, "digest": {"type": "string"},
+            "decision_log": {"type": "object", "required": ["status", "lost"],
+                             "description": "failing: lines cannot be written (error says why); lost counts "
+                                            "the lines that never reached the sink",
+                             "properties": {"status": {"enum": ["ok", "failing", "off"]},
+                                            "sink": {"type": "string"}, "lost": {"type": "integer", "minimum": 0},
+                                            "error": _nullable("string"),
+                                            "failing_since": _nullable("string")}},
             "loaded_at": {"type": "string", "format": "date-time"},
             "error": {"oneOf": [{"type": "null"}, {
                 "type": "object", "required": ["detail", "problems"],
@@ -281,7 +291,7 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
     metrics_auth = settings.auth.metrics_require_auth
     paths = {
         "/v1/decide": {"post": op("Decide token lifetimes for one context (scope: decide)", {
-            "200": _ok("The decision.", "Decision"), **_BODY_RESPONSES,
+            "200": _ok("The decision.", "Decision"), **_BODY_RESPONSES, **_AUDIT_RESPONSES,
             "404": _problem("Unknown policy."),
             "422": _problem("`invalid-context`: the context violates the declared attributes (or sends `token`); "
                             "`invalid-subject-token`: the subject token failed verification (`reason` says why; "
@@ -289,7 +299,7 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
                             "`subject-token-not-configured`: no subject-token issuer is configured.")},
             body=decide_body)},
         "/v1/decide/batch": {"post": op("Decide many contexts in order (scope: decide)", {
-            "200": _ok("One result per request, in order.", "BatchResponse"), **_BODY_RESPONSES},
+            "200": _ok("One result per request, in order.", "BatchResponse"), **_BODY_RESPONSES, **_AUDIT_RESPONSES},
             body="BatchRequest")},
         "/v1/policies": {"get": op("The loaded policies (scope: decide or admin)", {
             "200": _ok("Every policy of the serving set.", "PolicyList")})},
@@ -301,7 +311,9 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
             "422": _problem("The new set failed to load (see `problems`); the last good set is still served.")})},
         "/healthz": {"get": op("Liveness", {"200": _ok("The process is alive.", "Health")}, auth=False)},
         "/readyz": {"get": op("Readiness: 200 while a set is served; status degraded after a failed reload", {
-            "200": _ok("Ready or degraded (still serving the last good set).", "Ready")}, auth=False)},
+            "200": _ok("Ready or degraded (still serving the last good set).", "Ready"),
+            "503": _ok("Unavailable: the decision log fails and `decision_log.on_failure` is refuse.", "Ready")},
+            auth=False)},
         "/metrics": {"get": op("Prometheus metrics", {
             "200": {"description": "Prometheus text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}, auth=metrics_auth)},

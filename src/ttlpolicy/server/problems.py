@@ -35,6 +35,7 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-emergency": (422, "Emergency request is not valid"),
     "rate-limited": (429, "Too many requests"),
     "state-unavailable": (503, "State store unavailable"),
+    "decision-log-unavailable": (503, "Decision log unavailable"),
     "invalid-grid": (422, "The heat-map cannot be drawn"),
     "grid-too-large": (422, "The heat-map has too many cells"),
     "compute-time-exceeded": (422, "The computation took too long"),

@@ -101,11 +101,15 @@ async def watch(holder: PolicyHolder, paths: list[Path], debounce_ms: int, stop:
         log.exception("policy file watcher stopped")
 
 
-def install_sighup(holder: PolicyHolder, tasks: set[asyncio.Task[None]]) -> Callable[[], None]:
-    """Reload on SIGHUP where the loop supports signal handlers; returns the undo function."""
+def install_sighup(holder: PolicyHolder, tasks: set[asyncio.Task[None]],
+                   also: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Reload on SIGHUP (and call ``also``: the decision log reopens its file) where the loop
+    supports signal handlers; returns the undo function."""
     loop = asyncio.get_running_loop()
 
     def on_hup() -> None:
+        if also is not None:
+            also()
         task = loop.create_task(holder.try_reload("SIGHUP"))
         tasks.add(task)  # keep a reference until done so the task is not garbage-collected
         task.add_done_callback(tasks.discard)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ttlpolicy.cel import codegen
-from ttlpolicy.cel.native import _Compiler, _leaf, compile_expression
+from ttlpolicy.cel.native import _Compiler, leaf_parts, compile_expression
 from ttlpolicy.cel.parse import parse
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
@@ -120,7 +120,7 @@ def test_well_typed_contexts_never_reach_the_closure() -> None:
              '"oncall" in user.groups || has(user.department)': False,
              'resource.sensitivity == "restricted" && !user.mfa': True}
     for text, expected in cases.items():
-        fn = codegen.generate(parse(text), closure, _leaf)
+        fn = codegen.generate(parse(text), closure, leaf_parts)
         assert fn is not None and fn(act) is expected, text
 
 

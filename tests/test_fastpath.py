@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ttlpolicy import ContextError, load_policies, load_sources
-from ttlpolicy.compile import CompiledPolicy
+from ttlpolicy.program import CompiledPolicy
 from ttlpolicy.cel.native import _Compiler
 from ttlpolicy.cel.parse import parse
 from ttlpolicy.evaluate import decide

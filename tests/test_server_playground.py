@@ -66,7 +66,8 @@ def test_policies_describe_the_form_and_the_rules(api: Any) -> None:
     attributes = {a["name"]: a for a in workforce["attributes"]}
     assert attributes["device.trust"]["values"] == ["managed", "compliant", "known", "unmanaged"]
     assert attributes["tier"]["values"] == workforce["tiers"] and attributes["user.risk"]["max"] == 1
-    assert not any(name.startswith("token.") for name in attributes)
+    assert not any(name.startswith(("token.", "activity.")) for name in attributes)
+    assert not any(name.startswith(("token.", "activity.")) for name in workforce["dimensions"])
     assert "time.hour" in workforce["dimensions"]
     rule = next(r for r in workforce["rules"] if r["name"] == "off-hours")
     lines = WORKFORCE.read_text().splitlines()
@@ -198,6 +199,8 @@ def test_compute_time_is_bounded() -> None:
     ("/v1/playground/grid", {"x": "time.hour", "y": "device.trust", "fixed": {"token": {"sub": "x"}}}, 400,
      "invalid-request", "fixed.token"),
     ("/v1/playground/grid", {"x": "time.hour", "y": "device.trust", "extra": 1}, 400, "invalid-request", "extra"),
+    ("/v1/playground/decide", {"context": {"activity": {"sessions": 0}}}, 400, "invalid-request",
+     "context.activity"),
     ("/v1/playground/grid", {"x": "time.hour", "y": "device.trust", "now": "yesterday"}, 400,
      "invalid-request", "now"),
     ("/v1/playground/grid", {"x": "time.hour", "y": "device.trust", "policy": "nope"}, 404, "unknown-policy", None),

@@ -13,7 +13,7 @@ The pipeline is the layout: ``load`` → ``validate`` → ``compile`` → ``eval
 
 from __future__ import annotations
 
-from .compile import CompiledPolicy
+from .program import CompiledPolicy
 from .decision import Decision, RuleOutcome, Step
 from .durations import format_duration, parse_duration
 from .errors import ContextError, Location, PolicyError, Problem, UnknownPolicyError

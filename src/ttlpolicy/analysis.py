@@ -29,12 +29,11 @@ import lark
 
 from .cel.parse import CelSyntaxError, parse
 from .cel.typecheck import check
-from .compile import CompiledPolicy, ParsedExpression
+from .program import CompiledPolicy, CompiledRule, ParsedExpression, TtlOps
 from .durations import parse_duration
 from .model import Attribute
 from .durations import format_duration
 from .errors import Problem, severity_of
-from .evaluate import CompiledRule, TtlOps
 from .load import JsonPath
 from .model import Rule
 from .validate import Locator

@@ -1,35 +1,49 @@
-"""Stage 3 — compile: type-check every CEL expression and turn one policy into an evaluator.
+"""Stage 3 — compile: source texts to compiled policies, as one explicit list of stages.
 
-Conditions are parsed and checked once, here, and compiled by a CEL backend into plain
-Python callables. The backend is one replaceable piece: ``native`` (the default) compiles
-to closures; ``reference`` runs cel-python's interpreter, for comparison and benchmarks.
+Each stage is named, takes the :class:`Compilation` so far (and, for a per-policy stage, the
+policy), and returns its result (stored on the compilation under the stage's name) and the
+problems it found (OPA's compiler lists its stages the same way). :data:`STAGES`::
+
+    parse → schema → extends → [bases → model → semantic → typecheck → generate → analyse] → default
+                               (per policy, bases before the policies that extend them)
+
+A stage never raises for a user's mistake: it reports a located :class:`Problem` and leaves the
+policy out of what later stages build, so that every problem of a set is reported at once.
+CEL expressions are compiled by a replaceable backend: ``native`` (the default) compiles them to
+closures and generated code; ``reference`` runs cel-python's interpreter, for comparison.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
 
 import lark
+import pydantic
 
+from .analysis import analyze
 from .cel.parse import CelIssue, CelSyntaxError, parse
 from .cel.typecheck import NUMERIC, check
 from .context import ContextSchema, zone_info
-from .decision import Decision
-from .errors import Problem
-from .evaluate import CompiledRule, Program, TtlOps, decide
-from .load import JsonPath
-from .model import Attribute, Limits, PolicyDocument, RefreshSettings, Rule, Tier, TtlEffect
-from .validate import Locator, parse_zones, resolve_attributes
+from .errors import Problem, ProblemCollector
+from .extends import default_policy, extends_chain, merge
+from .generate import generate_program
+from .load import Document, JsonPath, decode_source, parse_document
+from .model import Attribute, PolicyDocument, RefreshSettings, Rule, TtlEffect, build_document
+from .program import CompiledPolicy, CompiledRule, Expression, ParsedExpression, TtlOps
+from .state.ratelimit import CompiledRateLimit, compile_rate_limits
+from .validate import (Locator, cel_problems_despite_schema, parse_zones, resolve_attributes, schema_problems,
+                       semantic_problems)
 
 Backend = Literal["native", "reference"]
+StageResult = tuple[Any, list[Problem]]
 
 
-def backend_compiler(backend: Backend) -> Callable[[lark.Tree], Program]:
+def backend_compiler(backend: Backend) -> Callable[[lark.Tree], Expression]:
     if backend == "native":
         from .cel.native import compile_expression
         return compile_expression
@@ -44,42 +58,245 @@ def _unsupported() -> type[Exception]:
     return UnsupportedExpression
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedExpression:
-    """An expression's parse tree and the attributes it reads. The loader hands these to the
-    analysis, which walks the same trees (parsing is most of the load time), then drops them:
-    kept alive they would triple a large policy's memory and slow every garbage collection."""
+@dataclass
+class Unit:
+    """One policy on its way through the per-policy stages."""
 
-    tree: lark.Tree
-    attributes: frozenset[str]
+    name: str
+    file: str
+    chain: list[str]  # its bases in merge order, the policy itself last
+    files: tuple[str, ...] = ()  # the files of the chain, the policy's own last
+    where: Locator | None = None
+    document: PolicyDocument | None = None
+    failed: bool = False  # an error so far: later stages still check, but build nothing
+    rules: list[CompiledRule] = field(default_factory=list)
+    parsed: dict[str, ParsedExpression] = field(default_factory=dict)  # by text, dropped after loading
+    rate_limits: tuple[CompiledRateLimit, ...] = ()
+    compiled: CompiledPolicy | None = None
+
+
+@dataclass
+class Compilation:
+    """The input of a compilation and each stage's result, under the stage's name (for a
+    per-policy stage: a dict by policy name)."""
+
+    sources: Mapping[str, bytes | str]
+    backend: Backend = "native"
+    texts: dict[str, str] = field(default_factory=dict)
+    parse: dict[str, Document] = field(default_factory=dict)  # by file
+    schema: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # name -> (file, data)
+    extends: dict[str, Unit] = field(default_factory=dict)  # bases before the policies extending them
+    bases: dict[str, list[str]] = field(default_factory=dict)
+    model: dict[str, PolicyDocument] = field(default_factory=dict)
+    semantic: dict[str, bool] = field(default_factory=dict)  # True: no errors
+    typecheck: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    generate: dict[str, CompiledPolicy] = field(default_factory=dict)
+    analyse: dict[str, CompiledPolicy] = field(default_factory=dict)  # the policies that pass: the set
+    default: str | None = None
+    broken: dict[str, str] = field(default_factory=dict)  # policy name -> file, for policies with errors
+    problems: list[Problem] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, for benchmarks/loadtime.py
 
 
 @dataclass(frozen=True)
-class CompiledPolicy:
-    """One policy, ready to decide. Immutable and safe to share between threads."""
+class Stage:
+    """``run(compilation)`` for a stage over the whole set; ``run(compilation, unit)`` for a
+    per-policy stage, where a result of ``None`` ends that policy's way through the stages."""
 
     name: str
-    description: str
-    digest: str
-    files: tuple[str, ...]
-    rules: tuple[CompiledRule, ...]
-    tiers: Mapping[str, Tier]
-    default_access: int
-    default_refresh: int
-    refresh_defaults: RefreshSettings
-    limits: Limits
-    timezone: str
-    context: ContextSchema
-    attributes: Mapping[str, Attribute]
-    document: PolicyDocument = field(repr=False)
+    does: str
+    run: Callable[..., StageResult]
+    per_policy: bool = False
 
-    def decide(self, context: Mapping[str, Any], now: datetime, explain: bool = False) -> Decision:
-        """Validate ``context`` and decide; raises :class:`~ttlpolicy.ContextError`."""
-        return decide(self, self.context.activation(context, now), now, explain)
 
-    def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "description": self.description,
-                "files": list(self.files), "rules": len(self.rules)}
+def compile_sources(sources: Mapping[str, bytes | str], backend: Backend = "native",
+                    problems: list[Problem] | None = None) -> Compilation:
+    """Run every stage over ``sources`` (file name -> content); nothing raises for bad input.
+
+    Per-policy stages run policy by policy, bases first, so that a policy whose base has
+    errors is reported once as not checked instead of repeating its base's errors."""
+    c = Compilation(sources, backend, problems=list(problems or []))
+    index = 0
+    while index < len(STAGES):
+        stage = STAGES[index]
+        if not stage.per_policy:
+            start = time.perf_counter()
+            result, found = stage.run(c)
+            setattr(c, stage.name, result)
+            c.problems += found
+            c.seconds[stage.name] = c.seconds.get(stage.name, 0.0) + time.perf_counter() - start
+            index += 1
+            continue
+        group = []
+        while index < len(STAGES) and STAGES[index].per_policy:
+            group.append(STAGES[index])
+            index += 1
+        for unit in c.extends.values():
+            _run_policy(c, unit, group)
+    return c
+
+
+def _run_policy(c: Compilation, unit: Unit, stages: list[Stage]) -> None:
+    before = len(c.problems)
+    for stage in stages:
+        start = time.perf_counter()
+        result, found = stage.run(c, unit)
+        c.problems += found  # a base's warnings recur with each policy extending it: load_sources keeps one
+        c.seconds[stage.name] = c.seconds.get(stage.name, 0.0) + time.perf_counter() - start
+        if result is None:
+            break
+        getattr(c, stage.name)[unit.name] = result
+    chain_files = set(unit.files) | {c.schema[n][0] for n in unit.chain if n in c.schema}
+    if any(p.severity == "error" and p.location is not None and p.location.file in chain_files
+           for p in c.problems[before:]):
+        c.broken.setdefault(unit.name, unit.file)
+
+
+# ------------------------------------------------------------------------------- the stages
+
+
+def parse_stage(c: Compilation) -> StageResult:
+    """Decode each file and parse its YAML into data with positions."""
+    documents: dict[str, Document] = {}
+    problems: list[Problem] = []
+    for file, content in sorted(c.sources.items()):
+        collector = ProblemCollector(file)
+        text = decode_source(content, collector) if isinstance(content, bytes) else content
+        if text is not None:
+            c.texts[file] = text
+            doc = parse_document(text, collector)
+            if doc is not None:
+                documents[file] = doc
+        problems += collector.problems
+    return documents, problems
+
+
+def schema_stage(c: Compilation) -> StageResult:
+    """The JSON Schema, file by file; each schema-valid policy by name (names unique). A file
+    that fails still has its CEL checked, so that one wrong key does not hide other errors."""
+    raw: dict[str, tuple[str, dict[str, Any]]] = {}
+    problems: list[Problem] = []
+    failed: list[Document] = []
+    for file, doc in c.parse.items():
+        found = schema_problems(doc)
+        problems += found
+        if found:
+            failed.append(doc)
+            if isinstance(doc.data, dict) and isinstance(doc.data.get("name"), str):
+                c.broken.setdefault(doc.data["name"], file)
+            continue
+        data = dict(doc.data)
+        data["rules"] = [dict(rule, index=i, file=file) for i, rule in enumerate(data.get("rules", []))]
+        if "rate_limits" in data:
+            data["rate_limits"] = [dict(limit, index=i, file=file) for i, limit in enumerate(data["rate_limits"])]
+        name = data["name"]
+        if name in raw:
+            problems.append(Problem("duplicate-policy", f"policy {name!r} is also defined in {raw[name][0]}",
+                                    doc.location(("name",)), path="name"))
+            continue
+        raw[name] = (file, data)
+    for doc in failed:
+        problems += cel_problems_despite_schema(doc, [d.data for d in c.parse.values()])
+    return raw, problems
+
+
+def extends_stage(c: Compilation) -> StageResult:
+    """Each policy's chain of bases (see :mod:`ttlpolicy.extends`), bases first."""
+    problems: list[Problem] = []
+    chains = {name: extends_chain(name, c.schema, c.parse, problems, c.broken) for name in c.schema}
+    units: dict[str, Unit] = {}
+    for name in sorted(c.schema, key=lambda n: len(chains[n] or ())):
+        chain = chains[name]
+        if chain is not None:
+            file = c.schema[name][0]
+            units[name] = Unit(name, file, chain, tuple(dict.fromkeys(c.schema[n][0] for n in chain if n in c.schema)))
+    return units, problems
+
+
+def bases_stage(c: Compilation, unit: Unit) -> StageResult:
+    """A policy whose base has errors is not checked (its base's errors are reported there)."""
+    bad = [base for base in unit.chain[:-1] if base in c.broken]
+    if not bad:
+        return unit.chain, []
+    location = c.parse[unit.file].location(("extends",))
+    return None, [Problem("base-broken", f"policy {unit.name!r} was not checked: its base {bad[0]!r} has errors "
+                          f"(in {c.broken[bad[0]]}); fix those first (only this file's own conditions were "
+                          "type-checked)", location, path="extends"),
+                  *cel_problems_despite_schema(c.parse[unit.file], [d.data for d in c.parse.values()])]
+
+
+def model_stage(c: Compilation, unit: Unit) -> StageResult:
+    """The policy merged with its bases, as a typed model (durations in seconds)."""
+    merged, owner = merge([c.schema[n] for n in unit.chain])
+    unit.where = Locator(c.parse, owner, unit.file)
+    try:
+        unit.document = build_document(merged, unit.file)
+    except pydantic.ValidationError as exc:
+        return None, [Problem("schema", f"{'.'.join(map(str, error['loc']))}: {error['msg']}",
+                              unit.where(tuple(error["loc"]))) for error in exc.errors()]
+    return unit.document, []
+
+
+def semantic_stage(c: Compilation, unit: Unit) -> StageResult:
+    """What a schema cannot express: limits, tiers, zones, attributes, rules without effect."""
+    assert unit.document is not None and unit.where is not None
+    found = semantic_problems(unit.document, unit.where)
+    unit.failed = any(p.severity == "error" for p in found)
+    return not unit.failed, found
+
+
+def typecheck_stage(c: Compilation, unit: Unit) -> StageResult:
+    """Parse and type-check every CEL expression and compile it with the backend (rate limits'
+    too: the state layer counts them, see :mod:`ttlpolicy.state.ratelimit`). Runs even for a
+    policy with semantic errors, to report everything at once."""
+    found = _typecheck(unit, c.backend)
+    assert unit.document is not None and unit.where is not None
+    unit.rate_limits, limit_problems = compile_rate_limits(
+        unit.document.rate_limits, resolve_attributes(unit.document), c.parse, unit.where)
+    found += limit_problems
+    unit.failed = unit.failed or any(p.severity == "error" for p in found)
+    return tuple(unit.rules), found
+
+
+def generate_stage(c: Compilation, unit: Unit) -> StageResult:
+    """A concrete policy without errors as a :class:`CompiledPolicy` with its generated program."""
+    if unit.failed or unit.document is None or unit.document.abstract:
+        return None, []
+    unit.compiled = _compiled_policy(unit, c.backend)
+    return unit.compiled, []
+
+
+def analyse_stage(c: Compilation, unit: Unit) -> StageResult:
+    """What the compiled policy means (see :mod:`ttlpolicy.analysis`): mostly warnings; a
+    policy with an error here is left out of the set."""
+    assert unit.compiled is not None and unit.where is not None
+    found = analyze(unit.compiled, unit.where, unit.parsed)
+    unit.parsed = {}  # the trees are not needed any more: free them
+    return (None if any(p.severity == "error" for p in found) else unit.compiled), found
+
+
+def default_stage(c: Compilation) -> StageResult:
+    """The policy that decides when a request names none."""
+    problems: list[Problem] = []
+    return default_policy(c.schema, c.parse, problems), problems
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("parse", "YAML to data with line and column marks", parse_stage),
+    Stage("schema", "the JSON Schema, file by file", schema_stage),
+    Stage("extends", "each policy's chain of bases, bases first", extends_stage),
+    Stage("bases", "a policy whose base has errors is not checked", bases_stage, per_policy=True),
+    Stage("model", "merge with the bases; typed model, durations in seconds", model_stage, per_policy=True),
+    Stage("semantic", "checks a schema cannot express", semantic_stage, per_policy=True),
+    Stage("typecheck", "parse, type-check and compile every CEL expression", typecheck_stage, per_policy=True),
+    Stage("generate", "one generated function per concrete policy", generate_stage, per_policy=True),
+    Stage("analyse", "what the policy means: warnings, and errors that leave it out", analyse_stage,
+          per_policy=True),
+    Stage("default", "the policy that decides when none is named", default_stage),
+)
+
+
+# ------------------------------------------------------------------------------- helpers
 
 
 def digest_of(policy: PolicyDocument) -> str:
@@ -90,6 +307,39 @@ def digest_of(policy: PolicyDocument) -> str:
     data.pop("extends", None)  # the merged content is what counts, not where it came from
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _typecheck(unit: Unit, backend: Backend) -> list[Problem]:
+    policy, where = unit.document, unit.where
+    assert policy is not None and where is not None
+    attributes = resolve_attributes(policy)
+    compiler = _ExpressionCompiler(attributes, where, backend, unit.parsed)
+    for rule in policy.rules:
+        base: JsonPath = ("rules", rule.index)
+        condition = compiler.compile(rule.when, base + ("when",), rule.file, "bool")
+        access = _ttl_ops(rule.access_ttl, compiler, base + ("access_ttl",), rule.file)
+        refresh = _ttl_ops(rule.refresh_ttl, compiler, base + ("refresh_ttl",), rule.file)
+        if condition is not None:
+            line = where(base, file=rule.file).line
+            unit.rules.append(_rule(rule, condition, access, refresh, line))
+    return compiler.problems
+
+
+def _compiled_policy(unit: Unit, backend: Backend) -> CompiledPolicy:
+    policy = unit.document
+    assert policy is not None
+    attributes = resolve_attributes(policy)
+    context = ContextSchema(attributes, zone_info(policy.timezone or "UTC"), parse_zones(policy))
+    compiled = CompiledPolicy(
+        name=policy.name, description=policy.description, digest=digest_of(policy), files=unit.files,
+        rules=tuple(sorted(unit.rules, key=lambda r: r.name)), tiers=MappingProxyType(dict(policy.tiers)),
+        default_access=policy.defaults.access_ttl or 0, default_refresh=policy.defaults.refresh_ttl or 0,
+        refresh_defaults=policy.defaults.refresh, limits=policy.limits, timezone=policy.timezone or "UTC",
+        context=context, attributes=MappingProxyType(attributes), document=policy)
+    trees = {text: parsed.tree for text, parsed in unit.parsed.items()} if backend == "native" else None
+    program = generate_program(compiled, trees)
+    object.__setattr__(compiled, "program", program)  # the program needs the policy it decides for
+    return compiled
 
 
 class _ExpressionCompiler:
@@ -103,7 +353,7 @@ class _ExpressionCompiler:
         self.problems: list[Problem] = []
         self.parsed = parsed
 
-    def compile(self, text: str, path: JsonPath, file: str, expect: str) -> Program | None:
+    def compile(self, text: str, path: JsonPath, file: str, expect: str) -> Expression | None:
         try:
             tree = parse(text)
         except CelSyntaxError as exc:
@@ -138,34 +388,6 @@ class _ExpressionCompiler:
         self.problems.append(Problem(issue.code, issue.message, location, path=".".join(map(str, path))))
 
 
-def compile_policy(policy: PolicyDocument, where: Locator, backend: Backend = "native",
-                   files: tuple[str, ...] = (), build: bool = True, parsed: dict[str, ParsedExpression] | None = None,
-                   ) -> tuple[CompiledPolicy | None, list[Problem]]:
-    """Compile one effective (``extends`` already merged) policy; problems instead of raising.
-
-    ``parsed``, if given, receives every checked expression's tree by text (for the analysis)."""
-    attributes = resolve_attributes(policy)
-    compiler = _ExpressionCompiler(attributes, where, backend, parsed if parsed is not None else {})
-    rules = []
-    for rule in policy.rules:
-        base: JsonPath = ("rules", rule.index)
-        condition = compiler.compile(rule.when, base + ("when",), rule.file, "bool")
-        access = _ttl_ops(rule.access_ttl, compiler, base + ("access_ttl",), rule.file)
-        refresh = _ttl_ops(rule.refresh_ttl, compiler, base + ("refresh_ttl",), rule.file)
-        if condition is not None:
-            rules.append(_rule(rule, condition, access, refresh))
-    if compiler.problems or policy.abstract or not build:
-        return None, compiler.problems
-    context = ContextSchema(attributes, zone_info(policy.timezone or "UTC"), parse_zones(policy))
-    compiled = CompiledPolicy(
-        name=policy.name, description=policy.description, digest=digest_of(policy), files=files,
-        rules=tuple(sorted(rules, key=lambda r: r.name)), tiers=MappingProxyType(dict(policy.tiers)),
-        default_access=policy.defaults.access_ttl or 0, default_refresh=policy.defaults.refresh_ttl or 0,
-        refresh_defaults=policy.defaults.refresh, limits=policy.limits, timezone=policy.timezone or "UTC",
-        context=context, attributes=MappingProxyType(attributes), document=policy)
-    return compiled, []
-
-
 def _ttl_ops(effect: TtlEffect | None, compiler: _ExpressionCompiler, path: JsonPath, file: str) -> TtlOps | None:
     if effect is None:
         return None
@@ -182,10 +404,11 @@ def _ttl_ops(effect: TtlEffect | None, compiler: _ExpressionCompiler, path: Json
                   cap=effect.cap, floor=effect.floor)
 
 
-def _rule(rule: Rule, condition: Program, access: TtlOps | None, refresh: TtlOps | None) -> CompiledRule:
+def _rule(rule: Rule, condition: Expression, access: TtlOps | None, refresh: TtlOps | None, line: int
+          ) -> CompiledRule:
     settings = rule.refresh or RefreshSettings()
     return CompiledRule(name=rule.name, description=rule.description, when=rule.when, condition=condition,
                         access=access, refresh=refresh, rotation=settings.rotation,
                         idle_timeout=settings.idle_timeout, max_session=settings.max_session,
                         reuse_grace=settings.reuse_grace, sender_constrained=settings.sender_constrained,
-                        step_up=rule.step_up, deny=rule.deny)
+                        step_up=rule.step_up, deny=rule.deny, file=rule.file, line=line)

@@ -163,7 +163,7 @@ def _json_type(value: Any) -> str:
         type(value), type(value).__name__)
 
 
-_EXTRA_CHECKS: dict[str, Callable[[Any], None]] = {}
+EXTRA_CHECKS: dict[str, Callable[[Any], None]] = {}
 
 # Exactly the dotted quads ``ipaddress`` accepts (decimal octets 0-255, ASCII digits, no leading
 # zeros). Parsing them by hand is ~5x faster than ``ipaddress.ip_address`` (about 5 µs here), which
@@ -202,16 +202,16 @@ def _check_zone(value: str) -> None:
     zone_info(value)
 
 
-_EXTRA_CHECKS.update({"location.ip": _check_ip, "location.country": _check_country, "time.zone": _check_zone})
+EXTRA_CHECKS.update({"location.ip": _check_ip, "location.country": _check_country, "time.zone": _check_zone})
 
 
-def _checker(name: str, attribute: Attribute) -> Callable[[Any], Any]:
+def value_checker(name: str, attribute: Attribute) -> Callable[[Any], Any]:
     """A function validating one attribute's value: returns it coerced or raises ValueError.
 
     The common, valid values take a short path specialised by type; anything unusual falls
     back to :func:`_coerce`, the single source of the rules and of the error messages.
     """
-    extra = _EXTRA_CHECKS.get(name)
+    extra = EXTRA_CHECKS.get(name)
 
     def slow(value: Any) -> Any:
         value = _coerce(attribute, value)
@@ -292,9 +292,9 @@ class ContextSchema:
         self._required = [n for n, a in self.attributes.items() if a.required]
         # One checker per sendable attribute, built once: the hot path of a request.
         self._checks: dict[str, dict[str, Callable[[Any], Any]]] = {
-            ns: {f: _checker(f"{ns}.{f}", a) for f, a in fs.items() if not a.derived}
+            ns: {f: value_checker(f"{ns}.{f}", a) for f, a in fs.items() if not a.derived}
             for ns, fs in self._fields.items()}
-        self._top_checks = {n: _checker(n, a) for n, a in self._top.items() if not a.derived}
+        self._top_checks = {n: value_checker(n, a) for n, a in self._top.items() if not a.derived}
         # ZoneInfo() has its own cache, but a dict lookup is cheaper still; the names are those
         # already validated, and this dict only ever grows by IANA names (a bounded set).
         self._tz: dict[str, ZoneInfo] = {}
@@ -353,7 +353,7 @@ class ContextSchema:
             return
         try:
             value = _coerce(attribute, value)
-            extra = _EXTRA_CHECKS.get(name)
+            extra = EXTRA_CHECKS.get(name)
             if extra is not None:
                 extra(value)
         except ValueError as exc:
@@ -364,10 +364,7 @@ class ContextSchema:
     def _derive(self, out: dict[str, Any], now: datetime) -> None:
         time_ns = out.setdefault("time", {})
         zone_name = time_ns.get("zone")
-        zone = self.default_zone
-        if zone_name:
-            zone = self._tz.get(zone_name) or self._tz.setdefault(zone_name, zone_info(zone_name))
-        local = now.astimezone(zone)
+        local = now.astimezone(self.time_zone(zone_name) if zone_name else self.default_zone)
         time_ns["now"] = now
         time_ns["hour"] = local.hour
         time_ns["minute"] = local.minute
@@ -375,6 +372,10 @@ class ContextSchema:
         time_ns["date"] = local.date().isoformat()
         location = out.setdefault("location", {})
         location["zone"] = self.zone_of(location.get("ip"))
+
+    def time_zone(self, name: str) -> ZoneInfo:
+        """The IANA zone ``name`` (already validated as one)."""
+        return self._tz.get(name) or self._tz.setdefault(name, zone_info(name))
 
     def zone_of(self, ip: str | None) -> str:
         if not ip or not self._zones:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Union
+
+# One trace step as compact data, formatted into a :class:`Step` only when asked (``trace``,
+# ``to_dict``): (target, step, value, result, rule, source). The evaluator appends these on the
+# hot path; a tuple of shared constants costs a fraction of a dataclass instance.
+TraceEntry = tuple[str, str, Union[float, int, str, None], int, Union[str, None], Union[str, None]]
 
 
 @dataclass(slots=True)
@@ -25,6 +30,17 @@ class Step:
         if self.source is not None:
             out["source"] = self.source
         return out
+
+
+def step_dict(entry: TraceEntry) -> dict[str, Any]:
+    """``Step(*entry).to_dict()`` without building the Step."""
+    target, step, value, result, rule, source = entry
+    out: dict[str, Any] = {"target": target, "step": step, "value": value, "result": result}
+    if rule is not None:
+        out["rule"] = rule
+    if source is not None:
+        out["source"] = source
+    return out
 
 
 @dataclass(slots=True)
@@ -68,7 +84,7 @@ class Decision:
     deny_reason: str | None
     matched: list[str]
     errors: list[RuleOutcome]
-    trace: list[Step]
+    steps: list[TraceEntry]  # the trace as compact data; ``trace`` formats it
     policy_name: str
     policy_digest: str
     tier: str | None = None
@@ -77,6 +93,22 @@ class Decision:
     # What the issuer does when a rotated refresh token is presented again after the grace window
     # (RFC 9700 §4.14.2); one value today, a field of the decision for the diff to compare.
     ON_REUSE: ClassVar[str] = "revoke_family"
+    _trace: list[Step] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def trace(self) -> list[Step]:
+        """Every change to every number, formatted from ``steps`` on first use (then kept, so a
+        later stage may append to it)."""
+        if self._trace is None:
+            self._trace = [Step(*entry) for entry in self.steps]
+        return self._trace
+
+    def trace_entries(self) -> list[TraceEntry]:
+        """The trace as compact entries, steps appended to ``trace`` included (for a later stage
+        that builds a new decision with ``dataclasses.replace(decision, steps=...)``)."""
+        if self._trace is None:
+            return list(self.steps)
+        return [(s.target, s.step, s.value, s.result, s.rule, s.source) for s in self._trace]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -93,7 +125,8 @@ class Decision:
             "matched": self.matched,
             "errors": [e.to_dict() for e in self.errors],
             "tier": self.tier,
-            "trace": [s.to_dict() for s in self.trace],
+            "trace": ([step_dict(entry) for entry in self.steps] if self._trace is None
+                      else [step.to_dict() for step in self._trace]),
             "policy": {"name": self.policy_name, "digest": self.policy_digest},
         }
         if self.rules is not None:

@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 from .analysis import ABSENT, attribute_candidates, collect_literals
 from .cel.parse import CelSyntaxError, parse
 from .cel.typecheck import check
-from .compile import CompiledPolicy
 from .decision import Decision
+from .program import CompiledPolicy
 from .errors import ContextError
 from .policyset import PolicySet
 from .validate import MAX_REUSE_GRACE

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .compile import CompiledPolicy
+from .program import CompiledPolicy
 from .context import check_value
 from .decision import Decision
 from .diffing import LOOSEN, TIGHTEN, Outcome, change_kinds, decide_outcome, zone_addresses

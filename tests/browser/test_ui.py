@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import expect
-from server_fixtures.helpers import REPO
+from server_fixtures.helpers import REPO, ServerProcess
 
 from ttlpolicy.durations import format_duration
+from ttlpolicy.server.auth import hash_key
 
 WORKFORCE = REPO / "policies" / "workforce.yaml"
 
@@ -165,3 +166,18 @@ def test_narrow_screens_and_labels(page: Any) -> None:
     assert unlabelled == []
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # only the grid scrolls, inside itself
     page.console.assert_clean()
+
+
+def test_credentials_are_asked_for_before_any_call(page: Any) -> None:
+    key = "browser-test-key-0123456789"
+    keys = json.dumps([{"name": "ui", "hash": hash_key(key), "scopes": ["decide"]}])
+    with ServerProcess(env={"TTLPOLICY_AUTH__API_KEYS": keys}) as secured:
+        page.goto(secured.url + "/ui/")
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.locator("#credentials").is_visible()
+        assert page.locator("#heatmap [data-testid=cell]").count() == 0
+        page.fill("#credential", key)
+        page.click("#credentials button[type=submit]")
+        expect(page.locator("#heatmap [data-testid=cell]")).to_have_count(96)
+        assert not page.locator("#credentials").is_visible()
+        page.console.assert_clean()  # no 401 on the way: the page asked first

@@ -62,14 +62,15 @@ def _lacks(items: list[Any]) -> bool:
 
 
 class _Generator:
-    def __init__(self, leaf: Callable[[lark.Tree], Any]):
+    def __init__(self, leaf: Callable[[lark.Tree], Any], prefix: str = "_k"):
         self.leaf = leaf  # compiles a sub-tree with the native compiler: (fn, const, value, path)
+        self.prefix = prefix  # of the constants' names, distinct per condition in a whole-policy function
         self.names: dict[str, Any] = {}
         self.variables = 0
         self.fast_tests = 0
 
     def constant(self, value: Any) -> str:
-        name = f"_k{len(self.names)}"
+        name = f"{self.prefix}{len(self.names)}"
         self.names[name] = value
         return name
 
@@ -191,25 +192,37 @@ def _code(source: str) -> CodeType:
     return compile(source, "<ttlpolicy condition>", "exec")
 
 
+# What a condition's source may name besides its constants and ``act`` (the activation).
+HELPERS: dict[str, Any] = {"_slow_": _slow_, "_lacks": _lacks}
+BUILTINS: dict[str, Any] = {"type": type, "str": str, "int": int, "float": float, "bool": bool, "dict": dict,
+                            "list": list, "Exception": Exception}
+
+
+def condition_source(tree: lark.Tree, leaf: Callable[[lark.Tree], Any], prefix: str = "_k"
+                     ) -> tuple[str, dict[str, Any], int]:
+    """``(expression source, its constants, number of fast tests)`` for a condition: the source
+    yields the condition's bool or raises (then the closure decides). Raises for a shape the
+    generator does not know. :mod:`ttlpolicy.generate` inlines it into the whole-policy function."""
+    generator = _Generator(leaf, prefix)
+    body = generator.boolean(tree)
+    return body, generator.names, generator.fast_tests
+
+
 def generate(tree: lark.Tree, slow: Fn, leaf: Callable[[lark.Tree], Any]) -> Fn | None:
     """One function equal to ``slow`` (the condition's closure) but faster, or ``None`` when
     the condition has no test the generator makes faster (then the closure is as good)."""
-    generator = _Generator(leaf)
     try:
-        body = generator.boolean(tree)
+        body, names, fast_tests = condition_source(tree, leaf)
     except Exception:  # noqa: BLE001 - a shape the generator does not know: keep the closure
         return None
-    if generator.fast_tests == 0:
+    if fast_tests == 0:
         return None
     source = ("def condition(act):\n"
               "    try:\n"
               f"        return {body}\n"
               "    except Exception:\n"  # _Slow, a missing key, another type: the closure decides
               "        return slow(act)\n")
-    namespace: dict[str, Any] = {"__builtins__": {"type": type, "str": str, "int": int, "float": float,
-                                                  "bool": bool, "dict": dict, "list": list,
-                                                  "Exception": Exception},
-                                 "_slow_": _slow_, "_lacks": _lacks, "slow": slow, **generator.names}
+    namespace: dict[str, Any] = {"__builtins__": dict(BUILTINS), **HELPERS, "slow": slow, **names}
     exec(_code(source), namespace)  # noqa: S102 - see module docstring
     condition: Fn = namespace["condition"]
     return condition

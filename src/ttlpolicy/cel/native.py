@@ -81,7 +81,7 @@ def compile_expression(tree: lark.Tree) -> Callable[[Mapping[str, Any]], Any]:
     if node.boolean:
         # bool results need no conversion: no wrapper. Conditions made of simple tests run as
         # one generated function that falls back to this closure for anything unusual.
-        return codegen.generate(tree, fn, _leaf) or fn
+        return codegen.generate(tree, fn, leaf_parts) or fn
     if node.const:
         value = node.value
         return lambda act: nf.to_plain(value)
@@ -97,7 +97,7 @@ def compile_expression(tree: lark.Tree) -> Callable[[Mapping[str, Any]], Any]:
     return run
 
 
-def _leaf(tree: lark.Tree) -> tuple[Fn, bool, Any, tuple[str, ...] | None]:
+def leaf_parts(tree: lark.Tree) -> tuple[Fn, bool, Any, tuple[str, ...] | None]:
     """``(closure, is constant, constant value, attribute path)`` of a sub-expression, for codegen."""
     node = _Compiler().compile(tree)
     return node.fn, node.const, node.value, node.path

@@ -39,7 +39,7 @@ from .config import ConfigError, Settings
 from .problems import problem
 
 if TYPE_CHECKING:
-    from ..compile import CompiledPolicy
+    from ..program import CompiledPolicy
     from ..policyset import PolicySet
     from .app import Service
 

@@ -55,6 +55,9 @@ PAGE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 MAX_FILES = 32
+# Namespaces only the service fills in (as POST /v1/decide refuses them): never typed into a what-if.
+SERVICE_ONLY = {"token": "token.* comes only from a verified subject_token",
+                "activity": "activity.* comes only from what the service has seen"}
 _REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/~^@{}-]{0,99}$")  # never an option: no leading "-"
 _VERSION_FIELDS = frozenset({"files", "overlay", "git"})
 T = TypeVar("T")
@@ -80,6 +83,12 @@ def _error(path: str, message: str, code: str = "invalid-field") -> dict[str, st
     return {"path": path, "code": code, "message": message}
 
 
+def _service_only(context: Mapping[str, Any], path: str) -> list[dict[str, str]]:
+    """A context may not send what only the service sets, here as in POST /v1/decide."""
+    return [_error(f"{path}.{name}", SERVICE_ONLY[name], "context-forbidden-attribute")
+            for name in SERVICE_ONLY if name in context]
+
+
 def _at(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -98,8 +107,8 @@ def describe(policies: PolicySet) -> list[dict[str, Any]]:
     for policy in policies:
         attributes = []
         for name, a in sorted(policy.attributes.items()):
-            if name.startswith("token."):
-                continue  # only ever from a verified subject token, never typed in
+            if name.partition(".")[0] in SERVICE_ONLY:
+                continue  # only ever from the service, never typed in
             attributes.append({"name": name, "type": a.type, "description": a.description,
                                "values": list(policy.tiers) if name == "tier" else a.values,
                                "min": a.min, "max": a.max, "default": a.default, "required": a.required,
@@ -116,7 +125,7 @@ def describe(policies: PolicySet) -> list[dict[str, Any]]:
                     "default": policy.name == policies.default, "timezone": policy.timezone,
                     "files": list(policy.files), "tiers": list(policy.tiers), "zones": list(policy.document.zones),
                     "attributes": attributes,
-                    "dimensions": [d for d in dimension_names(policy) if not d.startswith("token.")],
+                    "dimensions": [d for d in dimension_names(policy) if d.partition(".")[0] not in SERVICE_ONLY],
                     "rules": rules})
     return out
 
@@ -337,9 +346,8 @@ class Playground:
         if not isinstance(context, dict):
             errors.append(_error("context", "expected an object" if "context" in body else "required",
                                  "invalid-field" if "context" in body else "missing-field"))
-        elif "token" in context:
-            errors.append(_error("context.token", "token.* comes only from a verified subject_token",
-                                 "context-forbidden-attribute"))
+        else:
+            errors += _service_only(context, "context")
         now = self._now(body, errors)
         name = self._policy_name(body, errors)
         if errors:
@@ -480,9 +488,7 @@ class Playground:
         if not isinstance(fixed, dict):
             errors.append(_error("fixed", "expected a context object"))
             return {}
-        if "token" in fixed:
-            errors.append(_error("fixed.token", "token.* comes only from a verified subject_token",
-                                 "context-forbidden-attribute"))
+        errors += _service_only(fixed, "fixed")
         return fixed
 
     # -- OpenAPI ----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from .store import StateStore, StoreUnavailable, Window
 from .tighten import Ceiling, tighten
 
 if TYPE_CHECKING:
-    from ..compile import CompiledPolicy
+    from ..program import CompiledPolicy
     from ..policyset import PolicySet
 
 log = logging.getLogger("ttlpolicy.state")

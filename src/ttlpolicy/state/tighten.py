@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
-from ..decision import Decision, Step
+from ..decision import Decision
 from ..durations import format_duration
 
 
@@ -58,16 +58,16 @@ def tighten(decision: Decision, ceilings: Iterable[Ceiling], extra: Mapping[str,
     access, refresh = decision.access_ttl, decision.refresh_ttl
     allow, deny_reason = decision.allow, decision.deny_reason
     step_up, reasons = decision.step_up, list(decision.step_up_reasons)
-    trace = list(decision.trace)
+    trace = decision.trace_entries()  # compact (target, step, value, result, rule, source) entries
     for ceiling in ordered:
         if ceiling.access_ttl is not None:
             access = min(access, ceiling.access_ttl)
-            trace.append(Step("access_ttl", ceiling.step, ceiling.access_ttl, access, None,
-                              f"{ceiling.source}: {_bound('access_ttl', ceiling.access_ttl)}"))
+            trace.append(("access_ttl", ceiling.step, ceiling.access_ttl, access, None,
+                          f"{ceiling.source}: {_bound('access_ttl', ceiling.access_ttl)}"))
         if ceiling.refresh_ttl is not None:
             refresh = min(refresh, ceiling.refresh_ttl)
-            trace.append(Step("refresh_ttl", ceiling.step, ceiling.refresh_ttl, refresh, None,
-                              f"{ceiling.source}: {_bound('refresh_ttl', ceiling.refresh_ttl)}"))
+            trace.append(("refresh_ttl", ceiling.step, ceiling.refresh_ttl, refresh, None,
+                          f"{ceiling.source}: {_bound('refresh_ttl', ceiling.refresh_ttl)}"))
         if ceiling.step_up is not None:
             step_up = True
             reason = f"{ceiling.source}: {ceiling.step_up}"
@@ -77,12 +77,12 @@ def tighten(decision: Decision, ceilings: Iterable[Ceiling], extra: Mapping[str,
             if allow:
                 deny_reason = f"{ceiling.source}: {ceiling.deny}"
             allow = False
-            trace.append(Step("access_ttl", "deny", None, 0, None, f"{ceiling.source}: {ceiling.deny}"))
-            trace.append(Step("refresh_ttl", "deny", None, 0, None, f"{ceiling.source}: {ceiling.deny}"))
+            trace.append(("access_ttl", "deny", None, 0, None, f"{ceiling.source}: {ceiling.deny}"))
+            trace.append(("refresh_ttl", "deny", None, 0, None, f"{ceiling.source}: {ceiling.deny}"))
     if not allow:
         access = refresh = 0
     merged = dict(decision.extra)
     if extra:
         merged.update(extra)
     return replace(decision, allow=allow, access_ttl=access, refresh_ttl=refresh, deny_reason=deny_reason,
-                   step_up=step_up, step_up_reasons=reasons, trace=trace, extra=merged)
+                   step_up=step_up, step_up_reasons=reasons, steps=trace, extra=merged)

@@ -160,13 +160,32 @@ function fileText(file) {
   return file in state.draft ? state.draft[file] : state.files[file] || "";
 }
 
+// The public OpenAPI document says whether the API wants credentials, so the page can ask for
+// them before its first call instead of after a 401.
+async function credentialsRequired() {
+  try {
+    const response = await fetch(new URL("../openapi.json", location.href), { headers: { Accept: "application/json" } });
+    const document = await response.json();
+    return (document.paths["/v1/playground/policies"].get.security || []).length > 0;
+  } catch (error) {
+    return false; // let the first call tell
+  }
+}
+
+function askForCredentials(message) {
+  $("credentials").hidden = false;
+  $("credentials-message").textContent = message;
+  $("credential").focus();
+}
+
 async function loadSet() {
   try {
     state.set = await api("policies");
   } catch (error) {
     if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-      $("credentials").hidden = false;
-      $("credential").focus();
+      askForCredentials(error.status === 401 ? "These credentials were refused: " + error.message
+        : "These credentials lack the decide or admin scope.");
+      return false;
     }
     showStatus(error);
     return false;
@@ -862,7 +881,9 @@ async function start() {
     await lintDraft();
     await compare();
   }));
-  if (await loadSet()) {
+  if (!state.credential && await credentialsRequired()) {
+    askForCredentials("This service requires credentials.");
+  } else if (await loadSet()) {
     fillAxisSelects();
     markAxes();
     await busy($("heatmap-button"), drawHeatmap);

@@ -1,0 +1,412 @@
+"""Compile stage "generate": one policy as one generated Python function.
+
+The function does, in straight-line code specialised to the policy, what the reference
+evaluator (:mod:`ttlpolicy.evaluate`) does with loops over data: it validates the context's
+declared attributes, derives ``time.*`` and ``location.zone``, runs every condition (inlined,
+see :mod:`ttlpolicy.cel.codegen`), collects and combines the effects, applies the tier ceiling,
+idle timeout, session and global limits, deny and step-up, and records the trace as compact
+tuples that are formatted only when asked. ``ttlpolicy compile --show POLICY`` prints it.
+
+**Semantics are the reference's, by construction.** The generated code handles the common,
+well-formed case only; anything unusual hands over to the code that defines the behaviour:
+
+* a context it does not recognise at a glance (an unknown key, a value of another type, a
+  missing required attribute) goes to :meth:`ContextSchema.activation`, which lists every
+  problem or returns the same activation;
+* a condition's fast test that meets something unusual calls the condition's closure;
+* a condition or factor that fails, or gives no bool, and ``explain=True`` hand the decision to
+  :func:`ttlpolicy.evaluate.decide`, whose fail-safe rules are written once, there.
+
+**No user text is executed.** The source holds Python keywords, generated names, attribute names
+(identifiers by the schema, checked again here and written with ``repr``) and numbers; every
+value from the policy (rule names, reasons, allowed values, defaults) lives in a constants table
+the function reads by generated name. Rule names and conditions appear only in comments, written
+with ``repr`` so that no line break can end a comment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+import lark
+
+from .cel import codegen
+from .context import EXTRA_CHECKS, MAX_STRING, value_checker
+from .decision import Decision
+from .evaluate import bound_idle, bound_session, decide as reference_decide, deny, seconds, session_end_of
+from .model import Attribute
+from .program import CompiledPolicy, CompiledRule, Program, TtlOps
+from .vocabulary import WEEKDAYS
+
+Reference = Callable[[CompiledPolicy, Mapping[str, Any], datetime, bool], Decision]
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _Slow(Exception):
+    """The fast path met something it does not handle; the reference code takes over."""
+
+
+@dataclass
+class _Writer:
+    """Source lines and the constants table of one generated function."""
+
+    lines: list[str] = field(default_factory=list)
+    constants: dict[str, Any] = field(default_factory=dict)
+    depth: int = 1
+
+    def line(self, text: str = "") -> None:
+        self.lines.append("    " * self.depth + text if text else "")
+
+    by_id: dict[int, str] = field(default_factory=dict)
+
+    def const(self, value: Any, hint: str = "k") -> str:
+        """A generated name bound to ``value`` (one name for the same object used twice)."""
+        name = self.by_id.get(id(value))
+        if name is None:
+            name = self.by_id[id(value)] = f"_{hint}{len(self.constants)}"
+            self.constants[name] = value
+        return name
+
+
+def _key(name: str) -> str:
+    if not name.isidentifier():  # pragma: no cover - the schema allows identifiers only
+        raise ValueError(f"attribute name {name!r} is not an identifier")
+    return repr(name)
+
+
+def _comment(text: str) -> str:
+    return repr(text)[1:-1] if len(text) < 160 else repr(text[:157])[1:-1] + "..."
+
+
+def generate_program(policy: CompiledPolicy, trees: Mapping[str, lark.Tree] | None = None,
+                     reference: Reference = reference_decide) -> Program:
+    """The generated program of ``policy``. ``trees`` maps condition text to its parse tree (for
+    the native backend; without it every condition is called as its compiled function).
+    ``reference`` finishes the decisions the generated code hands over (tests pass a recorder)."""
+    w = _Writer()
+    fallbacks: list[tuple[str, str]] = []
+    w.lines.append("def decide(context, now, explain):")
+    _validation(w, policy)
+    w.line("if explain:  # every rule's outcome, by the reference evaluator")
+    w.line("    return _reference(_policy, act, now, True)")
+    _collection(w, policy, trees, fallbacks)
+    _combination(w, policy)
+    source = "\n".join(w.lines) + "\n"
+    namespace: dict[str, Any] = {
+        "__builtins__": {**codegen.BUILTINS, "min": min, "max": max, "len": len, "ValueError": ValueError},
+        **codegen.HELPERS, "_Slow": _Slow, "_policy": policy, "_reference": reference, **w.constants}
+    exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
+    return Program(run=namespace["decide"], source=_header(policy, fallbacks) + source, fallbacks=tuple(fallbacks))
+
+
+def _header(policy: CompiledPolicy, fallbacks: list[tuple[str, str]]) -> str:
+    lines = [f"# policy {_comment(policy.name)} ({policy.digest}), from {', '.join(map(_comment, policy.files))}",
+             f"# {len(policy.rules)} rules; {len(fallbacks)} conditions called as closures"]
+    lines += [f"#   {_comment(name)}: {_comment(reason)}" for name, reason in fallbacks]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def _validation(w: _Writer, policy: CompiledPolicy) -> None:
+    schema = policy.context
+    namespaces: dict[str, dict[str, Attribute]] = {}
+    top: dict[str, Attribute] = {}
+    for name, attribute in schema.attributes.items():
+        if "." in name:
+            namespace, leaf = name.split(".", 1)
+            namespaces.setdefault(namespace, {})[leaf] = attribute
+        else:
+            top[name] = attribute
+    sendable_top = frozenset(namespaces) | {n for n, a in top.items() if not a.derived}
+    w.line("# context: the declared attributes, checked; anything unusual goes to the reference validator")
+    w.line("try:")
+    w.depth += 1
+    w.line(f"if type(context) is not dict or not context.keys() <= {w.const(sendable_top, 'keys')}:")
+    w.line("    raise _Slow")
+    variables = {}
+    for index, (namespace, fields) in enumerate(namespaces.items()):
+        var = f"ns{index}"
+        variables[namespace] = var
+        defaults = {f: a.default for f, a in fields.items() if a.default is not None and not a.derived}
+        w.line(f"{var} = {w.const(defaults, 'defaults')}.copy()  # {namespace}" if defaults else
+               f"{var} = {{}}  # {namespace}")
+        sendable = {f: a for f, a in fields.items() if not a.derived}
+        if not sendable:
+            w.line(f"if context.get({_key(namespace)}) is not None: raise _Slow")
+            continue
+        w.line(f"x = context.get({_key(namespace)})")
+        w.line("if x is not None:")
+        w.depth += 1
+        w.line(f"if type(x) is not dict or not x.keys() <= {w.const(frozenset(sendable), 'keys')}:")
+        w.line("    raise _Slow")
+        for leaf, attribute in sendable.items():
+            _check(w, f"{namespace}.{leaf}", attribute, "x", leaf, f"{var}[{_key(leaf)}]")
+        w.depth -= 1
+    w.line("act = {" + ", ".join(f"{_key(ns)}: {var}" for ns, var in variables.items()) + "}")
+    for name, attribute in top.items():
+        if attribute.derived:
+            continue
+        _check(w, name, attribute, "context", name, f"act[{_key(name)}]",
+               default=None if attribute.default is None else w.const(attribute.default, "default"))
+    for name, attribute in schema.attributes.items():
+        if attribute.required:
+            namespace, _, leaf = name.partition(".")
+            test = f"{_key(leaf)} not in {variables[namespace]}" if leaf else f"{_key(name)} not in act"
+            w.line(f"if {test}: raise _Slow  # {name} is required")
+    w.depth -= 1
+    w.line("except (_Slow, ValueError):")
+    w.line("    act = _activation(context, now)  # every problem listed (ContextError), or the same activation")
+    w.line("else:")
+    w.depth += 1
+    w.constants["_activation"] = schema.activation
+    _derivation(w, policy, variables)
+    w.depth -= 1
+
+
+def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, target: str,
+           default: str | None = None) -> None:
+    """Assign the sent value of one attribute if it is plainly valid; otherwise ``_Slow``."""
+    w.line(f"v = {source}.get({_key(key)})")
+    w.line("if v is not None:")
+    test = _plain_test(w, name, attribute)
+    if test is None:  # timestamps, lists, IP addresses, ...: the shared checker (raises ValueError)
+        w.line(f"    {target} = {w.const(value_checker(name, attribute), 'check')}(v)")
+    else:
+        w.line(f"    if not ({test}): raise _Slow")
+        w.line(f"    {target} = v")
+    if default is not None:
+        w.line("else:")
+        w.line(f"    {target} = {default}")
+
+
+def _plain_test(w: _Writer, name: str, attribute: Attribute) -> str | None:
+    """A test that holds exactly for the values ``_coerce`` accepts unchanged, where one is simple."""
+    if name in EXTRA_CHECKS:
+        return None
+    kind = attribute.type
+    if kind == "string":
+        if attribute.values is None:
+            return f"type(v) is str and len(v) <= {MAX_STRING}"
+        return f"type(v) is str and v in {w.const(frozenset(attribute.values), 'values')}"
+    if kind == "bool":
+        return "v is True or v is False"
+    if kind in ("int", "double"):
+        low, high = attribute.min, attribute.max
+        if kind == "int":
+            bounds = [f"{_INT64[0]} <= v <= {_INT64[1]}"]
+        else:  # finite bounds even without min/max: inf and NaN fail them and take the slow path
+            bounds = [f"{w.const(-1.7976931348623157e308)} <= v <= {w.const(1.7976931348623157e308)}"]
+        bounds += [f"v >= {w.const(low)}"] if low is not None else []
+        bounds += [f"v <= {w.const(high)}"] if high is not None else []
+        return f"type(v) is {'int' if kind == 'int' else 'float'} and " + " and ".join(bounds)
+    return None
+
+
+def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]) -> None:
+    """``time.*`` in the request's (or the policy's) time zone, and ``location.zone`` from the IP."""
+    schema = policy.context
+    w.line("# derived attributes")
+    w.line("t = act.setdefault('time', {})")
+    w.line("z = t.get('zone')")
+    w.line(f"local = now.astimezone({w.const(schema.time_zone, 'tz')}(z) if z else "
+           f"{w.const(schema.default_zone, 'zone')})")
+    w.line("t['now'] = now")
+    w.line("t['hour'] = local.hour")
+    w.line("t['minute'] = local.minute")
+    w.line(f"t['weekday'] = {w.const(WEEKDAYS, 'weekdays')}[local.weekday()]")
+    w.line("t['date'] = local.date().isoformat()")
+    w.line("location = act.setdefault('location', {})")
+    w.line(f"location['zone'] = {w.const(schema.zone_of, 'zone_of')}(location.get('ip'))")
+
+
+# ------------------------------------------------------------------------------- rules
+
+
+def _collection(w: _Writer, policy: CompiledPolicy, trees: Mapping[str, lark.Tree] | None,
+                fallbacks: list[tuple[str, str]]) -> None:
+    defaults = policy.refresh_defaults
+    w.line("# rules, in name order: each that matches records its effects")
+    w.line("matched = []")
+    w.line("access_factors, access_floors, access_caps = [], [], []")
+    w.line("refresh_factors, refresh_floors, refresh_caps = [], [], []")
+    w.line(f"rotation = {bool(defaults.rotation)}")
+    w.line(f"bound = {bool(defaults.sender_constrained)}")
+    w.line(f"grace = [{defaults.reuse_grace}]" if defaults.reuse_grace is not None else "grace = []")
+    w.line(f"idle = [({defaults.idle_timeout}, '')]" if defaults.idle_timeout else "idle = []")
+    w.line(f"session = [({defaults.max_session}, '')]" if defaults.max_session else "session = []")
+    w.line("denies, step_ups = [], []")
+    w.line("try:")
+    w.depth += 1
+    for index, rule in enumerate(policy.rules):
+        _rule(w, index, rule, trees, fallbacks)
+    if not policy.rules:
+        w.line("pass  # no rules")
+    w.depth -= 1
+    w.line("except Exception:  # a condition or factor failed: the reference applies the fail-safe rules")
+    w.line("    return _reference(_policy, act, now, False)")
+
+
+def _rule(w: _Writer, index: int, rule: CompiledRule, trees: Mapping[str, lark.Tree] | None,
+          fallbacks: list[tuple[str, str]]) -> None:
+    from .cel.native import leaf_parts  # the native backend's sub-expression compiler (imports celpy)
+
+    w.line()
+    w.line(f"# rule {_comment(rule.name)} at {_comment(rule.file)}:{rule.line}")
+    w.line(f"#   when: {_comment(rule.when)}")
+    condition = w.const(rule.condition, f"rule{index}_")
+    body = None
+    if trees is not None:
+        tree = trees.get(rule.when)
+        try:
+            if tree is None:
+                raise ValueError("no parse tree")
+            body, names, _ = codegen.condition_source(tree, leaf_parts, prefix=f"_r{index}k")
+            w.constants.update(names)
+        except Exception as exc:  # noqa: BLE001 - a shape the generator does not know: counted, shown
+            fallbacks.append((rule.name, f"{type(exc).__name__}: {exc}"[:200]))
+            body = None
+    if body is None:
+        w.line(f"m = {condition}(act)")
+    else:
+        w.line("try:")
+        w.line(f"    m = {body}")
+        w.line("except Exception:  # a value the fast tests do not handle: the condition's closure decides")
+        w.line(f"    m = {condition}(act)")
+    w.line("if m is True:")
+    w.depth += 1
+    name = w.const(rule.name, f"rule{index}_name")
+    w.line(f"matched.append({name})")
+    for target, ops in (("access", rule.access), ("refresh", rule.refresh)):
+        if ops is not None:
+            _effects(w, index, rule, target, ops, name)
+    if rule.rotation:
+        w.line("rotation = True")
+    if rule.sender_constrained:
+        w.line("bound = True")
+    if rule.reuse_grace is not None:
+        w.line(f"grace.append({rule.reuse_grace})")
+    if rule.idle_timeout is not None:
+        w.line(f"idle.append({w.const((rule.idle_timeout, rule.name))})")
+    if rule.max_session is not None:
+        w.line(f"session.append({w.const((rule.max_session, rule.name))})")
+    if rule.deny is not None:
+        w.line(f"denies.append({w.const((rule.name, rule.deny), f'rule{index}_deny')})")
+    if rule.step_up is not None:
+        w.line(f"step_ups.append({w.const((rule.name, rule.step_up), f'rule{index}_step_up')})")
+    w.depth -= 1
+    w.line("elif m is not False:")
+    w.line("    raise _Slow  # not a bool: an error, which the reference reports")
+
+
+def _effects(w: _Writer, index: int, rule: CompiledRule, target: str, ops: TtlOps, name: str) -> None:
+    if ops.factor_program is not None:
+        program = w.const(ops.factor_program, f"rule{index}_{target}_factor")
+        w.line(f"f = {program}(act)")
+        w.line(f"if (type(f) is not float and type(f) is not int) or not "
+               f"{w.const(-math.inf)} < f < {w.const(math.inf)}:")
+        w.line("    raise _Slow  # not a finite number: the reference uses the factor's lower bound")
+        clamp = f"max(float(f), {w.const(ops.factor_min)})"
+        if ops.factor_max is not None:
+            clamp = f"min({clamp}, {w.const(ops.factor_max)})"
+        w.line(f"{target}_factors.append(({clamp}, {name}))")
+    elif ops.factor is not None:
+        w.line(f"{target}_factors.append({w.const((ops.factor, rule.name))})")
+    if ops.cap is not None:
+        w.line(f"{target}_caps.append({w.const((ops.cap, rule.name))})")
+    if ops.floor is not None:
+        w.line(f"{target}_floors.append({w.const((ops.floor, rule.name))})")
+
+
+# ------------------------------------------------------------------------------- combination
+
+
+def _combination(w: _Writer, policy: CompiledPolicy) -> None:
+    w.line()
+    w.line("# combine: base (tier or defaults), factors in (value, rule) order, highest floor, lowest cap")
+    tiers = {name: (tier.access_ttl if tier.access_ttl is not None else policy.default_access,
+                    tier.refresh_ttl if tier.refresh_ttl is not None else policy.default_refresh,
+                    tier.max_access_ttl, tier.max_refresh_ttl, f"tier {name}")
+             for name, tier in policy.tiers.items()}
+    w.line("trace = []")
+    w.line("tier_name = act.get('tier')")
+    w.line(f"tier = {w.const(tiers, 'tiers')}.get(tier_name) if type(tier_name) is str else None")
+    w.line("if tier is None:")
+    w.line(f"    access, refresh, source = {policy.default_access}, {policy.default_refresh}, 'defaults'")
+    w.line("else:")
+    w.line("    access, refresh, access_max, refresh_max, source = tier")
+    for target in ("access", "refresh"):
+        _combine_target(w, target)
+    w.line("if tier is not None:  # the tier ceiling")
+    for target in ("access", "refresh"):
+        w.line(f"    if {target}_max is not None and {target} > {target}_max:")
+        w.line(f"        {target} = {target}_max")
+        w.line(f"        trace.append(('{target}_ttl', 'tier_max', {target}_max, {target}, None, source))")
+    w.line()
+    w.line("# bound: idle timeout, what remains of the session, the global limits")
+    w.line(f"access, refresh, idle_timeout = {w.const(bound_idle, 'bound_idle')}(idle, access, refresh, trace)")
+    w.line("max_session, session_rule = min(session) if session else (None, None)")
+    w.line(f"session_end = {w.const(session_end_of, 'session_end_of')}(act, max_session)")
+    w.line("session_denied = None")
+    w.line("if session_end is not None or max_session is not None:")
+    w.line(f"    access, refresh, session_denied = {w.const(bound_session, 'bound_session')}("
+           "session_end, max_session, session_rule or None, now, access, refresh, trace)")
+    limits = policy.limits
+    _limit(w, "access", limits.access_ttl.max, "limit_max", ">")
+    _limit(w, "access", limits.access_ttl.min, "limit_min", "<")
+    _limit(w, "refresh", limits.refresh_ttl.max, "limit_max", ">")
+    if limits.refresh_ttl.min is not None:  # 0 means "no refresh token": the minimum applies to issued ones
+        _limit(w, "refresh", limits.refresh_ttl.min, "limit_min", "<", "refresh > 0 and ")
+    w.line()
+    w.line("# deny wins; then the decision")
+    w.line("if session_denied is not None:")
+    w.line("    denies.append(session_denied)")
+    w.line("if denies:")
+    w.line(f"    access, refresh = {w.const(deny, 'deny')}(denies, access, refresh, trace)")
+    w.line(f"return {w.const(Decision, 'Decision')}(")
+    w.line("    allow=not denies, access_ttl=access, refresh_ttl=refresh, rotation=rotation,")
+    w.line("    idle_timeout=idle_timeout, max_session=max_session, reuse_grace=min(grace) if grace else None,")
+    w.line("    sender_constrained=bound, issued_at=now, session_end=session_end, step_up=bool(step_ups),")
+    w.line("    step_up_reasons=[reason for _, reason in step_ups],  # rules run in name order: sorted already")
+    w.line("    deny_reason='; '.join(reason for _, reason in denies) if denies else None,")
+    w.line(f"    matched=matched, errors=[], steps=trace, policy_name={w.const(policy.name, 'name')}, "
+           f"policy_digest={w.const(policy.digest, 'digest')},")
+    w.line("    tier=tier_name if type(tier_name) is str else None, rules=None)")
+
+
+def _combine_target(w: _Writer, target: str) -> None:
+    name = f"'{target}_ttl'"
+    w.line(f"trace.append(({name}, 'base', {target}, {target}, None, source))")
+    w.line(f"if {target}_factors:")
+    w.line(f"    {target}_factors.sort()")
+    w.line(f"    value = {target}")
+    w.line(f"    for factor, rule in {target}_factors:")
+    w.line("        value *= factor")
+    w.line(f"        trace.append(({name}, 'multiply', factor, _seconds(value), rule, None))")
+    w.line(f"    {target} = _seconds(value)")
+    w.constants["_seconds"] = seconds
+    w.line(f"if {target}_floors:")
+    w.line(f"    floor, rule = max({target}_floors)")
+    w.line(f"    if floor > {target}:")
+    w.line(f"        {target} = floor")
+    w.line(f"        trace.append(({name}, 'floor', floor, floor, rule, None))")
+    w.line(f"if {target}_caps:")
+    w.line(f"    cap, rule = min({target}_caps)")
+    w.line(f"    if cap < {target}:")
+    w.line(f"        {target} = cap")
+    w.line(f"        trace.append(({name}, 'cap', cap, cap, rule, None))")
+
+
+def _limit(w: _Writer, target: str, bound: int | None, step: str, beyond: str, guard: str = "") -> None:
+    if bound is None:
+        return
+    w.line(f"if {guard}{target} {beyond} {bound}:")
+    w.line(f"    {target} = {bound}")
+    w.line(f"    trace.append(('{target}_ttl', '{step}', {bound}, {bound}, None, 'limits'))")
+
+
+__all__ = ["generate_program"]

@@ -84,6 +84,7 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
     from ..server.auth import Authenticator
     from ..server.config import INTERNAL_ENV, ConfigError
     from ..server.decisionlog import sink_problem
+    from ..server.protocol import protocol_class
 
     try:
         Authenticator(settings.auth)  # unreadable keys fail here, before the bind
@@ -107,7 +108,11 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
                                           "propagate": False}
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
                               "access_log": settings.access_log, "log_config": log_config,
-                              "server_header": False, "loop": "auto", "http": "auto"}
+                              "server_header": False, "loop": "auto",
+                              # header/body/idle timeouts, header size and connection cap (server/protocol.py)
+                              "http": protocol_class(settings.limits) if settings.workers == 1
+                              else "ttlpolicy.server.protocol:FromEnvironment",
+                              "timeout_keep_alive": settings.limits.idle_timeout}
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; turn that into exit 0
     # (so the temporary metrics directory is removed) instead of death by signal.
     previous = signal.signal(signal.SIGTERM, _stopped)

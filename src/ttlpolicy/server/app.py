@@ -377,7 +377,16 @@ class Service:
 
     async def _receive_body(self, receive: Receive) -> bytes | None:
         """The request body, counted as it arrives (a lying or absent Content-Length is no way round
-        the limit); ``None`` if the client disconnected."""
+        the limit) and due within ``limits.body_timeout`` (a body that never comes is answered
+        ``408 request-timeout``, not waited for); ``None`` if the client disconnected."""
+        try:
+            async with asyncio.timeout(self.settings.limits.body_timeout):
+                return await self._read_body(receive)
+        except TimeoutError:
+            detail = f"request body not received within {self.settings.limits.body_timeout:g} s"
+            raise Refusal(problem("request-timeout", detail, headers={"Connection": "close"})) from None
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
         message = await receive()
         if message["type"] != "http.request":
             return None

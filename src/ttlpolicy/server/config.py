@@ -105,6 +105,13 @@ class AuthSettings(_Model):
 class LimitSettings(_Model):
     max_body_bytes: int = Field(65_536, ge=256, le=64 * 1024 * 1024)
     max_batch: int = Field(100, ge=1, le=10_000)
+    # Connection limits (server/protocol.py): a slow or silent client cannot hold a connection.
+    header_timeout: float = Field(10.0, gt=0, le=300, description="seconds for a request's headers to arrive")
+    body_timeout: float = Field(10.0, gt=0, le=300, description="seconds for a request's body to arrive")
+    idle_timeout: float = Field(75.0, gt=0, le=3600, description="seconds a keep-alive connection may idle "
+                                                                  "between requests")
+    max_header_bytes: int = Field(32_768, ge=1024, le=1024 * 1024, description="request line and headers")
+    max_connections: int = Field(1024, ge=1, le=100_000, description="open connections per worker")
 
 
 class UiSettings(_Model):

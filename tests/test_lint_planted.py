@@ -100,3 +100,22 @@ def test_a_broken_base_is_reported_once_and_its_extenders_not_checked(tmp_path: 
     assert not any(code == "unknown-base" for _, code in found)
     message = next(p.message for p in info.value.errors if p.code == "base-broken")
     assert "was not checked: its base 'baseline' has errors" in message
+
+
+def test_a_base_that_is_not_even_yaml_is_named_as_the_broken_base(tmp_path: Path) -> None:
+    directory, _ = planted(tmp_path, "baseline.yaml", "  vpn: [172.16.0.0/12]", "  vpn: [172.16.0.0/12")
+    with pytest.raises(PolicyError) as info:
+        load_policies(directory)
+    found = sorted((Path(p.location.file).name, p.code) for p in info.value.errors if p.location)
+    assert found == [("baseline.yaml", "yaml-syntax"), ("machine.yaml", "base-broken"),
+                     ("workforce.yaml", "base-broken")]
+
+
+def test_an_extender_of_an_unreadable_base_gets_no_false_unknown_attributes(tmp_path: Path) -> None:
+    directory, _ = planted(tmp_path, "baseline.yaml", "  vpn: [172.16.0.0/12]", "  vpn: [172.16.0.0/12")
+    text = (directory / "workforce.yaml").read_text().replace("default: true\n", "default: true\ncolour: blue\n")
+    (directory / "workforce.yaml").write_text(text)
+    with pytest.raises(PolicyError) as info:
+        load_policies(directory)
+    codes = {p.code for p in info.value.errors}
+    assert "cel-unknown-attribute" not in codes and {"yaml-syntax", "schema"} <= codes

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -167,8 +168,17 @@ def parse_stage(c: Compilation) -> StageResult:
             doc = parse_document(text, collector)
             if doc is not None:
                 documents[file] = doc
+            else:
+                # Unparseable YAML: its name is still worth knowing, so that the policies extending
+                # it say "its base is broken" rather than "no policy named ...".
+                named = _NAME_LINE.search(text)
+                if named:
+                    c.broken.setdefault(named.group(1), file)
         problems += collector.problems
     return documents, problems
+
+
+_NAME_LINE = re.compile(r"""^name:[ \t]*["']?([a-z][a-z0-9_-]*)["']?[ \t]*(?:#.*)?$""", re.MULTILINE)
 
 
 def schema_stage(c: Compilation) -> StageResult:
@@ -195,7 +205,12 @@ def schema_stage(c: Compilation) -> StageResult:
                                     doc.location(("name",)), path="name"))
             continue
         raw[name] = (file, data)
+    parsed_names = {d.data.get("name") for d in c.parse.values()
+                    if isinstance(d.data, dict) and isinstance(d.data.get("name"), str)}
     for doc in failed:
+        extends = doc.data.get("extends") if isinstance(doc.data, dict) else None
+        if isinstance(extends, list) and not all(isinstance(b, str) and b in parsed_names for b in extends):
+            continue  # a base that is not even YAML: its declarations are unknown, so no false errors
         problems += cel_problems_despite_schema(doc, [d.data for d in c.parse.values()])
     return raw, problems
 
@@ -219,10 +234,15 @@ def bases_stage(c: Compilation, unit: Unit) -> StageResult:
     if not bad:
         return unit.chain, []
     location = c.parse[unit.file].location(("extends",))
-    return None, [Problem("base-broken", f"policy {unit.name!r} was not checked: its base {bad[0]!r} has errors "
-                          f"(in {c.broken[bad[0]]}); fix those first (only this file's own conditions were "
-                          "type-checked)", location, path="extends"),
-                  *cel_problems_despite_schema(c.parse[unit.file], [d.data for d in c.parse.values()])]
+    # Its own conditions can still be type-checked when every broken base was at least readable
+    # YAML (its declarations are known); otherwise nothing is, to avoid false errors.
+    readable = all(c.broken[base] in c.parse for base in bad)
+    checked = " (only this file's own conditions were type-checked)" if readable else ""
+    problem = Problem("base-broken", f"policy {unit.name!r} was not checked: its base {bad[0]!r} has errors "
+                      f"(in {c.broken[bad[0]]}); fix those first{checked}", location, path="extends")
+    if not readable:
+        return None, [problem]
+    return None, [problem, *cel_problems_despite_schema(c.parse[unit.file], [d.data for d in c.parse.values()])]
 
 
 def model_stage(c: Compilation, unit: Unit) -> StageResult:

@@ -340,8 +340,9 @@ def cel_problems_despite_schema(doc: Document, declarations: Iterable[Any]) -> l
                 attributes[str(name)] = Attribute.model_validate(raw)
             except Exception:  # noqa: BLE001 - a malformed declaration is the schema's to report
                 attributes.pop(str(name), None)  # unknown, rather than wrongly typed
-        tiers |= set(data.get("tiers") or {}) if isinstance(data.get("tiers"), dict) else set()
-        zones |= set(data.get("zones") or {}) if isinstance(data.get("zones"), dict) else set()
+        for key, names in (("tiers", tiers), ("zones", zones)):
+            if isinstance(data.get(key), dict):
+                names |= {name for name in data[key] if isinstance(name, str)}
     if tiers:
         attributes["tier"] = attributes["tier"].model_copy(update={"values": tuple(sorted(tiers))})
     attributes["location.zone"] = attributes["location.zone"].model_copy(update={"values": (*sorted(zones), "none")})

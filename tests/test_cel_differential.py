@@ -17,7 +17,8 @@ is marked "EXCLUDED:" below and listed in KNOWN_DIFFERENCES in test_cel_native.p
     string and list slots never hold null; list slots never hold strings;
   - list/map != null (celpy: error, but == null is false);
   - x / 0.0 (celpy: +inf whatever the sign) -> double division only by non-zero literals;
-  - string methods on the result of `+` (celpy: no such overload) -> plain receivers.
+  - string methods on the result of `+` (celpy: no such overload), and a list concatenation
+    compared with a string (celpy: false where a plain list errs) -> plain operands.
 One difference is not avoided but bridged: CEL's run-time equality is heterogeneous (values of
 different kinds are unequal, numbers compare by value), while celpy errs when the kinds differ.
 Slots deliberately hold wrong-kind values, so the native side runs with celpy's equality matrix
@@ -211,7 +212,9 @@ def bool_expr(draw: Draw, depth: int = 2) -> str:
         macro = draw(st.sampled_from(["all", "exists"]))
         return f"{_attr(draw, 'map')}.{macro}(x, x {draw(rel)} {json.dumps(draw(_STRS))})"
     # equality against null and across types (errors or false, both engines alike)
-    left = draw(st.one_of(int_expr(sub), string_expr(sub), list_expr(sub)))
+    # EXCLUDED: a list concatenation compared with a string: celpy says false (as CEL does), but
+    # errs for a plain list, whose error the bridged equality (_celpy_eq) copies -> plain lists
+    left = draw(st.one_of(int_expr(sub), string_expr(sub), list_expr(0)))
     right = draw(st.sampled_from(["null", '"a"', "1", "[1]"]))
     # EXCLUDED: list/map != null (celpy errors although == null is false).
     op = "==" if right == "null" else draw(st.sampled_from(["==", "!="]))

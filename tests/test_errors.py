@@ -26,6 +26,10 @@ ELSEWHERE = {
     "effect-never-applies": "test_analysis.py", "loosening-rule": "test_analysis.py",
     "allow-unused": "test_analysis.py",
     "no-tests": "test_testing.py", "test-file": "test_testing.py",
+    "set-changing": "test_server_reload.py", "manifest-mismatch": "test_server_reload.py",
+    **{code: "test_bundle.py" for code in ("manifest-invalid", "signature-missing", "signature-invalid",
+                                            "set-tests-failed", "bundle-invalid", "bundle-fetch-failed",
+                                            "bundle-rollback")},
 }
 CONTEXT_CODES = {code for code in CODES if code.startswith("context-")}  # tests/cases and test_context.py
 

@@ -102,6 +102,7 @@ def test_two_workers_aggregate_metrics(tmp_path: Path) -> None:
             assert metric_total(text, "ttlpolicy_decisions_total") == decisions
             assert metric_total(text, "ttlpolicy_decision_duration_seconds_count") == decisions
             assert "ttlpolicy_seconds_since_last_successful_load " in text
+            assert "# TYPE ttlpolicy_active_tokens gauge" in text  # read from the store, by any worker
         assert [d.name for d in tmp_path.iterdir() if d.name.startswith("ttlpolicy-metrics-")]
     assert server.proc.returncode == 0
     assert not [d.name for d in tmp_path.iterdir() if d.name.startswith("ttlpolicy-metrics-")]

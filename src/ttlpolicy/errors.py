@@ -212,6 +212,16 @@ CODES: Mapping[str, str] = {
     # policy test files (ttlpolicy test)
     "no-tests": "a test directory holds no test files",
     "test-file": "a policy test file violates its format",
+    # whole sets: manifests, signatures, bundles (ttlpolicy bundle, hot reload)
+    "set-changing": "the policy files kept changing: no quiet period to take a whole set in",
+    "manifest-invalid": "a set's .manifest.json is not a valid manifest",
+    "manifest-mismatch": "a set's files or semantic digest differ from what its manifest lists",
+    "signature-missing": "signing keys are configured and the set carries no signed manifest",
+    "signature-invalid": "a set's .signature.jws does not verify with a configured key",
+    "set-tests-failed": "a set's own tests fail, so it is not served (or built)",
+    "bundle-invalid": "a bundle is not a safe gzip'd tar of a policy set (garbage, truncated, links, ../ paths, too big)",
+    "bundle-fetch-failed": "a bundle cannot be fetched or read",
+    "bundle-rollback": "a fetched bundle was built before the one being served",
     # request contexts
     "context-type": "a context (or a namespace in it) is not an object",
     "context-unknown-attribute": "a context sends an attribute the policy does not declare",

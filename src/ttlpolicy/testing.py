@@ -206,9 +206,18 @@ def load_test_file(path: str | Path, policies: str | Path | None = None) -> Suit
     path = Path(path)
     collector = ProblemCollector(str(path))
     text = read_source(path, collector)
-    doc = parse_document(text, collector) if text is not None else None
+    if text is None:
+        raise PolicyError(collector.problems)
+    return parse_test_file(str(path), text, policies)
+
+
+def parse_test_file(file: str, text: str, policies: str | Path | None = None) -> Suite:
+    """:func:`load_test_file` for a test file already read (e.g. from a policy bundle)."""
+    path = Path(file)
+    collector = ProblemCollector(file)
+    doc = parse_document(text, collector)
     if doc is None:
-        raise PolicyError(collector.problems, {str(path): text} if text else {})
+        raise PolicyError(collector.problems, {file: text} if text else {})
     try:
         model = TestFile.model_validate(doc.data)
     except pydantic.ValidationError as exc:
@@ -219,14 +228,14 @@ def load_test_file(path: str | Path, policies: str | Path | None = None) -> Suit
             message = error["msg"].removeprefix("Value error, ")
             problems.append(Problem("test-file", f"{dotted}: {message}",
                                     doc.location(loc, key=error["type"] == "extra_forbidden"), path=dotted))
-        raise PolicyError(problems, {str(path): doc.source}) from None
+        raise PolicyError(problems, {file: doc.source}) from None
     if policies is not None:
         policy_dir = Path(policies)
     elif model.policies is not None:
         policy_dir = path.parent / model.policies
     else:
         policy_dir = path.parent.parent
-    return Suite(str(path), model, policy_dir, doc)
+    return Suite(file, model, policy_dir, doc)
 
 
 def run_tests(suites: Iterable[Suite], loader: Callable[[Path], PolicySet] = load_policies) -> Report:
@@ -308,4 +317,4 @@ def compare(expect: Expect, decision: Decision) -> list[tuple[str, Any, Any]]:
 
 
 __all__ = ["Case", "Coverage", "Expect", "Report", "Suite", "TestFile", "compare", "discover", "load_test_file",
-           "run_tests"]
+           "parse_test_file", "run_tests"]

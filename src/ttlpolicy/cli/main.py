@@ -11,8 +11,8 @@ from .. import __version__
 
 # Subcommand modules, each with ``register(subparsers)``; imported lazily so that
 # ``ttlpolicy lint`` does not pay for the HTTP stack.
-COMMANDS = ("lint", "decide", "test", "diff", "serve", "schema", "heatmap", "report", "compile", "revoke",
-            "revocations", "emergency")
+COMMANDS = ("lint", "decide", "test", "diff", "serve", "schema", "heatmap", "report", "compile", "bundle",
+            "revoke", "revocations", "emergency")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -79,8 +79,8 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from .. import PolicyError, load_policies
-    from ..server.app import create_app
+    from .. import PolicyError
+    from ..server.app import create_app, policy_source
     from ..server.auth import Authenticator
     from ..server.config import INTERNAL_ENV, ConfigError
     from ..server.decisionlog import sink_problem
@@ -93,11 +93,17 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
     log_problem = sink_problem(settings.decision_log)  # an unwritable log path is a usage error (exit 2)
     if log_problem is not None:
         return fail(log_problem)
+    source = policy_source(settings)
     try:
-        policies = load_policies(settings.policies)
+        # One worker: build the app now, so it serves exactly the set checked here. Several: check
+        # the set once here (each worker then loads it itself).
+        if settings.workers == 1:
+            app = create_app(settings)
+        else:
+            source.load_now()
     except PolicyError as exc:
         print(exc.render(), file=sys.stderr)
-        return fail(f"cannot load policies from {settings.policies}; not starting")
+        return fail(f"cannot load policies from {source.description}; not starting")
 
     if not settings.auth.enabled:
         where = "loopback only" if loopback else "WITHOUT AUTHENTICATION (--insecure-no-auth)"
@@ -118,7 +124,7 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
     previous = signal.signal(signal.SIGTERM, _stopped)
     try:
         if settings.workers == 1:
-            uvicorn.run(create_app(settings, policies), **common)
+            uvicorn.run(app, **common)
         else:
             # Workers are fresh processes: they rebuild the app from the resolved settings.
             os.environ[INTERNAL_ENV] = settings.model_dump_json()

@@ -160,7 +160,7 @@ class ActivityAPI:
         self._used: dict[tuple[str, str], frozenset[str]] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
-        service.metrics.registry.register(_ActiveTokens(self))
+        service.metrics.add_scrape_time(_ActiveTokens(self))
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -37,7 +37,8 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
 from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, context_errors, problem, problem_body
-from .reload import Loaded, PolicyHolder, install_sighup, watch
+from .reload import DirectorySource, Loaded, PolicyHolder, Source, install_sighup, verify_disk, watch
+from .remote import BundleSource, poll
 from .state_api import StateAPI
 from .ui import Playground
 
@@ -108,23 +109,23 @@ class Service:
         self.max_body = settings.limits.max_body_bytes
         self.max_batch = settings.limits.max_batch
         self.auth = Authenticator(settings.auth)
-        self.holder = PolicyHolder(settings.policies, policies, on_reload=self._reloaded)
+        self.holder = PolicyHolder(policy_source(settings), policies, on_reload=self._reloaded)
         # Built (key files read) when the settings were validated; None: no issuer configured.
         self.subject_tokens = settings.subject_tokens.verifier
         self.metrics = Metrics(lambda: self.holder.last_success)
-        self.metrics.serving(self.holder.current.policies.digest)
+        self.metrics.serving(self.holder.current.policies.digest, self.holder.current.revision)
+        self.metrics.track_delivery(self.holder)
         self.decision_log = DecisionLog(settings.decision_log, self.metrics.log_dropped.inc)
         self._openapi = ("", b"")  # (digest of the set it describes, the document)
         # Routes added beside the core API (the playground) add their part of the document here.
         self.openapi_extensions: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         # Rate limits, revocations, emergencies: applied after the policy, never instead of it.
         self.state = StateAPI(self, settings)
         # Events, activity.*, detectors and their actions, security events, webhooks: on the same store.
         self.activity = ActivityAPI(self, settings, self.state.runtime)
 
     def _reloaded(self, result: str, loaded: Loaded) -> None:
-        self.metrics.reloaded(result, loaded.policies.digest, self.holder.last_success)
+        self.metrics.reloaded(result, loaded.policies.digest, self.holder.last_success, loaded.revision)
 
     # -- request plumbing -------------------------------------------------------------------
 
@@ -287,7 +288,7 @@ class Service:
         out = decision.to_dict()
         decision_id = _next_decision_id()
         out["decision_id"] = decision_id
-        out["policy_set"] = {"digest": policies.digest}
+        out["policy_set"] = loaded.reference  # digest, and the bundle revision when there is one
         elapsed = time.perf_counter() - start
         self.metrics.decision(compiled.name, decision.allow, decision.step_up, decision.access_ttl,
                               decision.refresh_ttl, decision.matched, elapsed)
@@ -485,10 +486,13 @@ class Service:
         return _json({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """GET /readyz: 200 whenever a set is being served; ``degraded`` after a failed reload."""
+        """GET /readyz: 200 whenever a set is being served; ``degraded`` (with ``reasons``) after a
+        failed reload, with an unhealthy watcher, or when the files on disk differ from the served set."""
         loaded, error = self.holder.current, self.holder.error
-        body: dict[str, Any] = {"status": "degraded" if error else "ready", "digest": loaded.policies.digest,
-                                "loaded_at": loaded.loaded_at, "error": None}
+        reasons = self.holder.problems()
+        body: dict[str, Any] = {"status": "degraded" if reasons else "ready", "digest": loaded.policies.digest,
+                                "loaded_at": loaded.loaded_at, "error": None, "reasons": reasons,
+                                **self.holder.delivery()}
         if error is not None:
             body["error"] = {"detail": f"the last reload failed; serving the last good set", **error.to_dict()}
         body["state"] = self.state.readiness()
@@ -515,7 +519,8 @@ class Service:
             return problem("policy-load-failed", f"{len(exc.problems)} problem(s); still serving "
                            f"{self.holder.current.policies.digest}", digest=self.holder.current.policies.digest,
                            **exc.to_dict())
-        return _json({"status": "unchanged" if loaded is before else "reloaded", "digest": loaded.policies.digest,
+        unchanged = (loaded.policies.digest, loaded.revision) == (before.policies.digest, before.revision)
+        return _json({"status": "unchanged" if unchanged else "reloaded", "digest": loaded.policies.digest,
                       "loaded_at": loaded.loaded_at})
 
     async def metrics_endpoint(self, request: Request) -> Response:
@@ -564,12 +569,18 @@ class Service:
         self.decision_log.start()
         self.activity.start()
         stop = asyncio.Event()
-        if self.settings.reload.watch:
+        loop = asyncio.get_running_loop()
+        # Per run of the lifespan (one event loop each), not per Service: tests may run an app twice.
+        tasks: set[asyncio.Task[None]] = set()
+        source = self.holder.source
+        if isinstance(source, BundleSource):
+            tasks.add(loop.create_task(poll(self.holder, source, stop)))
+        elif self.settings.reload.watch:
             paths = list(self.settings.reload.watch_paths) or [self.settings.policies]
-            task = asyncio.get_running_loop().create_task(
-                watch(self.holder, paths, self.settings.reload.debounce_ms, stop))
-            self._tasks.add(task)
-        undo_sighup = install_sighup(self.holder, self._tasks, also=self.decision_log.reopen)
+            tasks.add(loop.create_task(watch(self.holder, paths, self.settings.reload.debounce_ms, stop)))
+        if isinstance(source, DirectorySource) and self.settings.reload.verify_interval_s > 0:
+            tasks.add(loop.create_task(verify_disk(self.holder, self.settings.reload.verify_interval_s, stop)))
+        undo_sighup = install_sighup(self.holder, tasks, also=self.decision_log.reopen)
         self.state.start()
         try:
             yield
@@ -577,12 +588,21 @@ class Service:
             self.state.stop()
             undo_sighup()
             stop.set()
-            for task in list(self._tasks):
+            for task in list(tasks):
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.activity.stop()
             self.decision_log.stop()
             self.metrics.close()
+
+
+def policy_source(settings: Settings) -> Source:
+    """Where the service takes its policy sets from: the bundle when one is configured, else the directory."""
+    if settings.bundle.source is not None:
+        return BundleSource(settings.bundle)
+    reload = settings.reload
+    return DirectorySource(settings.policies, settings.bundle.keys, reload.quiet_ms / 1000,
+                           reload.settle_timeout_ms / 1000)
 
 
 class _App(Starlette):

@@ -132,6 +132,58 @@ class ReloadSettings(_Model):
     debounce_ms: int = Field(500, ge=10, le=60_000)
     watch_paths: tuple[Path, ...] = Field((), description="watch these instead of the policy directory "
                                                            "(e.g. a git-sync root whose symlink is swapped)")
+    quiet_ms: int = Field(1000, ge=0, le=60_000, description="a reload takes the files only once their content "
+                                                             "has not changed for this long")
+    settle_timeout_ms: int = Field(30_000, ge=100, le=600_000, description="give up (keep serving) when files "
+                                                                          "keep changing this long")
+    verify_interval_s: float = Field(30.0, ge=0, le=86_400, description="compare the digest on disk with the "
+                                                                        "served one this often (0: never)")
+
+
+class BundleSettings(_Model):
+    """Policy bundles (``ttlpolicy bundle build``): where to get them and which keys must sign them.
+
+    With ``public_keys`` or ``jwks_file``, every set — a bundle or the policy directory — must
+    carry a manifest signed by one of these keys; unsigned or wrongly signed sets are refused.
+    """
+
+    source: str | None = Field(None, description="a bundle file or http(s):// URL; unset: serve `policies`")
+    public_keys: tuple[Path, ...] = ()
+    jwks_file: Path | None = None
+    poll_interval_s: float = Field(30.0, ge=0.05, le=86_400)
+    max_backoff_s: float = Field(300.0, ge=0.05, le=86_400)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    max_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    cache_dir: Path | None = Field(None, description="where the last good bundle is kept for restarts "
+                                                     "(default: $XDG_CACHE_HOME/ttlpolicy/bundles)")
+    _keys: tuple[Any, ...] = PrivateAttr(default=())
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith(("http://", "https://", "file://")):
+            raise ValueError("expected a file path or an http://, https:// or file:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _load_keys(self) -> BundleSettings:
+        from ..tokens.keys import KeyFileError, load_jwks, load_pem_public_key
+
+        try:
+            keys = [load_pem_public_key(path) for path in self.public_keys]
+            if self.jwks_file is not None:
+                keys += load_jwks(self.jwks_file)
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from None
+        if (self.public_keys or self.jwks_file is not None) and not keys:
+            raise ValueError("no usable signature key in the configured key files")
+        self._keys = tuple(keys)
+        return self
+
+    @property
+    def keys(self) -> tuple[Any, ...]:
+        """The verification keys (:class:`ttlpolicy.tokens.keys.VerifyKey`); empty: signatures not required."""
+        return self._keys
 
 
 class DecisionLogSettings(_Model):
@@ -266,6 +318,7 @@ class Settings(_Model):
     reload: ReloadSettings = ReloadSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
     subject_tokens: SubjectTokenSettings = SubjectTokenSettings()
+    bundle: BundleSettings = BundleSettings()
     activity: ActivitySettings = ActivitySettings()
     webhooks: WebhookSettings = WebhookSettings()
     state: StateSettings = StateSettings()

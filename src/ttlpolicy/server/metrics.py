@@ -15,7 +15,7 @@ import os
 import re
 import time
 from bisect import bisect_left
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -167,7 +167,25 @@ class Metrics:
                                               "reason (expired, signature, audience, ...).", ["reason"],
                                               registry=registry)
         self._token_failures: dict[str, Counter] = {}
+        self.scrape_time: list[Collector] = []
         self._digest: str | None = None
+        # Policy delivery (hot reload and bundles): the worst worker shows (livemin).
+        self.watcher_up = Gauge("ttlpolicy_policy_watcher_up", "1 while the policy watcher or bundle poller works "
+                                "(or is off by configuration), 0 while it waits for its path or fails.",
+                                registry=registry, multiprocess_mode="livemin")
+        self.watcher_restarts = Gauge("ttlpolicy_policy_watcher_restarts", "Times the policy watcher was "
+                                      "restarted because its path was replaced or the watch failed.",
+                                      registry=registry, multiprocess_mode="livesum")
+        self.disk_in_sync = Gauge("ttlpolicy_policy_disk_in_sync", "1 when the policy files on disk are the ones "
+                                  "being served, 0 when they differ (-1 not checked).", registry=registry,
+                                  multiprocess_mode="livemin")
+        self.bundle_info = Gauge("ttlpolicy_bundle_info", "The revision of the bundle or manifest being served (1).",
+                                 ["revision"], registry=registry, multiprocess_mode="livemax")
+        self.bundle_failures = Gauge("ttlpolicy_bundle_fetch_consecutive_failures", "Bundle fetches that failed "
+                                     "in a row (0 after a good one).", registry=registry, multiprocess_mode="livemax")
+        self._revision: str | None = None
+        self.watcher_up.set(1)
+        self.disk_in_sync.set(-1)
         if self.multiprocess_dir is None:
             self._local: _LocalDecisionMetrics | None = _LocalDecisionMetrics()
             registry.register(self._local)
@@ -269,14 +287,20 @@ class Metrics:
             child = self._token_failures[reason] = self.subject_token_failures.labels(reason)
         child.inc()
 
-    def reloaded(self, result: str, digest: str, last_success: float) -> None:
+    def reloaded(self, result: str, digest: str, last_success: float, revision: str | None = None) -> None:
         self.reloads.labels(result).inc()
         self.degraded.set(1 if result == "failure" else 0)
         if result != "failure":
             self.last_load.set(last_success)
-        self.serving(digest)
+        self.serving(digest, revision)
 
-    def serving(self, digest: str) -> None:
+    def serving(self, digest: str, revision: str | None = None) -> None:
+        if revision != self._revision:
+            if self._revision is not None:
+                self.bundle_info.labels(self._revision).set(0)
+            if revision is not None:
+                self.bundle_info.labels(revision).set(1)
+            self._revision = revision
         if digest == self._digest:
             return
         if self._digest is not None:
@@ -284,13 +308,36 @@ class Metrics:
         self.policy_info.labels(digest).set(1)
         self._digest = digest
 
+    def track_delivery(self, holder: Any) -> None:
+        """Follow the holder's watcher, disk check and bundle fetches (a :class:`~.reload.PolicyHolder`)."""
+        def update(current: Any) -> None:
+            self.watcher_up.set(1 if current.watcher.healthy else 0)
+            self.watcher_restarts.set(current.watcher.restarts)
+            in_sync = current.disk.in_sync
+            self.disk_in_sync.set(-1 if in_sync is None else int(in_sync))
+            status = getattr(current.source, "status", None)
+            if status is not None:
+                self.bundle_failures.set(status.failures)
+
+        holder.on_health = update
+        update(holder)
+
     def render(self) -> bytes:
         """The exposition text for a scrape: this process's registry, or every worker's aggregate."""
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Staleness(MultiProcessCollector(None, path=self.multiprocess_dir), lambda: 0.0))
+        for collector in self.scrape_time:
+            registry.register(collector)
         return generate_latest(registry)
+
+    def add_scrape_time(self, collector: Collector) -> None:
+        """A collector computed when scraped (e.g. counts read from the state store): served by any
+        worker as it is, since it does not live in the per-worker multiprocess files."""
+        self.scrape_time.append(collector)
+        if self.multiprocess_dir is None:
+            self.registry.register(collector)
 
     def close(self) -> None:
         """Forget this worker's live gauges (called at shutdown)."""

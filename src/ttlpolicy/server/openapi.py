@@ -136,7 +136,10 @@ _SCHEMAS: dict[str, Any] = {
                        "properties": {"name": {"type": "string"}, "digest": {"type": "string"}}},
             "rules": {"type": "array", "items": _ref("RuleOutcome"), "description": "only with explain"},
             "decision_id": {"type": "string", "format": "uuid"},
-            "policy_set": {"type": "object", "required": ["digest"], "properties": {"digest": {"type": "string"}},
+            "policy_set": {"type": "object", "required": ["digest"],
+                           "properties": {"digest": {"type": "string"},
+                                          "revision": {"type": "string", "description": "the bundle's (or "
+                                                       "manifest's) revision, when the set has one"}},
                            "description": "digest of the whole set that made this decision"},
         },
     },
@@ -183,6 +186,14 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "object", "required": ["detail", "problems"],
                 "properties": {"detail": {"type": "string"},
                                "problems": {"type": "array", "items": _ref("PolicyProblem")}}}]},
+            "reasons": {"type": "array", "items": {"type": "string"}, "description": "why the status is degraded"},
+            "revision": _nullable("string"),
+            "source": {"type": "object", "description": "where sets come from: a directory or a bundle (with "
+                       "its last fetch)"},
+            "watcher": {"type": "object", "description": "the file watcher or bundle poller: status, restarts, "
+                        "error"},
+            "disk": {"type": "object", "description": "the last comparison of the files on disk with the served "
+                     "set: in_sync, digest, checked_at"},
         },
     },
     "ReloadResult": {

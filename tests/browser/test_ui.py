@@ -101,13 +101,16 @@ def test_heatmap_cells_agree_with_decide(page: Any, tmp_path: Path) -> None:
     page.console.assert_clean()
 
 
-def test_diff_between_two_versions(page: Any) -> None:
+def test_diff_between_two_versions(page: Any, tmp_path: Path) -> None:
     _open(page, "diff")
     changed = WORKFORCE.read_text().replace("access_ttl: {multiply: 0.5}\n    refresh_ttl: {cap: 12h}",
                                             "access_ttl: {multiply: 0.8}\n    refresh_ttl: {cap: 12h}")
+    upload = tmp_path / "workforce.yaml"
+    upload.write_text(changed)
     page.click("details.paste summary")
     page.select_option("#paste-file", label="workforce.yaml")
-    page.fill("#paste-text", changed)
+    page.set_input_files("#upload", str(upload))  # an uploaded file lands in the text area
+    expect(page.locator("#paste-text")).to_have_value(changed)
     page.click("#paste-button")
     page.wait_for_selector("[data-testid=change-cell]")
     assert page.locator("[data-testid=change-cell]").count() == 96

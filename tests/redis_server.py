@@ -18,10 +18,11 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None):
+    def __init__(self, directory: Path, port: int | None = None, persistent: bool = False):
         self.program = require_program("redis-server")
         self.directory = directory
         self.port = port or free_port()
+        self.persistent = persistent  # append-only file in `directory`: data survives a restart
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -31,7 +32,8 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes" if self.persistent else "no",
+             "--appendfsync", "always",
              "--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

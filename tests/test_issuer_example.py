@@ -317,3 +317,28 @@ def test_the_default_data_directory_is_ignored_by_git() -> None:
         path = (DATA_DIR / name).relative_to(REPO)
         result = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO)
         assert result.returncode == 0, f"{path} is not ignored by git"
+
+
+def test_a_rate_limited_refresh_is_429_with_retry_after(tmp_path: Path, clock: Clock) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for file in (REPO / "policies").glob("*.yaml"):
+        (policies / file.name).write_text(file.read_text())
+    with (policies / "workforce.yaml").open("a") as handle:
+        handle.write("rate_limits:\n  - name: refresh-per-user\n    when: grant.type == \"refresh_token\"\n"
+                     "    key: user.id\n    rate: 2 per 1h\n    on_exceed: {deny: too many refresh attempts}\n")
+    app = create_app(db_path=tmp_path / "issuer.sqlite3", issuer="http://testserver", clock=clock,
+                     policies_dir=policies, state_url=f"sqlite://{tmp_path}/state.db")
+    client = TestClient(app, client=OFFICE)
+    token = login(client).json()["refresh_token"]
+    for _ in range(2):
+        clock.advance(minutes=1)
+        answer = refresh(client, token)
+        assert answer.status_code == 200, answer.text
+        token = answer.json()["refresh_token"]
+    clock.advance(minutes=1)
+    refused = refresh(client, token)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == str(3600 - 120)
+    assert refused.json()["error"] == "invalid_request"
+    clock.advance(seconds=3600 - 120)
+    assert refresh(client, token).status_code == 200  # the same token: a refused refresh consumed nothing

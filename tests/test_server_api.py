@@ -287,9 +287,11 @@ def test_openapi_document_describes_every_route(api: TestClient) -> None:
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {"/v1/decide", "/v1/decide/batch", "/v1/policies", "/v1/policies/{name}",
                                       "/v1/reload", "/healthz", "/readyz", "/metrics", "/openapi.json",
+                                      "/v1/revocations", "/v1/revocations/{id}", "/v1/tokens/check",
+                                      "/v1/emergencies", "/v1/emergencies/{id}",
                                       "/v1/playground/policies", "/v1/playground/lint", "/v1/playground/decide",
                                       "/v1/playground/grid", "/v1/playground/diff",
                                       "/v1/events", "/v1/security-events", "/v1/actions", "/v1/actions/{id}"}
     decide = document["paths"]["/v1/decide"]["post"]["responses"]
-    assert set(decide) == {"200", "400", "401", "403", "404", "413", "415", "422", "503"}
+    assert set(decide) == {"200", "400", "401", "403", "404", "413", "415", "422", "429", "503"}
     assert document["components"]["schemas"]["BatchRequest"]["properties"]["requests"]["maxItems"] == 100

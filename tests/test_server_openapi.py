@@ -11,16 +11,19 @@ from server_fixtures.helpers import FINANCE, client, hand_made_token
 from ttlpolicy.server.auth import hash_key
 
 KEY = "openapi-test-key-0123456789"
+ADMIN_KEY = "openapi-admin-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Any]:
-    auth = {"api_keys": [{"name": "t", "hash": hash_key(KEY), "scopes": ["decide"]}]}
+    auth = {"api_keys": [{"name": "t", "hash": hash_key(KEY), "scopes": ["decide"]},
+                         {"name": "a", "hash": hash_key(ADMIN_KEY), "scopes": ["admin"]}]}
     with client(auth=auth, limits={"max_body_bytes": 2048, "max_batch": 5}) as test_client:
         yield test_client
 
 
 GOOD = {"X-API-Key": KEY}
+ADMIN = {"X-API-Key": ADMIN_KEY}
 JSON = {"content-type": "application/json"}
 CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("post", "/v1/decide", "/v1/decide", {"json": {"context": FINANCE, "explain": True}, "headers": GOOD}),
@@ -53,6 +56,31 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("get", "/readyz", "/readyz", {}),
     ("get", "/metrics", "/metrics", {}),
     ("get", "/openapi.json", "/openapi.json", {}),
+    # state endpoints
+    ("post", "/v1/revocations", "/v1/revocations", {"json": {"kind": "subject", "value": "a", "reason": "r"},
+                                                    "headers": ADMIN}),
+    ("post", "/v1/revocations", "/v1/revocations", {"json": {"kind": "subject", "value": "a", "reason": "r"},
+                                                    "headers": ADMIN}),  # again: 200
+    ("post", "/v1/revocations", "/v1/revocations", {"json": {"kind": "nope"}, "headers": ADMIN}),
+    ("post", "/v1/revocations", "/v1/revocations", {"json": {"revocations": 3}, "headers": ADMIN}),
+    ("post", "/v1/revocations", "/v1/revocations", {"json": {"kind": "all", "reason": "r"}, "headers": GOOD}),
+    ("get", "/v1/revocations", "/v1/revocations", {"headers": ADMIN}),
+    ("get", "/v1/revocations?kind=x", "/v1/revocations", {"headers": ADMIN}),
+    ("get", "/v1/revocations/rev_x", "/v1/revocations/{id}", {"headers": ADMIN}),
+    ("delete", "/v1/revocations/rev_x", "/v1/revocations/{id}", {"headers": ADMIN}),
+    ("post", "/v1/tokens/check", "/v1/tokens/check", {"json": {"sub": "a"}, "headers": GOOD}),
+    ("post", "/v1/tokens/check", "/v1/tokens/check", {"json": {"sub": "b"}, "headers": GOOD}),
+    ("post", "/v1/tokens/check", "/v1/tokens/check", {"json": {}, "headers": GOOD}),
+    ("post", "/v1/tokens/check", "/v1/tokens/check", {"json": {"token": "x.y.z"}, "headers": GOOD}),
+    ("post", "/v1/tokens/check", "/v1/tokens/check", {"content": b"sub=a", "headers": {**GOOD, "content-type":
+                                                                                       "text/plain"}}),
+    ("post", "/v1/emergencies", "/v1/emergencies", {"json": {"scope": "user.risk > 0.99", "reason": "I",
+                                                             "duration": "1h", "access_ttl": "5m"}, "headers": ADMIN}),
+    ("post", "/v1/emergencies", "/v1/emergencies", {"json": {"scope": "user.risk >", "reason": "I"}, "headers": ADMIN}),
+    ("get", "/v1/emergencies", "/v1/emergencies", {"headers": ADMIN}),
+    ("get", "/v1/emergencies?status=x", "/v1/emergencies", {"headers": ADMIN}),
+    ("get", "/v1/emergencies/em_x", "/v1/emergencies/{id}", {"headers": ADMIN}),
+    ("delete", "/v1/emergencies/em_x", "/v1/emergencies/{id}", {"headers": ADMIN}),
 ]
 
 

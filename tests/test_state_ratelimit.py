@@ -134,3 +134,51 @@ def test_rate_limits_are_inherited_from_a_base() -> None:
     child = "apiVersion: ttlpolicy/v1\nname: child\nextends: [base]\n"
     policies = load_sources({"base.yaml": base, "child.yaml": child})
     assert [limit.name for limit in policies.rate_limits["child"]] == ["per-ip", "refresh-per-user"]
+
+
+def test_the_decision_api_limits_its_callers(tmp_path: Path) -> None:
+    from server_fixtures.helpers import POLICIES, metric_total
+    from starlette.testclient import TestClient
+
+    from ttlpolicy.server import Settings, create_app
+    from ttlpolicy.server.auth import hash_key
+
+    keys = [{"name": "issuer", "hash": hash_key("issuer-key"), "scopes": ["decide"]},
+            {"name": "bulk", "hash": hash_key("bulk-key"), "scopes": ["decide"]}]
+    settings = Settings.model_validate({
+        "policies": POLICIES, "decision_log": {"sink": "off"}, "reload": {"watch": False}, "auth": {"api_keys": keys},
+        "state": {"url": f"sqlite://{tmp_path}/s.db", "callers": {"rate": "3 per 1m", "keys": {"bulk": "1 per 1h"}}}})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        issuer, bulk = {"x-api-key": "issuer-key"}, {"x-api-key": "bulk-key"}
+        assert [api.post("/v1/decide", json={"context": {}}, headers=issuer).status_code for _ in range(3)] == [200] * 3
+        refused = api.post("/v1/decide", json={"context": {}}, headers=issuer)
+        assert refused.status_code == 429 and refused.headers["content-type"] == "application/problem+json"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60 and refused.json()["code"] == "rate-limited"
+        batch = api.post("/v1/decide/batch", json={"requests": [{"context": {}}]}, headers=issuer)
+        assert batch.status_code == 429
+        assert api.post("/v1/decide", json={"context": {}}, headers=bulk).status_code == 200  # its own rate
+        assert api.post("/v1/decide", json={"context": {}}, headers=bulk).headers["retry-after"] == "3600"
+        assert api.get("/v1/policies", headers=issuer).status_code == 200  # only decisions are limited
+        assert metric_total(api.get("/metrics").text, "ttlpolicy_api_caller_rate_limited_total") == 3
+
+
+def test_decide_cli_counts_only_with_state_and_never_on_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  ) -> None:
+    import json
+
+    from ttlpolicy.cli.main import main
+
+    (tmp_path / "rl.yaml").write_text(POLICY)
+    (tmp_path / "ctx.json").write_text(json.dumps(refresh()))
+    base = ["decide", "--policies", str(tmp_path), "--context", str(tmp_path / "ctx.json"),
+            "--now", "2026-12-01T12:00:00Z"]
+    state = ["--state", f"sqlite://{tmp_path}/state.db"]
+
+    def allowed(*extra: str) -> bool:
+        assert main([*base, *extra]) == 0
+        return bool(json.loads(capsys.readouterr().out)["allow"])
+
+    assert all(allowed() for _ in range(5))  # no state: nothing is counted
+    assert all(allowed(*state, "--dry-run") for _ in range(5))
+    assert [allowed(*state) for _ in range(4)] == [True, True, True, False]
+    assert main([*base, "--dry-run"]) == 2

@@ -39,6 +39,8 @@ from starlette.routing import Route
 from examples.issuer import demo
 from examples.issuer.store import SqliteStore
 from ttlpolicy import ContextError, Decision, load_policies
+from ttlpolicy.state import open_store
+from ttlpolicy.state.runtime import StateRuntime
 from ttlpolicy.tokens.events import EventReporter
 from ttlpolicy.tokens import (
     ACCESS_TOKEN_TYPE,
@@ -102,7 +104,7 @@ class Issuer:
     def __init__(self, *, db_path: str | Path, policies_dir: str | Path = REPO / "policies",
                  key_path: str | Path | None = None, issuer: str = "http://127.0.0.1:9000",
                  clock: Clock = _utc_now, trust_forwarded_for: bool = False, reuse_grace: int = 10,
-                 events: EventReporter | None = None):
+                 state_url: str | None = None, events: EventReporter | None = None):
         db_path = Path(db_path)
         # Reports sign-ins, refreshes and their failures to the decision service (POST /v1/events),
         # so that policies can read activity.* and detectors can watch it; None: report nothing.
@@ -123,6 +125,9 @@ class Issuer:
         self.refresh_verifier = TokenVerifier([IssuerConfig(
             self.issuer, self.issuer, keys, (ALGORITHM,), token_types=(REFRESH_TOKEN_TYPE,))], revocations=self.store)
         self.chain = RefreshChain(self.store, reuse_grace=reuse_grace)
+        # With a state store, decisions also count the policies' rate limits and apply emergency
+        # ceilings (ttlpolicy.state); without one they are the pure library decision.
+        self.state = StateRuntime(open_store(state_url), clock=lambda: self.clock().timestamp()) if state_url else None
 
     # ------------------------------------------------------------------ endpoints
 
@@ -357,9 +362,17 @@ class Issuer:
 
     def _decide(self, context: dict[str, Any], now: datetime, policy: str | None = None) -> Decision:
         try:
-            return self.policies.decide(context, policy=policy, now=now)
+            if self.state is None:
+                return self.policies.decide(context, policy=policy, now=now)
+            decision = self.state.decide(self.policies, context, policy=policy, now=now, caller=self.issuer)
         except ContextError as exc:
             raise OAuthError("invalid_request", "; ".join(f"{p.path}: {p.message}" for p in exc.problems)) from None
+        if not decision.allow and any(limit["exceeded"] for limit in decision.extra.get("rate_limits", ())):
+            # A rate limit the policy sets: 429 with Retry-After, not a generic denial.
+            retry = decision.extra.get("retry_after") or 3600
+            raise OAuthError("invalid_request", f"too many requests; retry in {retry}s", 429,
+                             {"Retry-After": str(retry)})
+        return decision
 
 
 async def _read_form(request: Request) -> dict[str, str]:
@@ -430,6 +443,8 @@ def app_from_args(argv: list[str] | None = None, data_dir: Path | None = None) -
     parser.add_argument("--policies", default=str(REPO / "policies"))
     parser.add_argument("--issuer", help="public base URL (default http://HOST:PORT)")
     parser.add_argument("--reuse-grace", type=int, default=10, help="seconds a rotated refresh token may be retried")
+    parser.add_argument("--state", metavar="URL", help="state store for rate limits and emergencies "
+                        "(default: sqlite in --data-dir; see docs/state.md)")
     parser.add_argument("--trust-forwarded-for", action="store_true",
                         help="take the client IP from X-Forwarded-For (only behind your own proxy)")
     parser.add_argument("--events-url", help="send sign-in and refresh events to this ttlpolicy service "
@@ -440,6 +455,7 @@ def app_from_args(argv: list[str] | None = None, data_dir: Path | None = None) -
     app = create_app(db_path=args.data_dir / "issuer.sqlite3", policies_dir=args.policies,
                      issuer=args.issuer or f"http://{args.host}:{args.port}",
                      trust_forwarded_for=args.trust_forwarded_for, reuse_grace=args.reuse_grace,
+                     state_url=args.state or f"sqlite://{args.data_dir.absolute() / 'state.db'}",
                      events=EventReporter(args.events_url, api_key=os.environ.get("TTLPOLICY_EVENTS_API_KEY")).start()
                      if args.events_url else None)
     app.state.host = args.host

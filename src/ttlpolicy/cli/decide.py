@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from .. import ContextError, PolicyError, UnknownPolicyError, load_policies
+from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError, load_policies
+from ..decision import Decision
+from ..state import StoreUnavailable, StoreURLError, open_store
 from ..errors import render_text
 from .output import colourise, decision_text, fail, missing_policies_hint, write_json
 
@@ -31,6 +33,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--explain", action="store_true", help="include every rule's outcome, matched or not")
     parser.add_argument("--format", choices=["json", "text"], default="json",
                         help="json (default; what the API returns) or text (the verdict and its trace, for people)")
+    parser.add_argument("--state", metavar="URL", help="also apply a state store (sqlite:///… or redis://…): its "
+                        "emergencies, and count the policy's rate limits (docs/state.md); default: no state")
+    parser.add_argument("--dry-run", action="store_true", help="with --state: read state but count nothing")
     parser.set_defaults(run=run)
 
 
@@ -51,8 +56,15 @@ def run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(render_text(exc.problems, exc.sources), file=sys.stderr)
         return fail(f"cannot load policies from {args.policies}{missing_policies_hint(args.policies)}")
+    if args.dry_run and not args.state:
+        return fail("--dry-run only means something with --state (without it nothing is ever counted)")
     try:
-        decision = policies.decide(context, policy=args.policy, now=args.now, explain=args.explain)
+        if args.state:
+            decision = _decide_with_state(args, policies, context)
+        else:
+            decision = policies.decide(context, policy=args.policy, now=args.now, explain=args.explain)
+    except StoreURLError as exc:
+        return fail(f"--state: {exc}")
     except UnknownPolicyError as exc:
         return fail(str(exc))
     except ContextError as exc:
@@ -69,3 +81,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(colourise(decision_text(decision.to_dict())))
     return 0
+
+
+def _decide_with_state(args: argparse.Namespace, policies: PolicySet, context: Any) -> Decision:
+    """The service's decision: the policy, then the store's emergencies and rate limits (a store
+    that cannot answer gives the degraded ceiling, as in the service)."""
+    from ..state.runtime import StateRuntime
+
+    try:
+        store = open_store(args.state)
+    except StoreUnavailable as exc:
+        raise StoreURLError(str(exc)) from None
+    runtime = StateRuntime(store)
+    try:
+        runtime.poll()
+        return runtime.decide(policies, context, policy=args.policy, now=args.now, explain=args.explain,
+                              caller="cli", consume=not args.dry_run)
+    finally:
+        runtime.close()

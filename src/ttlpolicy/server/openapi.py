@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import PolicySet, __version__
 from ..context import context_json_schema
+from . import state_openapi
 from .config import MAX_SUBJECT_TOKEN, Settings
 
 _REF = "#/components/schemas/"
@@ -355,7 +356,16 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
         "/openapi.json": {"get": op("This document", {
             "200": {"description": "OpenAPI 3.1 document.",
                     "content": {"application/json": {"schema": {"type": "object"}}}}}, auth=False)},
+        **state_openapi.paths(op, _BODY_RESPONSES),
     }
+    # A caller over its rate (state.callers) is refused before its body is read.
+    for route in ("/v1/decide", "/v1/decide/batch"):
+        paths[route]["post"]["responses"]["429"] = state_openapi.RATE_LIMITED
+    schemas.update(state_openapi.SCHEMAS)
+    decision = schemas["Decision"]
+    schemas["Decision"] = {**decision, "properties": {**decision["properties"], **state_openapi.DECISION_PROPERTIES}}
+    ready = schemas["Ready"]
+    schemas["Ready"] = {**ready, "properties": {**ready["properties"], "state": state_openapi.READY_STATE}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "ttlpolicy decision service", "version": __version__,

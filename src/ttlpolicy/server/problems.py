@@ -45,7 +45,6 @@ PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-source": (422, "The policy version cannot be read"),
     "text-too-large": (413, "Policy text too large"),
     "internal-error": (500, "Internal server error"),
-    "state-unavailable": (503, "State store unavailable"),
 }
 
 

@@ -157,6 +157,15 @@ class Emergencies:
                 loaded[record_id] = Emergency.from_record(record_id, record)
             except (KeyError, TypeError, ValueError):
                 continue
+        if version is None:
+            # The store lost its data while emergencies we hold are live: put them back (an
+            # emergency keeps applying until its end, whatever happens to the store).
+            lost = {i: e for i, e in self._all.items() if e.live(now) and i not in loaded}
+            if lost:
+                audit_log.warning("the state store lost %d live emergency(ies); restoring them from memory", len(lost))
+                self.collection.write((e.id, e.to_record()) for e in lost.values())
+                loaded.update(lost)
+                version = self.collection.version()
         with self._lock:
             self._version, self._all, self.synced_at = version, loaded, now
         expired = [e.id for e in loaded.values() if e.ends_at + self.max_duration <= now]
@@ -268,11 +277,14 @@ class Emergencies:
                            "refresh_ttl, deny or step_up"})
         ends_at = self._end(body, now, errors)
         if scope is not None:
+            found: dict[tuple[str, int, int, str], list[str]] = {}  # the same mistake once, with its policies
             for policy in targets:
                 _, issues = compile_condition(scope, policy.attributes)
                 for issue in issues:
-                    errors.append({"path": "scope", "code": issue.code, "line": issue.line, "column": issue.column,
-                                   "policy": policy.name, "message": issue.message})
+                    found.setdefault((issue.code, issue.line, issue.column, issue.message), []).append(policy.name)
+            for (code, line, column, message), names in found.items():
+                errors.append({"path": "scope", "code": code, "line": line, "column": column, "policies": names,
+                               "message": message})
         if len(self.live(now)) >= MAX_EMERGENCIES:
             errors.append({"path": "", "code": "too-many-items", "message": f"{MAX_EMERGENCIES} emergencies are live"})
         if errors:

@@ -223,6 +223,16 @@ class Revocations:
                 loaded[record_id] = Revocation.from_record(record_id, record)
             except (KeyError, TypeError, ValueError):
                 continue
+        if version is None:
+            # The collection is gone while revocations we hold are still in force: the store lost
+            # its data (a Redis restarted without persistence, a failover to an empty replica).
+            # Forgetting them would reopen what they closed, so put them back.
+            lost = {i: r for i, r in self._all.items() if r.expires_at > now and i not in loaded}
+            if lost:
+                audit_log.warning("the state store lost %d revocation(s); restoring them from memory", len(lost))
+                self.collection.write((r.id, r.to_record()) for r in lost.values())
+                loaded.update(lost)
+                version = self.collection.version()
         with self._lock:
             self._version, self._all = version, loaded
             self.index = RevocationIndex.build(loaded.values(), now)
@@ -298,6 +308,9 @@ class Revocations:
         expires_at = item.get("expires_at")
         longest = (issued_before if issued_before is not None else now) + self.retention
         if expires_at is None:
+            if longest <= now:
+                raise RevocationInputError(prefix + "issued_before", "every token issued before this has expired "
+                                           "already (state.retention); there is nothing left to revoke")
             expires_at = longest
         else:
             expires_at = _instant(expires_at, prefix + "expires_at")

@@ -75,7 +75,7 @@ class Revocations(Protocol):
     """Tells whether a token family (a session, the ``sid`` claim) has been revoked.
 
     An object that also has ``is_token_revoked(claims) -> bool`` (as
-    :class:`ttlpolicy.state.StateRuntime` does) is asked about the whole token instead: its id,
+    :class:`ttlpolicy.state.runtime.StateRuntime` does) is asked about the whole token instead: its id,
     family, subject, client, tenant and issue time.
     """
 

@@ -1,0 +1,81 @@
+"""A small client for the service's state endpoints, shared by ``revoke``, ``revocations`` and
+``emergency``: these commands act on a running service (so every change is authorised, audited
+and seen by every replica), not on the store directly.
+
+``--url`` (default ``$TTLPOLICY_URL`` or ``http://127.0.0.1:8080``) and ``--api-key`` (default
+``$TTLPOLICY_API_KEY``; a key with the ``revoke`` or ``admin`` scope).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from .output import write_json
+
+
+class ServiceError(Exception):
+    """The service answered with a problem (``status`` >= 400) or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, body: Any):
+        super().__init__(str(body))
+        self.status, self.body = status, body
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("TTLPOLICY_URL", "http://127.0.0.1:8080"),
+                        help="the service (default: $TTLPOLICY_URL or http://127.0.0.1:8080)")
+    parser.add_argument("--api-key", default=os.environ.get("TTLPOLICY_API_KEY"),
+                        help="API key with the revoke or admin scope (default: $TTLPOLICY_API_KEY)")
+    parser.add_argument("--format", choices=["text", "json"], default="text",
+                        help="text (default, for people) or json (the API's answer)")
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None,
+         query: dict[str, str | None] | None = None) -> Any:
+    url = args.url.rstrip("/") + path
+    if query:
+        url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    headers = {"accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    if args.api_key:
+        headers["x-api-key"] = args.api_key
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the URL is the operator's
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            problem = json.loads(raw)
+        except ValueError:
+            problem = {"status": exc.code, "detail": raw.decode(errors="replace")[:500]}
+        raise ServiceError(exc.code, problem) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ServiceError(0, {"detail": f"cannot reach {args.url}: {reason}"}) from None
+
+
+def report_problem(args: argparse.Namespace, exc: ServiceError) -> int:
+    """Print a service problem; exit 2 when unreachable or unauthorised, else 1."""
+    if args.format == "json":
+        write_json(exc.body)
+    else:
+        body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {"detail": str(exc.body)}
+        print(f"ttlpolicy: error: {body.get('detail', body)}", file=sys.stderr)
+        errors: list[dict[str, Any]] = body.get("errors") or []
+        for error in errors:
+            where = error.get("path") or "body"
+            if "line" in error:
+                where += f":{error['line']}:{error['column']}"
+            print(f"  {where}: {error.get('code', '')}: {error.get('message', '')}", file=sys.stderr)
+    return 2 if exc.status in (0, 401, 403) else 1

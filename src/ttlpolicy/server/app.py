@@ -36,7 +36,7 @@ from .decisionlog import DecisionLog
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
-from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, context_errors, problem, problem_body
+from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, Refusal, context_errors, problem, problem_body
 from .reload import DirectorySource, Loaded, PolicyHolder, Source, install_sighup, verify_disk, watch
 from .remote import BundleSource, poll
 from .state_api import StateAPI
@@ -84,13 +84,6 @@ class _DecisionIds:
 
 
 _next_decision_id = _DecisionIds().next
-
-
-class Refusal(Exception):
-    """Raised inside a handler to answer with ``response`` (always a problem)."""
-
-    def __init__(self, response: Response):
-        self.response = response
 
 
 def _json(data: Any, status: int = 200) -> Response:

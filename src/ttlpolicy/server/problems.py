@@ -13,6 +13,15 @@ from starlette.responses import Response
 
 from ..errors import Problem
 
+
+
+class Refusal(Exception):
+    """Raised inside a handler to answer with ``response`` (always a problem)."""
+
+    def __init__(self, response: Response):
+        self.response = response
+
+
 PROBLEM_BASE = "https://ttlpolicy.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 

@@ -36,7 +36,7 @@ from ..state.runtime import StateRuntime
 from ..state.store import StoreUnavailable, StoreURLError
 from .auth import Caller
 from .config import ConfigError, Settings
-from .problems import problem
+from .problems import Refusal, problem
 
 if TYPE_CHECKING:
     from ..program import CompiledPolicy
@@ -182,16 +182,12 @@ class StateAPI:
     # -- plumbing --------------------------------------------------------------------------------
 
     def _caller(self, request: Request, scopes: tuple[str, ...]) -> Caller | Response:
-        from .app import Refusal
-
         try:
             return self.service._caller(request, scopes)
         except Refusal as refusal:
             return refusal.response
 
     async def _body(self, request: Request) -> Any:
-        from .app import Refusal
-
         try:
             return await self.service._json_body(request)
         except Refusal as refusal:
@@ -210,8 +206,6 @@ class StateAPI:
     # -- revocations -----------------------------------------------------------------------------
 
     async def create_revocations(self, request: Request) -> Response:
-        from .app import Refusal
-
         caller = self._caller(request, REVOKE_SCOPES)
         if isinstance(caller, Response):
             return caller
@@ -410,8 +404,6 @@ class StateAPI:
     # -- emergencies -----------------------------------------------------------------------------
 
     async def start_emergency(self, request: Request) -> Response:
-        from .app import Refusal
-
         caller = self._caller(request, ADMIN_SCOPES)
         if isinstance(caller, Response):
             return caller

@@ -5,7 +5,8 @@ Start with :func:`open_store` and the :class:`StateStore` contract in :mod:`.sto
 
 from __future__ import annotations
 
-from .store import Batch, StateStore, StoreUnavailable, StoreURLError, Window, WindowHit, open_store, redact_url
+from .backends import open_store
+from .store import Batch, StateStore, StoreUnavailable, StoreURLError, Window, WindowHit, redact_url
 
 __all__ = ["Batch", "StateStore", "StoreURLError", "StoreUnavailable", "Window", "WindowHit", "open_store",
            "redact_url"]

@@ -20,7 +20,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..durations import parse_duration
-from .store import Window, open_store, redact_url
+from .backends import open_store
+from .store import Window, redact_url
 
 Seconds = Annotated[int, BeforeValidator(parse_duration)]
 

@@ -150,22 +150,9 @@ class Emergencies:
         if version == self._version and not force and self.synced_at is not None:
             self.synced_at = now
             return False
-        version, records = self.collection.load()
-        loaded = {}
-        for record_id, record in records.items():
-            try:
-                loaded[record_id] = Emergency.from_record(record_id, record)
-            except (KeyError, TypeError, ValueError):
-                continue
-        if version is None:
-            # The store lost its data while emergencies we hold are live: put them back (an
-            # emergency keeps applying until its end, whatever happens to the store).
-            lost = {i: e for i, e in self._all.items() if e.live(now) and i not in loaded}
-            if lost:
-                audit_log.warning("the state store lost %d live emergency(ies); restoring them from memory", len(lost))
-                self.collection.write((e.id, e.to_record()) for e in lost.values())
-                loaded.update(lost)
-                version = self.collection.version()
+        # An emergency keeps applying until its end, whatever happens to the store.
+        version, loaded = self.collection.reload(Emergency.from_record, self._all, lambda e: e.live(now),
+                                                 "live emergency(ies)")
         with self._lock:
             self._version, self._all, self.synced_at = version, loaded, now
         expired = [e.id for e in loaded.values() if e.ends_at + self.max_duration <= now]

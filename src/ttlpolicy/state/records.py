@@ -9,12 +9,22 @@ copy in memory keeps applying — state never opens anything.
 
 from __future__ import annotations
 
+import logging
 import secrets
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 
 import orjson
 
 from .store import StateStore
+
+audit_log = logging.getLogger("ttlpolicy.audit")
+
+
+class _Record(Protocol):
+    def to_record(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Record)
 
 
 class RecordCollection:
@@ -66,6 +76,28 @@ class RecordCollection:
             if record is not None:
                 records[record_id] = record
         return version, records
+
+    def reload(self, decode: Callable[[str, dict[str, Any]], R], held: Mapping[str, R],
+               in_force: Callable[[R], bool], what: str) -> tuple[str | None, dict[str, R]]:
+        """``(version, records)`` decoded (a record that cannot be decoded is skipped). When the
+        store has lost the collection (no version) while records ``held`` in memory are still in
+        force — a Redis restarted without persistence, a failover to an empty replica — they are
+        written back: forgetting them would reopen what they closed."""
+        version, raw = self.load()
+        loaded: dict[str, R] = {}
+        for record_id, record in raw.items():
+            try:
+                loaded[record_id] = decode(record_id, record)
+            except (KeyError, TypeError, ValueError):
+                continue
+        if version is None:
+            lost = {i: r for i, r in held.items() if in_force(r) and i not in loaded}
+            if lost:
+                audit_log.warning("the state store lost %d %s; restoring them from memory", len(lost), what)
+                self.write((i, r.to_record()) for i, r in lost.items())
+                loaded.update(lost)
+                version = self.version()
+        return version, loaded
 
 
 def _decode(text: str) -> dict[str, Any] | None:

@@ -216,23 +216,8 @@ class Revocations:
         if version == self._version and not force and self.synced_at is not None:
             self.synced_at = now
             return False
-        version, records = self.collection.load()
-        loaded = {}
-        for record_id, record in records.items():
-            try:
-                loaded[record_id] = Revocation.from_record(record_id, record)
-            except (KeyError, TypeError, ValueError):
-                continue
-        if version is None:
-            # The collection is gone while revocations we hold are still in force: the store lost
-            # its data (a Redis restarted without persistence, a failover to an empty replica).
-            # Forgetting them would reopen what they closed, so put them back.
-            lost = {i: r for i, r in self._all.items() if r.expires_at > now and i not in loaded}
-            if lost:
-                audit_log.warning("the state store lost %d revocation(s); restoring them from memory", len(lost))
-                self.collection.write((r.id, r.to_record()) for r in lost.values())
-                loaded.update(lost)
-                version = self.collection.version()
+        version, loaded = self.collection.reload(Revocation.from_record, self._all,
+                                                 lambda r: r.expires_at > now, "revocation(s)")
         with self._lock:
             self._version, self._all = version, loaded
             self.index = RevocationIndex.build(loaded.values(), now)

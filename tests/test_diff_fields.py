@@ -134,6 +134,36 @@ def test_directionless_fields_are_changes_that_never_loosen(key: str) -> None:
     assert not set(k for k, _ in found) & LOOSEN
 
 
+def test_magnitudes_are_seconds_for_durations_infinite_for_a_limit_that_goes_and_zero_otherwise() -> None:
+    found = change_kinds(_outcome(), _outcome(**{"access_ttl": 1200, "refresh.rotation": True,
+                                                 "refresh.idle_timeout": None, "tier": "finance"}))
+    assert found == [("access longer", 600.0), ("rotation added", 0.0), ("idle timeout longer", math.inf),
+                     ("tier changed", 0.0)]
+
+
+def test_a_change_without_a_direction_does_not_hide_the_fields_after_it() -> None:
+    # no reuse grace means the issuer's default, which may be up to the 5m maximum: same rank as 5m
+    found = change_kinds(_outcome(**{"refresh.reuse_grace": None}),
+                         _outcome(**{"refresh.reuse_grace": 300, "step_up": False, "step_up_reasons": ()}))
+    assert found == [("refresh.reuse_grace changed", 0.0), ("step-up removed", 0.0)]
+    both_denied = {"allow": False, "access_ttl": 0, "refresh_ttl": 0}
+    found = change_kinds(_outcome(**both_denied, deny_reason="a"), _outcome(**both_denied, deny_reason="b", tier="x"))
+    assert found == [("deny reason changed", 0.0), ("tier changed", 0.0)]
+
+
+def test_a_step_up_flip_is_one_change_not_also_a_changed_reason() -> None:
+    found = change_kinds(_outcome(), _outcome(step_up=False, step_up_reasons=(), access_ttl=60, tier="finance"))
+    assert found == [("access shorter", 540.0), ("step-up removed", 0.0), ("tier changed", 0.0)]
+
+
+def test_a_context_only_one_side_accepts_is_the_one_change() -> None:
+    refused = Outcome((), frozenset(), "user.risk: not a number")
+    assert change_kinds(_outcome(), refused) == [("context refused", math.inf)]
+    assert change_kinds(refused, _outcome()) == [("context accepted", math.inf)]
+    assert change_kinds(refused, Outcome((), frozenset(), "user.risk: out of range")) == []
+    assert change_kinds(refused, refused) == []
+
+
 # -- policy changes, one field at a time: loosening fails the gate, tightening is reported ----------
 
 PAIRS = [

@@ -243,10 +243,31 @@ def test_a_token_session_end_bounds_lifetimes_without_any_max_session() -> None:
 
 
 def test_a_session_ending_exactly_when_a_token_would_leaves_that_token_alone() -> None:
-    decision = _decide(_policy(defaults={"access_ttl": "1h", "refresh_ttl": "2h"}, rules=[]),
-                       {"token": {"session_exp": "2026-03-02T11:00:00Z"}})
-    assert (decision["access_ttl"], decision["refresh_ttl"]) == (3600, 3600)
-    assert decision["trace"][2:] == [_step("refresh_ttl", "session", 3600, 3600, source="session")]
+    policy = _policy(defaults={"access_ttl": "1h", "refresh_ttl": "2h"}, rules=[])
+    access_at_end = _decide(policy, {"token": {"session_exp": "2026-03-02T11:00:00Z"}})
+    assert (access_at_end["access_ttl"], access_at_end["refresh_ttl"]) == (3600, 3600)
+    assert access_at_end["trace"][2:] == [_step("refresh_ttl", "session", 3600, 3600, source="session")]
+    refresh_at_end = _decide(policy, {"token": {"session_exp": "2026-03-02T12:00:00Z"}})
+    assert (refresh_at_end["access_ttl"], refresh_at_end["refresh_ttl"]) == (3600, 7200)
+    assert refresh_at_end["trace"][2:] == []
+
+
+def test_the_verified_token_s_auth_time_starts_the_session_not_the_context_s() -> None:
+    decision = _decide(SESSIONS, {"user": {"mfa": True, "auth_time": "2026-03-01T00:00:00Z"},
+                                  "token": {"auth_time": "2026-03-02T09:00:00Z"}})
+    assert decision["allow"] is True and decision["expires_at"]["session"] == "2026-03-02T17:00:00Z"
+
+
+def test_a_failed_factor_with_a_lower_bound_above_one_applies_one() -> None:
+    policy = _policy(defaults={"access_ttl": "1h", "refresh_ttl": "1d"},
+                     attributes={"user.trust": {"type": "double", "min": 0, "max": 10}},
+                     rules=[{"name": "trusted", "when": "true",
+                             "access_ttl": {"multiply": {"expr": "1.0 + user.trust / 10.0", "min": 1.2, "max": 1.8}}}])
+    decision = _decide(policy, {})
+    assert decision["access_ttl"] == 3600
+    assert decision["errors"] == [{"rule": "trusted", "outcome": "error",
+                                   "message": "multiply '1.0 + user.trust / 10.0': no such attribute 'user.trust'",
+                                   "applied": "factor 1 (its lower bound, at most 1)"}]
 
 
 FACTORS = _policy(

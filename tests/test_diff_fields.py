@@ -396,3 +396,113 @@ def test_the_compared_values_are_the_decisions_json_values() -> None:
         for part in key.split("."):
             expected = expected[part]
         assert value == (tuple(expected) if isinstance(expected, list) else expected), key
+
+
+# -- the pieces of the report: headline, grid addresses, replayed logs -----------------------------
+
+def _report(kinds: list[str], added: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> Any:
+    from ttlpolicy.diffing import DiffReport, Group
+
+    return DiffReport([], [Group("p", kind, ()) for kind in kinds], list(added), list(removed))
+
+
+@pytest.mark.parametrize(("kinds", "added", "removed", "headline"), [
+    ([], (), (), "no decision changes"),
+    (["access longer"], (), (), "LOOSENS: 1 kind of decision now lives longer or is allowed more (access longer)"),
+    (["refresh longer", "access longer"], (), (),
+     "LOOSENS: 2 kinds of decision now live longer or are allowed more (access longer, refresh longer)"),
+    (["access shorter"], (), (), "tightens only: 1 kind of decision now lives shorter or is refused more (access shorter)"),
+    (["access shorter", "allow→deny"], (), (),
+     "tightens only: 2 kinds of decision now live shorter or are refused more (access shorter, allow→deny)"),
+    (["access shorter", "tier changed"], (), (),
+     "changes: 1 kind of decision now lives shorter or is refused more (access shorter); "
+     "1 kind of decision changed without a direction (tier changed)"),
+    (["tier changed", "deny reason changed"], (), (),
+     "changes: 2 kinds of decision changed without a direction (deny reason changed, tier changed)"),
+    ([], ("a",), (), "LOOSENS: 1 policy added (a): every decision is new"),
+    ([], ("a", "b"), ("c",), "LOOSENS: 2 policies added (a, b): every decision is new; 1 policy removed"),
+    ([], (), ("c", "d"), "changes: 2 policies removed"),
+])
+def test_the_headline(kinds: list[str], added: tuple[str, ...], removed: tuple[str, ...], headline: str) -> None:
+    assert _report(kinds, added, removed).headline() == headline
+
+
+def test_grid_addresses_sit_inside_each_zone_at_its_edges_and_outside_all() -> None:
+    from ttlpolicy.diffing import boundary_addresses, zone_addresses
+
+    policy = load_sources({"p.yaml": HEAD.replace("zones:\n  office: [10.0.0.0/24]",
+                                                  "zones:\n  office: [10.0.0.0/24]\n  vpn: [192.168.7.9/32]\n"
+                                                  "  lab: [203.0.113.0/24]") + "  []\n"}).get("p")
+    assert zone_addresses(policy) == {"office": "10.0.0.1", "vpn": "192.168.7.9", "lab": "203.0.113.1",
+                                      "none": "192.0.2.7"}
+    found = boundary_addresses(policy)
+    for address in ("9.255.255.255", "10.0.0.0", "10.0.0.1", "10.0.0.255", "10.0.1.0", "192.168.7.8",
+                    "192.168.7.9", "192.168.7.10", "203.0.112.255", "203.0.113.0", "203.0.113.1", "203.0.113.255",
+                    "203.0.114.0", "192.0.2.7"):
+        assert address in found, address
+    assert len(found) == 14
+
+
+def test_values_are_described_as_a_reader_writes_them() -> None:
+    from ttlpolicy.diffing import ABSENT, describe_value
+
+    assert describe_value(ABSENT) == "(absent)"
+    assert describe_value(("age", 3600)) == "now - 3600s"
+    assert [describe_value((day, 9)) for day in range(7)] == [
+        "mon 09:30", "tue 09:30", "wed 09:30", "thu 09:30", "fri 09:30", "sat 09:30", "sun 09:30"]
+    assert describe_value("managed") == "managed"
+
+
+def test_a_replayed_log_skips_blank_lines_and_names_its_policy(tmp_path: Path) -> None:
+    from ttlpolicy.diffing import read_replay
+
+    log = tmp_path / "decisions.jsonl"
+    log.write_text("\n".join([
+        json.dumps({"context": {"user": {"mfa": True}}, "time": "2026-03-02T10:00:00Z", "policy": "p"}),
+        "",
+        json.dumps({"context": {}, "time": "2026-03-02T11:00:00Z", "policy": {"name": "q", "digest": "x"}}),
+        json.dumps({"context": {}, "time": "2026-03-02T12:00:00Z", "policy": 7}),
+        json.dumps({"context": {}, "time": "2026-03-02T13:00:00Z"}),
+    ]) + "\n", encoding="utf-8")
+    records = list(read_replay(log))
+    assert [(r[0], r[3]) for r in records] == [(f"{log}:1", "p"), (f"{log}:3", "q"), (f"{log}:4", None),
+                                               (f"{log}:5", None)]
+    assert records[0][1] == {"user": {"mfa": True}}
+    assert records[1][2] == datetime(2026, 3, 2, 11, 0, tzinfo=timezone.utc)
+    log.write_text(json.dumps({"context": [1], "time": "2026-03-02T10:00:00Z"}) + "\n")
+    with pytest.raises(ValueError, match=r":1: not a decision log record \(context is not an object\)$"):
+        list(read_replay(log))
+
+
+def _group(*scenarios: dict[str, Any], source: str = "grid") -> Any:
+    from ttlpolicy.diffing import Change, Group
+
+    now = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    outcome = _outcome()
+    return Group("p", "access longer", (), [(Change(source, s, {}, now, outcome, outcome), 1.0) for s in scenarios])
+
+
+def test_a_group_is_explained_by_the_grid_values_it_is_limited_to() -> None:
+    from ttlpolicy.diffing import ABSENT, Grid, _common
+
+    grid = Grid({"device.trust": ["managed", "unmanaged", ABSENT], "user.mfa": [True, False]}, "UTC")
+    only_unmanaged = _group({"device.trust": "unmanaged", "user.mfa": True}, {"device.trust": "unmanaged", "user.mfa": False})
+    assert _common(only_unmanaged, (grid, True)) == {"device.trust": "unmanaged"}
+    two_of_three = _group({"device.trust": "unmanaged", "user.mfa": True}, {"device.trust": ABSENT, "user.mfa": True})
+    assert _common(two_of_three, (grid, True)) == {"device.trust": ["unmanaged", "(absent)"], "user.mfa": True}
+    # a sampled grid: 2 scenarios are too few to say a dimension's missing values mean anything
+    assert _common(two_of_three, (grid, False)) == {}
+    many = _group(*[{"device.trust": "unmanaged", "user.mfa": mfa} for mfa in [True, False] * 5])
+    assert _common(many, (grid, False)) == {"device.trust": "unmanaged"}
+
+
+def test_replayed_contexts_are_explained_by_the_values_they_all_share() -> None:
+    from ttlpolicy.diffing import _common
+
+    group = _group({"user.mfa": True, "device.trust": "managed", "tier": "gold"},
+                   {"user.mfa": True, "device.trust": "unmanaged"},
+                   {"user.mfa": True, "device.trust": "managed", "tier": "gold"}, source="replay:1")
+    assert _common(group, None) == {"user.mfa": True}
+    one = _group({"user.mfa": False, "time": (0, 9)}, source="replay:1")
+    assert _common(one, None) == {"time": "mon 09:30", "user.mfa": False}
+    assert _common(_group({"user.mfa": 1}, {"user.mfa": True}, source="replay:1"), None) == {}  # 1 == True, not the same

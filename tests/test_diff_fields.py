@@ -10,6 +10,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -506,3 +507,56 @@ def test_replayed_contexts_are_explained_by_the_values_they_all_share() -> None:
     one = _group({"user.mfa": False, "time": (0, 9)}, source="replay:1")
     assert _common(one, None) == {"time": "mon 09:30", "user.mfa": False}
     assert _common(_group({"user.mfa": 1}, {"user.mfa": True}, source="replay:1"), None) == {}  # 1 == True, not the same
+
+
+def test_grid_addresses_stop_at_the_ends_of_the_address_space_v4_before_v6() -> None:
+    from ttlpolicy.diffing import boundary_addresses, zone_addresses
+
+    policy = load_sources({"p.yaml": HEAD.replace(
+        "zones:\n  office: [10.0.0.0/24]",
+        'zones:\n  low: [0.0.0.0/31]\n  high: [255.255.255.254/31]\n'
+        '  v6: ["2001:db8::/126", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127", "::/127"]') + "  []\n"}).get("p")
+    assert zone_addresses(policy) == {"low": "0.0.0.0", "high": "255.255.255.254", "v6": "2001:db8::1",
+                                      "none": "203.0.113.7"}
+    assert boundary_addresses(policy) == [
+        "0.0.0.0", "0.0.0.1", "0.0.0.2", "203.0.113.7", "255.255.255.253", "255.255.255.254", "255.255.255.255",
+        "::", "::1", "::2", "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8::", "2001:db8::1", "2001:db8::3",
+        "2001:db8::4", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffd", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
+
+
+def test_a_scenario_becomes_a_nested_context_at_half_past_its_hour_in_the_policy_zone() -> None:
+    from ttlpolicy.diffing import ABSENT, scenario_context
+
+    context, now = scenario_context({"device.trust": "managed", "user.mfa": ABSENT, "tier": "gold",
+                                     "user.auth_time": ("age", 7200)}, "Europe/Berlin")
+    assert now == datetime(2025, 1, 8, 12, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # a Wednesday noon by default
+    assert context == {"device": {"trust": "managed"}, "tier": "gold",
+                       "user": {"auth_time": "2025-01-08T10:30:00+01:00"}}
+    _, monday_morning = scenario_context({"time.now": (0, 9)}, "UTC")
+    assert monday_morning == datetime(2025, 1, 6, 9, 30, tzinfo=ZoneInfo("UTC"))
+
+
+def test_each_side_decides_on_the_attributes_it_declares_and_a_refusal_says_why() -> None:
+    from ttlpolicy.diffing import decide_outcome
+
+    policy = load_sources({"p.yaml": HEAD + '  - {name: mfa, when: "user.mfa", access_ttl: {cap: 5m}}\n'}).get("p")
+    now = datetime(2025, 1, 8, 12, 30, tzinfo=timezone.utc)
+    outcome = decide_outcome(policy, {"user": {"mfa": True, "shoe_size": 44}, "weather": "rain",
+                                      "tier": "finance", "office": {"floor": 3}}, now)
+    assert outcome.refused is None and outcome.matched == frozenset({"mfa"})
+    assert outcome["access_ttl"] == 300 and outcome["tier"] == "finance"
+    refused = decide_outcome(policy, {"user": {"mfa": "yes"}, "tier": "nope"}, now)
+    assert refused.values == () and refused.matched == frozenset()
+    assert refused.refused == "user.mfa: expected a boolean, got string; tier: 'nope' is not one of standard, finance"
+
+
+def test_a_field_added_to_the_comparison_is_read_from_the_decision_s_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ttlpolicy import diffing
+
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "policy.name", diffing.DecisionField(("renamed",)))  # type: ignore[index]
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "expires_at.access", diffing.DecisionField(("moved",)))  # type: ignore[index]
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "matched", diffing.DecisionField(("rules",)))  # type: ignore[index]
+    decision = load_sources({"p.yaml": HEAD + "  []\n"}).decide({}, now="2026-03-02T10:00:00Z")
+    values = diffing.decision_values(decision)
+    assert (values["policy.name"], values["expires_at.access"], values["matched"]) == ("p", "2026-03-02T11:00:00Z", ())

@@ -104,18 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Row] = {}
     for name in names:
         group = GROUPS[name]
-        timing = WORK / name / "seconds.txt"  # how long the run took, for --from-last-run
+        timing = WORK / name / "run.json"  # when the run finished and how long it took, for --from-last-run
         if args.from_last_run:
             if not (WORK / name / "mutants").is_dir():
                 parser.error(f"no results of group {name} in {(WORK / name).relative_to(ROOT)}: run it first")
             statuses = read_statuses(WORK / name)
-            elapsed = float(timing.read_text()) if timing.exists() else 0.0
+            run = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "finished": "unknown"}
         else:
             started = time.monotonic()
             statuses = run_group(group, args.max_children, args.reuse)
-            elapsed = time.monotonic() - started
-            timing.write_text(f"{elapsed:.1f}\n")
-        rows[name] = tally(group, statuses, equivalent, elapsed)
+            run = {"seconds": time.monotonic() - started,
+                   "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            timing.write_text(json.dumps(run) + "\n")
+        rows[name] = tally(group, statuses, equivalent, run["seconds"], run["finished"])
         print(rows[name].summary(), flush=True)
     unexplained = [m for row in rows.values() for m in row.unexplained]
     if args.check:
@@ -198,6 +199,7 @@ class Row:
     no_tests: int
     other: int
     seconds: float
+    finished: str
     unexplained: list[str]
     stale: list[str]  # equivalent.txt entries of this group that were killed (the reason no longer holds)
 
@@ -211,7 +213,7 @@ class Row:
                 f"({self.seconds / 60:.1f} min)")
 
 
-def tally(group: Group, statuses: dict[str, str], equivalent: dict[str, str], seconds: float) -> Row:
+def tally(group: Group, statuses: dict[str, str], equivalent: dict[str, str], seconds: float, finished: str) -> Row:
     patterns = [re.compile(p.replace(".", r"\.").replace("*", ".*")) for p in group.functions]
     counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "no tests": 0, "other": 0}
     unexplained, stale = [], []
@@ -227,7 +229,7 @@ def tally(group: Group, statuses: dict[str, str], equivalent: dict[str, str], se
         key = status if status in counts else ("killed" if status == "caught by type check" else "other")
         counts[key] += 1
     return Row(group, counts["killed"], counts["survived"], counts["equivalent"], counts["timeout"],
-               counts["no tests"], counts["other"], seconds, unexplained, stale)
+               counts["no tests"], counts["other"], seconds, finished, unexplained, stale)
 
 
 def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
@@ -235,7 +237,6 @@ def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
     kept = _previous_rows() if REPORT.exists() else {}
     machine = f"{platform.node() or 'unknown host'}, {platform.machine()}, {os.cpu_count()} CPUs, " \
               f"Python {platform.python_version()}, mutmut {_mutmut_version()}"
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Mutation testing results", "",
              "Written by `make mutation` (benchmarks/mutation.py); how to read it: docs/mutation.md.", "",
              "| group | modules | mutants | killed | survived | equivalent | timeout | no tests | minutes | run |",
@@ -245,7 +246,7 @@ def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
             row = rows[name]
             lines.append(f"| {name} | {', '.join(row.group.modules)} | {row.total} | {row.killed} | {row.survived} | "
                          f"{row.equivalent} | {row.timeout} | {row.no_tests} | {row.seconds / 60:.1f} | "
-                         f"{date} on {machine} |")
+                         f"{row.finished} on {machine} |")
         elif name in kept:
             lines.append(kept[name])
     lines += ["", "Equivalent mutants are listed with their reasons in tests/mutation/equivalent.txt "

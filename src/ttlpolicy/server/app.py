@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
 from ..policyset import resolve_now
-from ..tokens import TokenInvalid, VerifiedToken, token_context
+from ..tokens import TokenInvalid, VerifiedToken, VerifiedTokenCache, token_context
 from .activity_api import ActivityAPI
 from .auth import Authenticator, Caller
 from .config import INTERNAL_ENV, MAX_SUBJECT_TOKEN, Settings
@@ -104,8 +104,10 @@ class Service:
         self.auth = Authenticator(settings.auth)
         self.gate = RequestGate(self.auth, settings.limits)
         self.holder = PolicyHolder(policy_source(settings), policies, on_reload=self._reloaded)
-        # Built (key files read) when the settings were validated; None: no issuer configured.
-        self.subject_tokens = settings.subject_tokens.verifier
+        # Built (key files read) when the settings were validated; None: no issuer configured. A
+        # token seen again is not verified again until it expires; revocation is asked per request.
+        verifier = settings.subject_tokens.verifier
+        self.subject_tokens = VerifiedTokenCache(verifier) if verifier is not None else None
         self.metrics = Metrics(lambda: self.holder.last_success)
         self.metrics.serving(self.holder.current.policies.digest, self.holder.current.revision)
         self.metrics.track_delivery(self.holder)

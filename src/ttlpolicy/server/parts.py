@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # types only; none of these modules imports this one's importers
-    from ..tokens import TokenVerifier
+    from ..tokens import VerifiedTokenCache
     from .gate import RequestGate
     from .metrics import Metrics
     from .reload import PolicyHolder
@@ -37,7 +37,7 @@ class ServiceParts(Protocol):
     def metrics(self) -> Metrics: ...
 
     @property
-    def subject_tokens(self) -> TokenVerifier | None: ...
+    def subject_tokens(self) -> VerifiedTokenCache | None: ...
 
     @property
     def activity(self) -> Alerts: ...

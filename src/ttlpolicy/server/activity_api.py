@@ -48,15 +48,15 @@ from ..state import StateStore, StoreUnavailable
 from ..vocabulary import ACTIVITY
 from ..state.emergency import EmergencyInputError
 from ..state.revocation import RevocationInputError
-from .auth import AuthError, Caller, require_scope
+from .auth import Caller
 from .config import DecisionLogSettings
 from .decisionlog import DecisionLog
-from .problems import problem
+from .problems import Refusal, problem
 
 if TYPE_CHECKING:
     from ..compile import CompiledPolicy
     from ..state.runtime import StateRuntime
-    from .app import Service
+    from .parts import ServiceParts
     from .config import Settings
 
 log = logging.getLogger("ttlpolicy.server")
@@ -145,7 +145,7 @@ class Observation:
 class ActivityAPI:
     """The activity endpoints and the hooks of the decide path, for one service."""
 
-    def __init__(self, service: Service, settings: Settings, runtime: StateRuntime):
+    def __init__(self, service: ServiceParts, settings: Settings, runtime: StateRuntime):
         self.service = service
         self.settings = settings.activity
         self.runtime = runtime  # the state layer's: one store, one health for everything
@@ -323,12 +323,9 @@ class ActivityAPI:
 
     def _caller(self, request: Request, scopes: tuple[str, ...]) -> Caller | Response:
         try:
-            caller = self.service.auth.authenticate(request.headers.get("authorization"),
-                                                    request.headers.get("x-api-key"))
-            require_scope(caller, scopes)
-        except AuthError as exc:
-            return exc.response()
-        return caller
+            return self.service.gate.request_caller(request, scopes)
+        except Refusal as refusal:
+            return refusal.response
 
     async def _body(self, request: Request, limit: int) -> bytes | Response:
         length = request.headers.get("content-length")

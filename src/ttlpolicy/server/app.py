@@ -21,18 +21,19 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
 from ..policyset import resolve_now
-from ..tokens import TokenInvalid, VerifiedToken, token_context
+from ..tokens import TokenInvalid, VerifiedToken, VerifiedTokenCache, token_context
 from .activity_api import ActivityAPI
-from .auth import AuthError, Authenticator, Caller, require_scope
+from .auth import Authenticator, Caller
 from .config import INTERNAL_ENV, MAX_SUBJECT_TOKEN, Settings
 from .decisionlog import DecisionLog
+from .gate import RequestGate
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
@@ -99,12 +100,14 @@ class Service:
 
     def __init__(self, settings: Settings, policies: PolicySet | None = None):
         self.settings = settings
-        self.max_body = settings.limits.max_body_bytes
         self.max_batch = settings.limits.max_batch
         self.auth = Authenticator(settings.auth)
+        self.gate = RequestGate(self.auth, settings.limits)
         self.holder = PolicyHolder(policy_source(settings), policies, on_reload=self._reloaded)
-        # Built (key files read) when the settings were validated; None: no issuer configured.
-        self.subject_tokens = settings.subject_tokens.verifier
+        # Built (key files read) when the settings were validated; None: no issuer configured. A
+        # token seen again is not verified again until it expires; revocation is asked per request.
+        verifier = settings.subject_tokens.verifier
+        self.subject_tokens = VerifiedTokenCache(verifier) if verifier is not None else None
         self.metrics = Metrics(lambda: self.holder.last_success)
         self.metrics.serving(self.holder.current.policies.digest, self.holder.current.revision)
         self.metrics.track_delivery(self.holder)
@@ -127,12 +130,7 @@ class Service:
         return self._authorize(headers.get("authorization"), headers.get("x-api-key"), scopes)
 
     def _authorize(self, authorization: str | None, api_key: str | None, scopes: tuple[str, ...] | None) -> Caller:
-        try:
-            caller = self.auth.authenticate(authorization, api_key)
-            if scopes is not None:
-                require_scope(caller, scopes)
-        except AuthError as exc:
-            raise Refusal(exc.response()) from None
+        caller = self.gate.caller(authorization, api_key, scopes)
         if scopes is DECIDE_SCOPES:
             too_many = self.state.caller_refusal(caller)
             if too_many is not None:
@@ -146,32 +144,6 @@ class Service:
             raise Refusal(problem("decision-log-unavailable", "the decision log cannot be written "
                                   f"({self.decision_log.error}); decisions are refused until it can",
                                   headers={"Retry-After": "5"}))
-
-    def _check_body_headers(self, content_type: str | None, content_length: str | None) -> None:
-        """Refuse a body that is not JSON, or that says it is too large, before reading it."""
-        media = (content_type or "").partition(";")[0].strip().lower()
-        if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
-            raise Refusal(problem("unsupported-media-type", f"send the body as {JSON}, not {media or 'nothing'}"))
-        if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body:
-            raise Refusal(self._too_large())
-
-    @staticmethod
-    def _parse(raw: bytes) -> Any:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise Refusal(problem("invalid-json", f"body is not valid JSON: {exc}")) from None
-
-    async def _json_body(self, request: Request) -> Any:
-        headers = request.headers
-        self._check_body_headers(headers.get("content-type"), headers.get("content-length"))
-        raw = await self._receive_body(request.receive)
-        if raw is None:
-            raise ClientDisconnect()  # as request.stream() would: nobody is left to answer
-        return self._parse(raw)
-
-    def _too_large(self) -> Response:
-        return problem("body-too-large", f"request body exceeds {self.max_body} bytes", max_bytes=self.max_body)
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -310,7 +282,7 @@ class Service:
         try:
             caller = self._caller(request, DECIDE_SCOPES)
             self._check_audit_trail()
-            body = await self._json_body(request)
+            body = await self.gate.json_body(request)
         except Refusal as refusal:
             return refusal.response
         status, out = self._decide_one(self.holder.current, caller, body, start)
@@ -346,11 +318,11 @@ class Service:
             try:
                 caller = self._authorize(authorization, api_key, DECIDE_SCOPES)
                 self._check_audit_trail()
-                self._check_body_headers(content_type, content_length)
-                raw = await self._receive_body(receive)
+                self.gate.check_body_headers(content_type, content_length)
+                raw = await self.gate.receive_body(receive)
                 if raw is None:
                     return  # the client went away: nobody to answer
-                body = self._parse(raw)
+                body = self.gate.parse(raw)
             except Refusal as refusal:
                 response: Response | None = refusal.response
             else:
@@ -369,46 +341,12 @@ class Service:
                                 (b"content-type", _JSON_BYTES if status == 200 else _PROBLEM_BYTES)]})
         await send({"type": "http.response.body", "body": content})
 
-    async def _receive_body(self, receive: Receive) -> bytes | None:
-        """The request body, counted as it arrives (a lying or absent Content-Length is no way round
-        the limit) and due within ``limits.body_timeout`` (a body that never comes is answered
-        ``408 request-timeout``, not waited for); ``None`` if the client disconnected."""
-        try:
-            async with asyncio.timeout(self.settings.limits.body_timeout):
-                return await self._read_body(receive)
-        except TimeoutError:
-            detail = f"request body not received within {self.settings.limits.body_timeout:g} s"
-            raise Refusal(problem("request-timeout", detail, headers={"Connection": "close"})) from None
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body: bytes = message.get("body", b"")
-        if len(body) > self.max_body:
-            raise Refusal(self._too_large())
-        if not message.get("more_body", False):
-            return body  # the usual case: the whole body in one message
-        chunks = [body]
-        size = len(body)
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise Refusal(self._too_large())
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
     async def decide_batch(self, request: Request) -> Response:
         """POST /v1/decide/batch"""
         try:
             caller = self._caller(request, DECIDE_SCOPES)
             self._check_audit_trail()
-            body = await self._json_body(request)
+            body = await self.gate.json_body(request)
         except Refusal as refusal:
             return refusal.response
         requests = body.get("requests") if isinstance(body, dict) else None

@@ -41,7 +41,7 @@ from .problems import Refusal, problem
 if TYPE_CHECKING:
     from ..program import CompiledPolicy
     from ..policyset import PolicySet
-    from .app import Service
+    from .parts import ServiceParts
 
 log = logging.getLogger("ttlpolicy.server")
 REVOKE_SCOPES = ("revoke", "admin")
@@ -84,7 +84,7 @@ class StateMetrics:
 class StateAPI:
     """Holds the :class:`StateRuntime` of one service process and answers the state endpoints."""
 
-    def __init__(self, service: Service, settings: Settings):
+    def __init__(self, service: ServiceParts, settings: Settings):
         self.service = service
         config = settings.state
         try:
@@ -183,13 +183,13 @@ class StateAPI:
 
     def _caller(self, request: Request, scopes: tuple[str, ...]) -> Caller | Response:
         try:
-            return self.service._caller(request, scopes)
+            return self.service.gate.request_caller(request, scopes)
         except Refusal as refusal:
             return refusal.response
 
     async def _body(self, request: Request) -> Any:
         try:
-            return await self.service._json_body(request)
+            return await self.service.gate.json_body(request)
         except Refusal as refusal:
             return refusal
 
@@ -324,8 +324,8 @@ class StateAPI:
             return caller
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         raw = await request.body()
-        if len(raw) > self.service.max_body:
-            return self.service._too_large()
+        if len(raw) > self.service.gate.max_body:
+            return self.service.gate.too_large()
         if media == "application/x-www-form-urlencoded":
             try:
                 body: Any = dict(parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw)))

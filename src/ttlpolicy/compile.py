@@ -15,13 +15,15 @@ closures and generated code; ``reference`` runs cel-python's interpreter, for co
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import re
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import lark
 import pydantic
@@ -117,6 +119,28 @@ def compile_sources(sources: Mapping[str, bytes | str], backend: Backend = "nati
     Per-policy stages run policy by policy, bases first, so that a policy whose base has
     errors is reported once as not checked instead of repeating its base's errors."""
     c = Compilation(sources, backend, problems=list(problems or []))
+    with _cyclic_gc_paused():
+        _run_stages(c)
+    return c
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Compiling builds a few hundred thousand short-lived, acyclic objects (parse trees, closures)
+    while the trees of every expression are alive: each full collection then walks all of them,
+    and for a 1,000-rule policy the collector took half of the load time. Reference counting
+    frees everything the compiler drops; the cyclic collector resumes afterwards (only if it was
+    on: a caller that turned it off keeps it off)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_stages(c: Compilation) -> None:
     index = 0
     while index < len(STAGES):
         stage = STAGES[index]
@@ -134,7 +158,6 @@ def compile_sources(sources: Mapping[str, bytes | str], backend: Backend = "nati
             index += 1
         for unit in c.extends.values():
             _run_policy(c, unit, group)
-    return c
 
 
 def _run_policy(c: Compilation, unit: Unit, stages: list[Stage]) -> None:

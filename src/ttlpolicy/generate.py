@@ -92,14 +92,16 @@ def generate_program(policy: CompiledPolicy, trees: Mapping[str, lark.Tree] | No
     _validation(w, policy)
     w.line("if explain:  # every rule's outcome, by the reference evaluator")
     w.line("    return _reference(_policy, act, now, True)")
-    _collection(w, policy, trees, fallbacks)
+    chunks = _collection(w, policy, trees, fallbacks)
     _combination(w, policy)
-    source = "\n".join(w.lines) + "\n"
+    sources = ["\n".join(lines) + "\n" for lines in [w.lines, *chunks]]
     namespace: dict[str, Any] = {
         "__builtins__": {**codegen.BUILTINS, "min": min, "max": max, "len": len, "ValueError": ValueError},
         **codegen.HELPERS, "_Slow": _Slow, "_policy": policy, "_reference": reference, **w.constants}
-    exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
-    return Program(run=namespace["decide"], source=_header(policy, fallbacks) + source, fallbacks=tuple(fallbacks))
+    for source in sources:  # one compile() per function: compiling 1,000 rules at once peaked at ~50 MiB
+        exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
+    return Program(run=namespace["decide"], source=_header(policy, fallbacks) + "\n".join(sources),
+                   fallbacks=tuple(fallbacks))
 
 
 def _header(policy: CompiledPolicy, fallbacks: list[tuple[str, str]]) -> str:
@@ -227,8 +229,18 @@ def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]
 # ------------------------------------------------------------------------------- rules
 
 
+# A policy with more rules than this runs them in functions of this many rules each, called in
+# turn: compiling one function of 1,000 rules cost more memory (~50 MiB at its peak, most of it
+# never given back to the system) than the whole loaded policy; a call per chunk costs ~1 µs.
+RULES_PER_FUNCTION = 64
+_STATE = ("matched, access_factors, access_floors, access_caps, refresh_factors, refresh_floors, refresh_caps, "
+          "grace, idle, session, denies, step_ups")
+
+
 def _collection(w: _Writer, policy: CompiledPolicy, trees: Mapping[str, lark.Tree] | None,
-                fallbacks: list[tuple[str, str]]) -> None:
+                fallbacks: list[tuple[str, str]]) -> list[list[str]]:
+    """The rules, in ``decide`` itself or, for a large policy, in functions ``_rules<n>`` of
+    :data:`RULES_PER_FUNCTION` rules each (returned as their source lines)."""
     defaults = policy.refresh_defaults
     w.line("# rules, in name order: each that matches records its effects")
     w.line("matched = []")
@@ -242,13 +254,30 @@ def _collection(w: _Writer, policy: CompiledPolicy, trees: Mapping[str, lark.Tre
     w.line("denies, step_ups = [], []")
     w.line("try:")
     w.depth += 1
-    for index, rule in enumerate(policy.rules):
-        _rule(w, index, rule, trees, fallbacks)
+    chunks: list[list[str]] = []
+    if len(policy.rules) <= RULES_PER_FUNCTION:
+        for index, rule in enumerate(policy.rules):
+            _rule(w, index, rule, trees, fallbacks)
+    else:
+        for first in range(0, len(policy.rules), RULES_PER_FUNCTION):
+            name = f"_rules{len(chunks)}"
+            last = min(first + RULES_PER_FUNCTION, len(policy.rules))
+            w.line(f"rotated, bound_here = {name}(act, {_STATE})  # rules {first} to {last - 1}")
+            w.line("rotation, bound = rotation or rotated, bound or bound_here")
+            chunk = _Writer(constants=w.constants, by_id=w.by_id)
+            chunk.lines.append(f"def {name}(act, {_STATE}):")
+            chunk.line(f"# rules {first} to {last - 1} of {len(policy.rules)}, in name order")
+            chunk.line("rotation = bound = False")
+            for index in range(first, last):
+                _rule(chunk, index, policy.rules[index], trees, fallbacks)
+            chunk.line("return rotation, bound")
+            chunks.append(chunk.lines)
     if not policy.rules:
         w.line("pass  # no rules")
     w.depth -= 1
     w.line("except Exception:  # a condition or factor failed: the reference applies the fail-safe rules")
     w.line("    return _reference(_policy, act, now, False)")
+    return chunks
 
 
 def _rule(w: _Writer, index: int, rule: CompiledRule, trees: Mapping[str, lark.Tree] | None,

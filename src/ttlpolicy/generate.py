@@ -114,8 +114,7 @@ def generate_program(policy: CompiledPolicy, parsed: Mapping[str, ParsedExpressi
         **codegen.HELPERS, "_Slow": _Slow, "_policy": policy, "_reference": reference, **w.constants}
     for source in sources:  # one compile() per function: compiling 1,000 rules at once peaked at ~50 MiB
         exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
-    return Program(run=namespace["decide"], source=_header(policy, fallbacks) + "\n".join(sources),
-                   fallbacks=tuple(fallbacks))
+    return Program.of(namespace["decide"], _header(policy, fallbacks) + "\n".join(sources), tuple(fallbacks))
 
 
 def _header(policy: CompiledPolicy, fallbacks: list[tuple[str, str]]) -> str:

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import lark
-from celpy import celparser
-from celpy.celparser import CELParser
 
 from .fastparse import parse_common
 
@@ -53,6 +51,9 @@ def _private(path: str) -> bool:
 
 def _build() -> lark.Lark:
     """cel-python's own parser (same grammar and options as ``CELParser()``), built from the cache."""
+    from celpy import celparser  # only when lark parses: most policies never need it (see fastparse)
+    from celpy.celparser import CELParser
+
     grammar = (Path(celparser.__file__).parent / "cel.lark").read_text()
     options: dict[str, Any] = dict(
         parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
@@ -67,6 +68,8 @@ def _build() -> lark.Lark:
 def _lark() -> lark.Lark:
     global _parser
     if _parser is None:
+        from celpy.celparser import CELParser
+
         with _parser_lock:
             if _parser is None:
                 if CELParser.CEL_PARSER is None:

@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
+from ..errors import Problem
 from .records import RecordCollection, Written
 from .store import StateStore
 
@@ -53,8 +54,8 @@ class RevocationInputError(ValueError):
         super().__init__(f"{path}: {message}")
         self.path, self.message, self.code = path, message, code
 
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "code": self.code, "message": self.message}
+    def problem(self) -> Problem:
+        return Problem.field(self.path, self.code, self.message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -560,3 +560,79 @@ def test_a_field_added_to_the_comparison_is_read_from_the_decision_s_json(monkey
     decision = load_sources({"p.yaml": HEAD + "  []\n"}).decide({}, now="2026-03-02T10:00:00Z")
     values = diffing.decision_values(decision)
     assert (values["policy.name"], values["expires_at.access"], values["matched"]) == ("p", "2026-03-02T11:00:00Z", ())
+
+
+# -- the grid: values only one side mentions, sampling, and which policies are compared ------------
+
+def test_the_grid_holds_literals_and_tiers_only_the_new_version_mentions() -> None:
+    from ttlpolicy.diffing import build_grid
+
+    declared = HEAD.replace("rules:\n", "attributes:\n  user.department: {type: string}\nrules:\n")
+    base = load_sources({"p.yaml": declared + '  - {name: a, when: \'user.department == "eng"\', access_ttl: {cap: 5m}}\n'})
+    head = load_sources({"p.yaml": declared.replace("finance: {access_ttl: 15m, max_access_ttl: 30m}",
+                                                    "finance: {access_ttl: 15m, max_access_ttl: 30m}, gold: {}")
+                         + '  - {name: a, when: \'user.department == "ops"\', access_ttl: {cap: 5m}}\n'})
+    grid = build_grid(base.get("p"), head.get("p"))
+    assert {"eng", "ops"} <= set(grid.dimensions["user.department"])
+    assert {"standard", "finance", "gold"} <= set(grid.dimensions["tier"])
+
+
+def test_a_grid_within_the_budget_is_tried_whole_and_a_larger_one_is_sampled_without_repeats() -> None:
+    from ttlpolicy.diffing import Grid
+
+    grid = Grid({"a": [1, 2, 3], "b": ["x", "y"], "c": [True, False]}, "UTC")
+    whole = list(grid.scenarios(12))
+    assert len(whole) == 12 and whole[0] == {"a": 1, "b": "x", "c": True}
+    sample = list(grid.scenarios(11, seed=3))
+    assert len(sample) == 11 and len({tuple(s.values()) for s in sample}) == 11
+    assert sample == list(grid.scenarios(11, seed=3)) and sample != list(grid.scenarios(11, seed=4))
+    # the focus dimensions' combinations come first, each once, when they fit in half the budget
+    focused = list(grid.scenarios(11, focus={"a"}))
+    assert sorted(s["a"] for s in focused[:3]) == [1, 2, 3]
+    first = list(grid.scenarios(10, focus={"b", "c"}))[:4]
+    assert {(s["b"], s["c"]) for s in first} == {("x", True), ("x", False), ("y", True), ("y", False)}
+
+
+def test_only_one_policy_is_compared_when_asked_and_the_largest_loosening_comes_first() -> None:
+    two = {"p.yaml": HEAD.replace("name: p", "name: p\ndefault: true") + '  - {name: a, when: "user.mfa", access_ttl: {multiply: 2}}\n',
+           "q.yaml": HEAD.replace("name: p", "name: q") + '  - {name: a, when: "user.mfa", access_ttl: {multiply: 2}}\n'}
+    looser = {"p.yaml": two["p.yaml"].replace("multiply: 2", "multiply: 3"),
+              "q.yaml": two["q.yaml"].replace("multiply: 2", "multiply: 4")}
+    report = diff_policies(load_sources(two), load_sources(looser), only="q")
+    assert [p.policy for p in report.policies] == ["q"] and {g.policy for g in report.groups} == {"q"}
+    both = diff_policies(load_sources(two), load_sources(looser))
+    assert [p.policy for p in both.policies] == ["p", "q"]
+    assert [g.policy for g in both.groups if g.kind == "access longer"][0] == "q"  # 2h longer beats 1h longer
+    assert all(p.changed > 0 and p.scenarios == p.grid_size for p in both.policies)
+
+
+@pytest.mark.parametrize(("condition", "days", "hours"), [
+    ("time.hour >= 18", 1, 24), ("time.minute < 30", 1, 24), ("time.weekday == \"sat\"", 7, 24),
+    ("time.date == \"2025-01-11\"", 7, 1), ("time.now > timestamp(\"2025-01-01T00:00:00Z\")", 1, 24),
+    ("time.zone == \"UTC\"", 0, 0),
+])
+def test_the_grid_tries_every_hour_and_day_a_time_condition_can_tell_apart(condition: str, days: int,
+                                                                           hours: int) -> None:
+    from ttlpolicy.diffing import build_grid
+
+    policy = load_sources({"p.yaml": HEAD + f"  - {{name: t, when: '{condition}', access_ttl: {{cap: 5m}}}}\n"}).get("p")
+    instants = build_grid(policy, policy).dimensions.get("time.now", [])
+    assert len({day for day, _ in instants}) == days and len({hour for _, hour in instants}) == hours
+    if days == 1:
+        assert {day for day, _ in instants} == {2}  # a Wednesday
+    if hours == 1:
+        assert {hour for _, hour in instants} == {12}
+
+
+def test_the_grid_has_an_address_dimension_when_a_rule_reads_the_zone_and_a_tier_one_side_has() -> None:
+    from ttlpolicy.diffing import ABSENT, build_grid
+
+    no_tiers = HEAD.replace("  tier: standard\n", "").replace(
+        "tiers: {standard: {}, finance: {access_ttl: 15m, max_access_ttl: 30m}}\n", "")
+    base = load_sources({"p.yaml": no_tiers + "  []\n"}).get("p")
+    head = load_sources({"p.yaml": HEAD + '  - {name: z, when: \'location.zone == "office"\', access_ttl: {cap: 5m}}\n'}).get("p")
+    grid = build_grid(base, head)
+    assert "10.0.0.1" in grid.dimensions["location.ip"] and grid.dimensions["location.ip"][-1] is ABSENT
+    assert "location.zone" not in grid.dimensions  # derived from the address
+    assert {"standard", "finance"} <= set(grid.dimensions["tier"])
+    assert "location.ip" not in build_grid(base, base).dimensions

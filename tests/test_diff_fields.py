@@ -636,3 +636,41 @@ def test_the_grid_has_an_address_dimension_when_a_rule_reads_the_zone_and_a_tier
     assert "location.zone" not in grid.dimensions  # derived from the address
     assert {"standard", "finance"} <= set(grid.dimensions["tier"])
     assert "location.ip" not in build_grid(base, base).dimensions
+
+
+def test_a_new_rule_is_added_not_redefined_and_groups_come_largest_first_with_their_counts() -> None:
+    base = load_sources({"p.yaml": HEAD + '  - {name: keep, when: "user.mfa", access_ttl: {cap: 30m}}\n'})
+    head = load_sources({"p.yaml": HEAD + '  - {name: keep, when: "user.mfa", access_ttl: {cap: 50m}}\n'
+                                          '  - {name: new, when: \'tier == "finance"\', deny: "no"}\n'})
+    report = diff_policies(base, head)
+    rules = {(g.kind, g.rules) for g in report.groups}
+    assert rules == {("allow→deny", ("+new",)), ("allow→deny", ("+new", "~keep")), ("access longer", ("~keep",))}
+    order = [(not g.loosening, -g.magnitude, -g.count) for g in report.groups]
+    assert order == sorted(order) and report.groups[0].loosening
+    assert report.policies[0].policy == "p" and report.policies[0].changed > 0
+    assert 0 <= report.seconds < 120
+
+
+def test_progress_is_reported_for_large_grids_and_replays_go_to_their_own_policy(tmp_path: Path) -> None:
+    from ttlpolicy.diffing import PROGRESS_EVERY
+
+    rules = '  - {name: a, when: \'user.mfa && time.hour >= 18 && location.zone == "office"\', access_ttl: {cap: 30m}}\n'
+    two = {"p.yaml": HEAD.replace("name: p", "name: p\ndefault: true") + rules,
+           "q.yaml": HEAD.replace("name: p", "name: q") + rules}
+    looser = {name: text.replace("cap: 30m", "cap: 50m") for name, text in two.items()}
+    calls: list[tuple[str, int, int]] = []
+    evening, office = datetime(2026, 3, 2, 20, tzinfo=timezone.utc), {"user": {"mfa": True}, "location": {"ip": "10.0.0.9"}}
+    replay = [("log:1", office, evening, "q"), ("log:2", office, evening, None), ("log:3", office, evening, "q")]
+    report = diff_policies(load_sources(two), load_sources(looser), replay=replay,
+                           max_scenarios=PROGRESS_EVERY + 5, progress=lambda *call: calls.append(call))
+    assert {p.policy: p.replayed for p in report.policies} == {"p": 1, "q": 2}
+    sizes = {p.policy: (p.scenarios, p.grid_size) for p in report.policies}
+    for name, (count, size) in sizes.items():
+        if count >= PROGRESS_EVERY:
+            assert (name, PROGRESS_EVERY, min(size, PROGRESS_EVERY + 5)) in calls and (name, count, count) in calls
+        else:
+            assert not [c for c in calls if c[0] == name]
+    assert calls  # these grids are larger than PROGRESS_EVERY
+    replayed = [c for g in report.groups for c, _ in g.changes if c.source.startswith("log:")]
+    assert {c.source for c in replayed} == {"log:1", "log:2", "log:3"}
+    assert all(c.scenario == {"user.mfa": True, "location.ip": "10.0.0.9"} for c in replayed)

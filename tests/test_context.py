@@ -228,3 +228,70 @@ def test_every_problem_of_a_context_is_reported_with_its_path() -> None:
     ]
     assert _problems({}) == [("context-missing", "user.badge", "required attribute is missing")]
     assert _problems(["not", "an", "object"]) == [("context-type", "context", "context must be an object, got list")]
+
+
+# -- the published JSON Schema of a context says what validation accepts ---------------------------
+
+def test_each_attribute_type_has_its_json_schema() -> None:
+    from ttlpolicy.context import MIN_EPOCH, attribute_schema
+
+    assert attribute_schema("x.level", Attribute(type="string", values=("low", "high"), default="low",
+                                                 description="Level.")) == {
+        "enum": ["low", "high", None], "description": "Level.", "default": "low"}
+    assert attribute_schema("x.text", TEXT) == {"type": ["string", "null"], "maxLength": MAX_STRING}
+    assert attribute_schema("location.ip", TEXT) == {"type": ["string", "null"], "maxLength": MAX_STRING,
+                                                     "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+    assert attribute_schema("location.country", TEXT)["pattern"] == "^[A-Z]{2}$"
+    assert attribute_schema("x.flag", FLAG) == {"type": ["boolean", "null"]}
+    assert attribute_schema("x.count", COUNT) == {"type": ["integer", "null"], "minimum": 1, "maximum": 5}
+    assert attribute_schema("x.big", ANY_INT) == {"type": ["integer", "null"], "minimum": -(2**63),
+                                                  "maximum": 2**63 - 1}
+    assert attribute_schema("x.huge", Attribute(type="int", min=-1e30, max=1e30)) == {
+        "type": ["integer", "null"], "minimum": -(2**63), "maximum": 2**63 - 1}
+    assert attribute_schema("x.score", SCORE) == {"type": ["number", "null"], "minimum": 0, "maximum": 10}
+    assert attribute_schema("x.ratio", ANY_DOUBLE) == {"type": ["number", "null"]}
+    assert attribute_schema("x.when", Attribute(type="timestamp", description="When.")) == {
+        "anyOf": [{"type": "string", "format": "date-time", "maxLength": 64},
+                  {"type": "number", "minimum": MIN_EPOCH, "exclusiveMaximum": MAX_EPOCH}, {"type": "null"}],
+        "description": "When. RFC 3339 with an offset, or epoch seconds; "
+                       "between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z"}
+    assert attribute_schema("x.groups", GROUPS) == {"type": ["array", "null"], "maxItems": MAX_LIST,
+                                                    "items": {"enum": ["admins", "staff"]}}
+    assert attribute_schema("x.tags", TAGS) == {"type": ["array", "null"], "maxItems": MAX_LIST,
+                                                "items": {"type": "string", "maxLength": MAX_STRING}}
+
+
+SCHEMA_CAN_SAY = [case for case in VALID + INVALID if not case[0].startswith("time.")
+                  and not isinstance(case[2], (bytes, float)) and case[1].type != "timestamp"]
+
+
+@pytest.mark.parametrize(("name", "attribute", "value", "expected"), SCHEMA_CAN_SAY,
+                         ids=[f"{v[0]}={v[2]!r:.30}" for v in SCHEMA_CAN_SAY])
+def test_the_json_schema_accepts_exactly_what_validation_accepts(name: str, attribute: Attribute, value: Any,
+                                                                 expected: Any) -> None:
+    import jsonschema
+
+    from ttlpolicy.context import attribute_schema
+
+    accepted = jsonschema.Draft202012Validator(attribute_schema(name, attribute),
+                                               format_checker=jsonschema.FormatChecker()).is_valid(value)
+    assert accepted == ((name, attribute, value, expected) in VALID or value is None)
+
+
+def test_a_context_s_json_schema_leaves_out_derived_attributes_and_lists_the_required_ones() -> None:
+    from ttlpolicy.context import context_json_schema
+
+    schema = context_json_schema(POLICY.attributes, exclude=("activity",))
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert schema["required"] == ["user"]
+    assert schema["properties"]["user"]["required"] == ["badge"]
+    assert schema["properties"]["user"]["additionalProperties"] is False
+    assert schema["properties"]["tenant"] == {"type": ["string", "null"], "maxLength": MAX_STRING, "default": "acme"}
+    assert "zone" not in schema["properties"]["location"]["properties"]
+    assert set(schema["properties"]["time"]["properties"]) == {"zone"}
+    assert "activity" not in schema["properties"]
+    required = context_json_schema({"tier": Attribute(type="string", required=True),
+                                    "a.b": Attribute(type="bool", required=True),
+                                    "a.c": Attribute(type="bool", required=True)})
+    assert required["required"] == ["a", "tier"] and required["properties"]["a"]["required"] == ["b", "c"]
+    assert "required" not in context_json_schema({"a.b": Attribute(type="bool")})

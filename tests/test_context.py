@@ -163,7 +163,7 @@ def test_only_iana_zone_names_are_time_zones() -> None:
             zone_info(name)
 
 
-POLICY = load_sources({"p.yaml": """
+POLICY_TEXT = """
 apiVersion: ttlpolicy/v1
 name: p
 timezone: Europe/Berlin
@@ -175,7 +175,8 @@ attributes:
   tenant: {type: string, default: acme}
   region: {type: string}
 rules: []
-"""}).get("p")
+"""
+POLICY = load_sources({"p.yaml": POLICY_TEXT}).get("p")
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 11:00 in Berlin
 
 
@@ -196,7 +197,9 @@ def test_the_activation_holds_the_context_the_defaults_and_the_derived_attribute
 
 def test_the_context_s_time_zone_sets_the_local_hour_weekday_and_date() -> None:
     late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
-    act = _activation({"user": {"badge": "b1"}, "time": {"zone": "Asia/Tokyo"}}, late)
+    # a policy of its own: the shared one may already have looked up (and cached) the zone
+    fresh = load_sources({"p.yaml": POLICY_TEXT}).get("p")
+    act = fresh.context.activation({"user": {"badge": "b1"}, "time": {"zone": "Asia/Tokyo"}}, late)
     assert act["time"] == {"zone": "Asia/Tokyo", "now": late, "hour": 8, "minute": 30, "weekday": "mon",
                            "date": "2026-03-02"}
     assert _activation({"user": {"badge": "b1"}}, late)["time"]["weekday"] == "mon"  # 00:30 in Berlin
@@ -295,3 +298,28 @@ def test_a_context_s_json_schema_leaves_out_derived_attributes_and_lists_the_req
                                     "a.c": Attribute(type="bool", required=True)})
     assert required["required"] == ["a", "tier"] and required["properties"]["a"]["required"] == ["b", "c"]
     assert "required" not in context_json_schema({"a.b": Attribute(type="bool")})
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    (5, "unknown time zone 5 (use an IANA name such as Europe/Berlin)"),
+    ("EUROPE/BERLIN", "unknown time zone 'EUROPE/BERLIN'; did you mean 'Europe/Berlin'? (use an IANA name such as "
+                      "Europe/Berlin)"),
+    ("Euxxxx/Berlin", "unknown time zone 'Euxxxx/Berlin' (use an IANA name such as Europe/Berlin)"),  # not close enough
+])
+def test_an_unknown_zone_suggests_the_nearest_name_only_when_it_is_close(name: Any, message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        zone_info(name)
+    assert str(raised.value) == message
+
+
+def test_any_mapping_is_a_context_and_a_required_top_level_attribute_is_checked() -> None:
+    from types import MappingProxyType
+
+    policy = load_sources({"p.yaml": POLICY_TEXT.replace("  region: {type: string}",
+                                                         "  region: {type: string}\n  seats: {type: int, required: true}")
+                           }).get("p")
+    act = policy.context.activation(MappingProxyType({"user": MappingProxyType({"badge": "b1"}), "seats": 3}), NOW)
+    assert act["seats"] == 3 and act["user"]["badge"] == "b1"
+    with pytest.raises(ContextError) as raised:
+        policy.context.activation({"user": {"badge": "b1"}}, NOW)
+    assert [(p.path, p.message) for p in raised.value.problems] == [("seats", "required attribute is missing")]

@@ -99,6 +99,7 @@ def test_valid_values_pass_both_checkers_unchanged_or_coerced(name: str, attribu
                                                               coerced: Any) -> None:
     assert value_checker(name, attribute)(value) == coerced
     assert type(value_checker(name, attribute)(value)) is type(coerced)
+    assert check_value(attribute, value) is None
 
 
 @pytest.mark.parametrize(("name", "attribute", "value", "message"), INVALID,
@@ -119,6 +120,8 @@ def test_invalid_values_get_the_same_message_from_both_checkers(name: str, attri
     (1_772_445_600, datetime(2026, 3, 2, 10, tzinfo=UTC)),
     (1_772_445_600.5, datetime(2026, 3, 2, 10, 0, 0, 500_000, tzinfo=UTC)),
     (MAX_EPOCH - 1, datetime(8999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),
+    ("2026-03-02T10:00:00." + "1" * 38 + "+01:00", datetime(2026, 3, 2, 9, 0, 0, 111_111, tzinfo=UTC)),  # 64 long
     (datetime(2026, 3, 2, 10, tzinfo=UTC), datetime(2026, 3, 2, 10, tzinfo=UTC)),
 ])
 def test_timestamps_are_rfc_3339_or_epoch_seconds(text: Any, instant: datetime) -> None:
@@ -137,7 +140,7 @@ def test_timestamps_are_rfc_3339_or_epoch_seconds(text: Any, instant: datetime) 
      "timestamp out of range (must be between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z)"),
     ("9000-01-01T00:00:00Z", "timestamp out of range (must be between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z)"),
     ("2026-03-02T10:00:00", "'2026-03-02T10:00:00' has no time zone offset (add Z or +01:00)"),
-    ("2" * 65, "expected an RFC 3339 timestamp or epoch seconds"),
+    ("2026-03-02T10:00:00." + "1" * 39 + "+01:00", "expected an RFC 3339 timestamp or epoch seconds"),  # 65
     (None, "expected an RFC 3339 timestamp or epoch seconds"),
     ("2026-13-02T10:00:00Z", "'2026-13-02T10:00:00Z' is not an RFC 3339 timestamp"),
 ])
@@ -181,7 +184,9 @@ NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 11:00 in Berlin
 
 
 def _activation(context: dict[str, Any], now: datetime = NOW) -> dict[str, Any]:
-    return POLICY.context.activation(context, now)
+    # a policy of its own each time: mutation testing forks from a process that built the shared
+    # one already, so a mutant in ContextSchema.__init__ would never reach it
+    return load_sources({"p.yaml": POLICY_TEXT}).get("p").context.activation(context, now)
 
 
 def test_the_activation_holds_the_context_the_defaults_and_the_derived_attributes() -> None:
@@ -192,6 +197,9 @@ def test_the_activation_holds_the_context_the_defaults_and_the_derived_attribute
     assert act["location"]["zone"] == "vpn"
     assert _activation({"user": {"badge": "b1"}, "location": {"ip": "2001:db8::7"}})["location"]["zone"] == "office"
     assert _activation({"user": {"badge": "b1"}, "location": {"ip": "10.0.1.0"}})["location"]["zone"] == "none"
+    for edge in ("10.8.0.0", "10.8.255.255"):
+        assert _activation({"user": {"badge": "b1"}, "location": {"ip": edge}})["location"]["zone"] == "vpn"
+    assert _activation({"user": {"badge": "b1"}, "location": {"ip": "10.9.0.0"}})["location"]["zone"] == "none"
     assert _activation({"user": {"badge": "b1"}})["location"]["zone"] == "none"
 
 

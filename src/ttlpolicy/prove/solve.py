@@ -1,0 +1,154 @@
+"""Asking the solver, with a time limit, and never showing a counterexample that does not replay.
+
+:func:`search` looks for a request satisfying a goal. The answer is ``unsat`` (no request
+does: the property is proved), a model that :func:`search`'s ``confirm`` callback replayed
+through the real evaluator (a counterexample), or ``unknown`` with the reason: the time limit,
+the solver giving up, or models that did not replay (the symbolic model over-approximates the
+clock, see :mod:`ttlpolicy.prove.symbols`; each such model is excluded and the solver asked
+again, a few times).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+import z3
+
+from ..durations import MAX_DURATION
+from ..model import Attribute
+from .encode import SymbolicDecision
+from .symbols import SymbolicContext, assignment
+
+DEFAULT_TIMEOUT = 10.0  # seconds per solver query
+_RETRIES = 3
+
+
+@dataclass
+class Found:
+    """What a search ended with: ``status`` is ``unsat``, ``sat`` (``context``/``now`` set, and
+    ``witness`` whatever ``confirm`` returned for it) or ``unknown`` (``reason``)."""
+
+    status: str
+    context: dict[str, Any] | None = None
+    now: datetime | None = None
+    witness: Any = None
+    reason: str = ""
+    seconds: float = 0.0
+
+
+# Replays a candidate request through the real evaluator: the evidence, or None if it does not hold.
+Confirm = Callable[[dict[str, Any], datetime], Any]
+
+
+def new_solver(timeout: float) -> Any:
+    """A solver that turns IEEE 754 arithmetic into bit-vectors before the SMT core sees it
+    (several times faster on the lifetime products than the default strategy)."""
+    solver = z3.Then("simplify", "propagate-values", "solve-eqs", "fpa2bv", "simplify", "smt").solver()
+    solver.set("timeout", max(1, int(timeout * 1000)))
+    return solver
+
+
+def search(ctx: SymbolicContext, facts: list[Any], goal: Any, declarations: Mapping[str, Attribute], zone: str,
+           confirm: Confirm, timeout: float = DEFAULT_TIMEOUT, products: Sequence[Any] = ()) -> Found:
+    """A request satisfying ``facts`` and ``goal`` that ``confirm`` accepts, or why there is none.
+
+    ``products`` are the decisions' whole-second products of factors (IEEE 754 multiplications,
+    slow to solve). They are first replaced by free values between 0 and 100 years — the same
+    product (the same term on both sides of a diff) by the same value. That abstraction allows
+    more than the real products can give, so "unsat" there is a proof, and a model of it is kept
+    if it replays; otherwise the exact question is asked with the time that is left."""
+    started = time.perf_counter()
+    if products:
+        free: dict[int, tuple[Any, Any]] = {}
+        for term in products:
+            free.setdefault(term.get_id(), (term, z3.BitVec(f"product#{len(free)}", 64)))
+        pairs = list(free.values())
+        bounds = [z3.And(v >= 0, v <= MAX_DURATION) for _, v in pairs]
+        abstract = [z3.substitute(t, *pairs) for t in [*facts, goal]]
+        found = _search(ctx, [*abstract[:-1], *bounds], abstract[-1], declarations, zone, confirm,
+                        min(timeout, max(1.0, timeout / 4)), started, retries=_RETRIES)
+        if found.status in ("unsat", "sat"):
+            return found
+    return _search(ctx, facts, goal, declarations, zone, confirm, timeout, started)
+
+
+def _search(ctx: SymbolicContext, facts: list[Any], goal: Any, declarations: Mapping[str, Attribute], zone: str,
+            confirm: Confirm, timeout: float, started: float, retries: int = _RETRIES) -> Found:
+    solver = new_solver(timeout)
+    solver.add(*ctx.constraints(), *facts, goal)
+    for _ in range(retries):
+        left = timeout - (time.perf_counter() - started)
+        if left <= 0:
+            break
+        solver.set("timeout", max(1, int(left * 1000)))
+        answer = solver.check()
+        if answer == z3.unsat:
+            return Found("unsat", seconds=time.perf_counter() - started)
+        if answer != z3.sat:
+            reason = solver.reason_unknown()
+            text = f"time limit of {timeout:g}s reached" if "timeout" in reason or "canceled" in reason \
+                else f"the solver gave up ({reason})"
+            return Found("unknown", reason=text, seconds=time.perf_counter() - started)
+        model = solver.model()
+        context, now = ctx.concrete(model, declarations, zone)
+        witness = confirm(context, now)
+        if witness is not None:
+            return Found("sat", context, now, witness, seconds=time.perf_counter() - started)
+        solver.add(_exclude(ctx, model))
+    return Found("unknown", reason="the solver's counterexamples did not replay through the evaluator "
+                 f"(tried {retries})", seconds=time.perf_counter() - started)
+
+
+def _exclude(ctx: SymbolicContext, model: Any) -> Any:
+    """Not this model again (on the request's variables)."""
+    terms = [ctx.now, ctx.ip_present, ctx.ip_version, ctx.ip_value]
+    for variable in ctx.variables.values():
+        terms += [variable.term, variable.present]
+    same = [t == model.eval(t, model_completion=True) for t in terms if not z3.is_true(t)]
+    return z3.Not(z3.And(*same))
+
+
+def evaluate(ctx: SymbolicContext, decision: SymbolicDecision, context: Mapping[str, Any], now: datetime
+             ) -> dict[str, Any]:
+    """Model evaluation: every symbolic field for one concrete request, as Python values
+    (for the differential test, which compares these with the real decision)."""
+    activation = decision.policy.context.activation(context, now)
+    pairs = assignment(ctx, activation, context, now)
+    # z3.substitute checks every pair in Python on every call; the C API takes the arrays once.
+    z3ctx = decision.allow.ctx
+    sources = (z3.Ast * len(pairs))(*[a.as_ast() for a, _ in pairs])
+    targets = (z3.Ast * len(pairs))(*[b.as_ast() for _, b in pairs])
+
+    def value(term: Any) -> Any:
+        term = term if z3.is_expr(term) else z3.BoolVal(bool(term))
+        replaced = z3.Z3_substitute(z3ctx.ref(), term.as_ast(), len(pairs), sources, targets)
+        result = z3.simplify(z3.z3._to_expr_ref(replaced, z3ctx))
+        if z3.is_true(result) or z3.is_false(result):
+            return z3.is_true(result)
+        if z3.is_bv_value(result):
+            return result.as_signed_long()
+        if z3.is_int_value(result):
+            return result.as_long()
+        if z3.is_string_value(result):
+            return result.as_string()
+        raise ValueError(f"not a value: {result}")  # pragma: no cover - every variable is assigned
+
+    def optional(field: Any) -> Any:
+        return value(field.value) if value(field.has) else None
+
+    session = optional(decision.session_end)
+    return {
+        "allow": value(decision.allow), "access_ttl": value(decision.access_ttl),
+        "refresh_ttl": value(decision.refresh_ttl), "rotation": value(decision.rotation),
+        "idle_timeout": optional(decision.idle_timeout), "max_session": optional(decision.max_session),
+        "reuse_grace": optional(decision.reuse_grace), "sender_constrained": value(decision.sender_constrained),
+        "session_end": session, "step_up": value(decision.step_up), "tier": optional(decision.tier),
+        "matched": sorted(name for name, term in decision.matched.items() if value(term)),
+        "errors": sorted(name for name, term in decision.errors.items() if value(term) > 0),
+    }
+
+
+__all__ = ["DEFAULT_TIMEOUT", "Found", "evaluate", "new_solver", "search"]

@@ -381,7 +381,7 @@ def lift(value: Any, where: lark.Tree | lark.Token) -> Sym:
     if ns is not None:
         if ns % 1000:
             raise unsupported(where, "a time below a microsecond is not modelled by the prover")
-        return Sym(kind, z3.BitVecVal(ns // 1000, 64))
+        return Sym(kind, z3.IntVal(ns // 1000))
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         seq: Any = z3.Empty(z3.SeqSort(z3.StringSort()))
         for item in value:

@@ -133,7 +133,7 @@ def prove_policy(base: PolicySet, head: PolicySet, name: str, *, timeout: float 
         proof.seconds = time.perf_counter() - started
         return proof
     grid = _grid_findings(base, head, name, grid_scenarios) if grid_scenarios > 0 else {}
-    valid = [sb.valid, sh.valid]
+    valid = [*sb.facts, *sh.facts]
     declarations = {**b.attributes, **h.attributes}
     for key in keys:
         field_started = time.perf_counter()
@@ -256,7 +256,7 @@ def _questions(key: str, b: SymbolicDecision, h: SymbolicDecision) -> tuple[Any,
         looser = _or(_and(ob.has, _not(oh.has)), _and(ob.has, oh.has, oh.value > ob.value))
         return looser, _optional_differs(ob, oh), both_allow
     if key == "refresh.reuse_grace":
-        default = z3.BitVecVal(MAX_REUSE_GRACE, 64)  # absent: the issuer's default, up to the maximum
+        default = z3.IntVal(MAX_REUSE_GRACE)  # absent: the issuer's default, up to the maximum
         gb = z3.If(b.reuse_grace.has, b.reuse_grace.value, default)
         gh = z3.If(h.reuse_grace.has, h.reuse_grace.value, default)
         return gh > gb, _optional_differs(b.reuse_grace, h.reuse_grace), both_allow

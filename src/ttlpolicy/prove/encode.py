@@ -27,7 +27,7 @@ from ..model import Attribute
 from ..program import CompiledPolicy, CompiledRule, TtlOps
 from ..validate import parse_zones
 from .cel import FALSE, TRUE, Sym, Translator, _and, _not, _or, lift
-from .symbols import DOUBLE, RNE, TIME, US, SymbolicContext, Unsupported
+from .symbols import DOUBLE, RNE, US, SymbolicContext, Unsupported
 
 _EPSILON = 1e-6  # the evaluator's tolerance (evaluate._EPSILON)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -71,6 +71,11 @@ class SymbolicDecision:
     # The whole-second products of the factors (one per lifetime): the costly part of a query,
     # which :func:`ttlpolicy.prove.solve.search` first replaces by free values (see there).
     products: list[Any] = field(default_factory=list)
+
+    @property
+    def facts(self) -> list[Any]:
+        """What every query about this decision assumes: the request is valid for the policy."""
+        return [self.valid]
 
 
 class Locator:
@@ -280,7 +285,7 @@ class _Encoder:
         max_session = _minimum(session)
         session_end = self.session_end(max_session)
         left = session_end.value - self.ctx.now  # microseconds; int(total_seconds()) truncates
-        remaining = z3.If(session_end.has, z3.If(left >= 0, z3.UDiv(left, _bv(US)), _bv(-1)), max_session.value)
+        remaining = z3.If(session_end.has, z3.If(left >= 0, left / US, -1), max_session.value)
         bounded = _or(session_end.has, max_session.has)
         session_denied = _and(bounded, remaining <= 0)
         remaining = z3.If(remaining <= 0, _bv(0), remaining)
@@ -315,7 +320,8 @@ class _Encoder:
         product = _product(base, target)
         limit = z3.FPVal(float(MAX_DURATION), DOUBLE)
         # seconds(): floor(value + 1e-6), rounding toward negative as the conversion itself does
-        whole = z3.fpToSBV(z3.RTN(), z3.fpAdd(RNE, product, z3.FPVal(_EPSILON, DOUBLE)), TIME)
+        whole = z3.BV2Int(z3.fpToSBV(z3.RTN(), z3.fpAdd(RNE, product, z3.FPVal(_EPSILON, DOUBLE)),
+                                     z3.BitVecSort(64)), is_signed=True)
         result: Any = z3.If(z3.fpLEQ(product, limit), whole,
                             z3.If(z3.fpGT(product, limit), _bv(MAX_DURATION), _bv(0)))
         if target.static or target.dynamic:
@@ -361,7 +367,8 @@ def _default_value(attribute: Attribute) -> Any:
 
 
 def _bv(value: int) -> Any:
-    return z3.BitVecVal(value, 64)
+    """A whole number of seconds or microseconds (lifetimes and instants are integers)."""
+    return z3.IntVal(value)
 
 
 def _minimum(entries: list[tuple[int, Any]]) -> Optional_:

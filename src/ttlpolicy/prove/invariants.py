@@ -131,7 +131,7 @@ def check_invariant(policies: PolicySet, policy: str | None, name: str, when: st
     def confirm(context: dict[str, Any], now: datetime) -> Any:
         return violated(compiled, context, now)
 
-    answer = search(ctx, [symbolic.valid], goal, compiled.attributes, compiled.timezone, confirm, timeout,
+    answer = search(ctx, symbolic.facts, goal, compiled.attributes, compiled.timezone, confirm, timeout,
                     symbolic.products)
     result.how = "smt"
     result.seconds = time.perf_counter() - started
@@ -216,11 +216,11 @@ def _goal(d: SymbolicDecision, ctx: SymbolicContext, when: str, always: str, loc
         if key in flags:
             return Sym("bool", flags[key])
         if key in ("access_ttl", "refresh_ttl"):
-            return Sym("duration", getattr(d, key) * z3.BitVecVal(US, 64))
+            return Sym("duration", getattr(d, key) * US)
         optional = {"refresh.idle_timeout": d.idle_timeout, "refresh.max_session": d.max_session,
                     "refresh.reuse_grace": d.reuse_grace}
         if key in optional:
-            return Sym("duration", optional[key].value * z3.BitVecVal(US, 64), _not(optional[key].has))
+            return Sym("duration", optional[key].value * US, _not(optional[key].has))
         if key == "tier":
             return Sym("string", d.tier.value, _not(d.tier.has))
         if key == "matched":

@@ -64,7 +64,7 @@ def search(ctx: SymbolicContext, facts: list[Any], goal: Any, declarations: Mapp
     if products:
         free: dict[int, tuple[Any, Any]] = {}
         for term in products:
-            free.setdefault(term.get_id(), (term, z3.BitVec(f"product#{len(free)}", 64)))
+            free.setdefault(term.get_id(), (term, z3.FreshInt("product")))
         pairs = list(free.values())
         bounds = [z3.And(v >= 0, v <= MAX_DURATION) for _, v in pairs]
         abstract = [z3.substitute(t, *pairs) for t in [*facts, goal]]
@@ -122,10 +122,13 @@ def evaluate(ctx: SymbolicContext, decision: SymbolicDecision, context: Mapping[
     sources = (z3.Ast * len(pairs))(*[a.as_ast() for a, _ in pairs])
     targets = (z3.Ast * len(pairs))(*[b.as_ast() for _, b in pairs])
 
-    def value(term: Any) -> Any:
+    def substituted(term: Any) -> Any:
         term = term if z3.is_expr(term) else z3.BoolVal(bool(term))
         replaced = z3.Z3_substitute(z3ctx.ref(), term.as_ast(), len(pairs), sources, targets)
-        result = z3.simplify(z3.z3._to_expr_ref(replaced, z3ctx))
+        return z3.simplify(z3.z3._to_expr_ref(replaced, z3ctx))
+
+    def value(term: Any) -> Any:
+        result = substituted(term)
         if z3.is_true(result) or z3.is_false(result):
             return z3.is_true(result)
         if z3.is_bv_value(result):

@@ -13,8 +13,8 @@ of ``time.now``: every combination occurs in every time zone, and a request may 
 holds); a counterexample is turned into a real instant (see :meth:`SymbolicContext.concrete`)
 and replayed through the real evaluator before it is shown.
 
-Timestamps are integers of microseconds since the epoch (what a Python ``datetime`` holds);
-doubles are IEEE 754 binary64, so rounding is the evaluator's.
+Timestamps are integers of microseconds since the epoch (what a Python ``datetime`` holds),
+lifetimes integers of seconds; doubles are IEEE 754 binary64, so rounding is the evaluator's.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from ..model import Attribute
 from ..vocabulary import NO_ZONE, WEEKDAYS
 
 DOUBLE = z3.Float64()
-TIME = z3.BitVecSort(64)  # timestamps and durations (microseconds) and lifetimes (seconds)
 RNE = z3.RNE()
 US = 1_000_000  # microseconds per second
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
@@ -66,7 +65,7 @@ class SymbolicContext:
     policy's are checked with :meth:`valid` on the same variables."""
 
     variables: dict[str, Variable] = field(default_factory=dict)
-    now: Any = field(default_factory=lambda: z3.BitVec("time.now", 64))
+    now: Any = field(default_factory=lambda: z3.Int("time.now"))
     ip_version: Any = field(default_factory=lambda: z3.Int("location.ip#version"))
     ip_value: Any = field(default_factory=lambda: z3.Int("location.ip#value"))
     ip_present: Any = field(default_factory=lambda: z3.Bool("location.ip#present"))
@@ -86,10 +85,8 @@ class SymbolicContext:
             term = z3.String(name)
         elif kind == "bool":
             term = z3.Bool(name)
-        elif kind == "int":
+        elif kind in ("int", "timestamp"):
             term = z3.Int(name)
-        elif kind == "timestamp":
-            term = z3.BitVec(name, 64)
         elif kind == "double":
             term = z3.FP(name, DOUBLE)
         elif kind == "list":
@@ -145,7 +142,7 @@ class SymbolicContext:
         stay) to the nearest one whose local hour, minute and weekday in the request's time
         zone are those of the model."""
         context: dict[str, Any] = {}
-        now_us = model.eval(self.now, model_completion=True).as_signed_long()
+        now_us = _int(model, self.now)
         local: dict[str, Any] = {n: model.eval(self.variables[n].term, model_completion=True)
                  for n in ("time.hour", "time.minute", "time.weekday") if n in self.variables}
         zone_name = zone
@@ -259,7 +256,7 @@ def _python(value: Any, kind: str, shift: int) -> Any:
     if kind == "double":
         return double_value(value)
     if kind == "timestamp":
-        return _rfc3339(value.as_signed_long() + shift)
+        return _rfc3339(value.as_long() + shift)
     if kind == "list":
         return [_string(item) for item in _sequence(value)]
     raise Unsupported(f"type {kind}")  # pragma: no cover
@@ -318,7 +315,7 @@ def assignment(ctx: SymbolicContext, activation: Mapping[str, Any], sent: Mappin
     """``(variable, value)`` pairs for one concrete request: ``activation`` is what the real
     evaluator sees (:meth:`ttlpolicy.context.ContextSchema.activation`), ``sent`` the request as
     sent (which attributes it carries). For model evaluation in tests and for replays."""
-    pairs: list[tuple[Any, Any]] = [(ctx.now, z3.BitVecVal(_micros(now), 64))]
+    pairs: list[tuple[Any, Any]] = [(ctx.now, z3.IntVal(_micros(now)))]
     location = sent.get("location") or {}
     ip = location.get("ip") if isinstance(location, Mapping) else None
     pairs.append((ctx.ip_present, z3.BoolVal(ip is not None)))
@@ -363,7 +360,7 @@ def _constant(value: Any, kind: str) -> Any:
     if kind == "double":
         return z3.FPVal(float(value), DOUBLE)
     if kind == "timestamp":
-        return z3.BitVecVal(_micros(value), 64)
+        return z3.IntVal(_micros(value))
     seq: Any = z3.Empty(z3.SeqSort(z3.StringSort()))
     for item in value:
         seq = z3.Concat(seq, z3.Unit(z3.StringVal(item)))
@@ -373,5 +370,5 @@ def _constant(value: Any, kind: str) -> Any:
 def _placeholder(kind: str) -> Any:
     """Any value: an attribute that was not sent is never read (reading it is an error)."""
     return {"string": z3.StringVal(""), "bool": z3.BoolVal(False), "int": z3.IntVal(0),
-            "double": z3.FPVal(0.0, DOUBLE), "timestamp": z3.BitVecVal(0, 64),
+            "double": z3.FPVal(0.0, DOUBLE), "timestamp": z3.IntVal(0),
             "list": z3.Empty(z3.SeqSort(z3.StringSort()))}[kind]

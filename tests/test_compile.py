@@ -43,11 +43,14 @@ def test_each_stage_leaves_its_result_under_its_name_and_reports_problems() -> N
 
 
 def _imports(module: Path) -> set[str]:
-    """The package modules ``module`` imports at import time (not inside functions or TYPE_CHECKING)."""
+    """The package modules ``module`` imports at import time or for type checking (not inside functions)."""
     tree = ast.parse(module.read_text())
     found: set[str] = set()
     package = ".".join(module.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
-    for node in tree.body:
+    nodes = list(tree.body)
+    nodes += [inner for node in tree.body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+              for inner in node.body]
+    for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
             target = f"{base}.{node.module}" if node.module else base

@@ -143,9 +143,11 @@ def _reference(policy: CompiledPolicy, context: Any, now: datetime) -> Decision:
 @settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @example({"rules": [{"when": 'user.department == "x"', "access_ttl": {"multiply": 2.0, "cap": 60}}],
           "defaults": {"access_ttl": 3600, "refresh_ttl": 86400}, "limits": {}}, {"user": {"risk": 0.5}},
-         "2026-03-02T10:00:00Z")
-@given(_policies, _contexts, _instants)
-def test_generated_equals_closures_equals_cel_python(spec: dict[str, Any], context: Any, instant: str) -> None:
+         "2026-03-02T10:00:00Z", 64)
+@given(_policies, _contexts, _instants, st.sampled_from([1, 2, 64]))
+def test_generated_equals_closures_equals_cel_python(spec: dict[str, Any], context: Any, instant: str,
+                                                     rules_per_function: int) -> None:
+    """``rules_per_function``: small values put the rules in several functions, as for a large policy."""
     source = {"p.yaml": yaml.safe_dump(_document(spec))}
     handed: list[bool] = []
 
@@ -155,6 +157,7 @@ def test_generated_equals_closures_equals_cel_python(spec: dict[str, Any], conte
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
+        patch.setattr(ttlpolicy.generate, "RULES_PER_FUNCTION", rules_per_function)
         try:
             generated = load_sources(source).get("p")
         except PolicyError:  # e.g. a floor above a cap in one rule: not a policy to decide with
@@ -225,3 +228,23 @@ def test_generated_source_is_safe_and_readable() -> None:
     assert "# rule r0 at p.yaml:" in source
     decision = policy.decide({"user": {"department": "x"}}, datetime(2026, 3, 2, tzinfo=timezone.utc))
     assert decision.deny_reason == hostile
+
+
+def test_a_large_policy_runs_its_rules_in_several_functions() -> None:
+    """Compiled one function per RULES_PER_FUNCTION rules (memory), deciding as the reference does."""
+    import ttlpolicy.generate
+
+    per = ttlpolicy.generate.RULES_PER_FUNCTION
+    rules = [{"when": f"user.risk > {i / (3 * per)}", "access_ttl": {"multiply": 0.5 if i % 2 else 1.5}}
+             | ({"refresh": {"rotation": True}} if i == 2 * per + 1 else {}) for i in range(2 * per + 2)]
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": rules, "defaults": {"access_ttl": 3600, "refresh_ttl": 86400}, "limits": {}}))}).get("p")
+    assert policy.program is not None
+    source = policy.program.source
+    assert "def _rules2(act, matched," in source and "def _rules3" not in source
+    assert "decide" in source and source.count("rotation or rotated") == 3
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    for risk in (0.0, 0.3, 0.7, 0.99):
+        context = {"user": {"risk": risk}}
+        assert _outcome(lambda: policy.decide(context, now)) == _outcome(lambda: _reference(policy, context, now))
+    assert policy.decide({"user": {"risk": 0.99}}, now).rotation is True

@@ -39,6 +39,31 @@ def test_env_names_nest_with_double_underscore() -> None:
     assert env_overrides({"TTLPOLICY_AUTH__JWT__AUDIENCE": "x", "OTHER": "y"}) == {"auth": {"jwt": {"audience": "x"}}}
 
 
+def test_the_state_url_short_form_and_the_long_one_merge(tmp_path: Path) -> None:
+    """`state: URL` is `state: {url: URL}` wherever it is written: each source sets what it names.
+    TTLPOLICY_STATE__DEGRADED once replaced a short-form URL, silently falling back to a local
+    SQLite store that no other replica shares."""
+    redis, other = "redis://redis.internal:6379/0", "redis://elsewhere:6379/1"
+    degraded = '{"access_ttl": "2m"}'
+    # the environment alone: the URL and a setting beside it
+    state = load_settings(environ={"TTLPOLICY_STATE": redis, "TTLPOLICY_STATE__DEGRADED": degraded}).state
+    assert state.url == redis and state.degraded.access_ttl == 120
+    # the file's short form, a setting from the environment
+    short = tmp_path / "short.yaml"
+    short.write_text(f"state: {redis}\n")
+    state = load_settings(short, environ={"TTLPOLICY_STATE__POLL_INTERVAL": "0.5"}).state
+    assert state.url == redis and state.poll_interval == 0.5
+    # the file's long form, the URL from the environment: the file's other settings stay
+    long = tmp_path / "long.yaml"
+    long.write_text(f"state: {{url: {redis}, retention: 30d}}\n")
+    state = load_settings(long, environ={"TTLPOLICY_STATE": other}).state
+    assert state.url == other and state.retention == 30 * 86400
+    # both spellings in the environment: the same value is fine, two values are a mistake
+    assert load_settings(environ={"TTLPOLICY_STATE": redis, "TTLPOLICY_STATE__URL": redis}).state.url == redis
+    with pytest.raises(ConfigError, match="TTLPOLICY_STATE and TTLPOLICY_STATE__URL name different values"):
+        load_settings(environ={"TTLPOLICY_STATE": redis, "TTLPOLICY_STATE__URL": other})
+
+
 def test_ttlpolicy_variables_that_are_not_settings_do_not_stop_serve() -> None:
     # docs/deployment.md documents TTLPOLICY_NO_PARSER_CACHE; it once made `serve` refuse to start.
     environ = {"TTLPOLICY_NO_PARSER_CACHE": "1", "TTLPOLICY_UPDATE_GOLDEN": "1", "TTLPOLICY_PORT": "9090"}

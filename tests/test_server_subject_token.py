@@ -335,3 +335,19 @@ def test_a_token_repeated_in_a_batch_is_verified_once(api: TestClient, monkeypat
     response = api.post("/v1/decide/batch", json={"requests": [{"context": {}, "now": AT, "subject_token": token}] * 50})
     assert [r["decision"]["matched"] for r in response.json()["results"]] == [["mfa-from-amr"]] * 50
     assert calls == [token]
+
+
+def test_a_token_seen_again_is_not_verified_again_until_it_expires(api: TestClient,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = api.app.state.service.subject_tokens  # type: ignore[attr-defined]
+    calls: list[str] = []
+    real = cache.verifier.verify
+    monkeypatch.setattr(cache.verifier, "verify", lambda token, now=None, **kw: calls.append(token) or real(token, now, **kw))
+    token = es256(amr=["mfa"], jti="seen-again")
+    for _ in range(3):
+        assert decide(api, token).json()["matched"] == ["mfa-from-amr"]
+    assert calls == [token]
+    expired = es256(jti="expired-soon", exp=NOW - 1)  # leeway 0: refused, and refused again in full
+    for _ in range(2):
+        assert_problem(decide(api, expired), 422, "invalid-subject-token")
+    assert calls == [token, expired, expired]

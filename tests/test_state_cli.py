@@ -34,6 +34,9 @@ def test_the_incident_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str
         monkeypatch.setenv("TTLPOLICY_API_KEY", KEY)
         code, out, _ = run(capsys, "revoke", "subject", "alice", "--reason", "INC-42")
         assert code == 0 and out.startswith("revoked: rev_") and "subject alice" in out and "api_key:soc" in out
+        # "now" again (a retried script, a second responder): the same one entry, reaching the later moment
+        code, again, _ = run(capsys, "revoke", "subject", "alice", "--reason", "INC-42")
+        assert code == 0 and again.startswith("already revoked: ") and again.split()[2] == out.split()[1]
         earlier = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
         for word in ("revoked", "already revoked"):  # the same request twice is one revocation
             code, out, _ = run(capsys, "revoke", "client", "web", "--issued-before", earlier,

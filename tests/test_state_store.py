@@ -228,3 +228,73 @@ def test_unreachable_redis_raises_store_unavailable() -> None:
             store.get("k")
         with pytest.raises(StoreUnavailable):
             store.ping()
+
+
+def test_a_write_costs_the_same_however_large_the_set_or_map(store: StateStore) -> None:
+    """Work, not time: the last 50 of 300 writes to one map (and one set) change as many rows
+    (SQLite) or send as many commands (Redis) as the first 50. An expiry kept per member made
+    every write rewrite the whole map: 1,000 revocations were ~500,000 row updates."""
+    from store_work import counting
+
+    store.get("warm-up")  # the connection's own set-up is not the writes' work
+    samples = []
+    for start in range(0, 300, 50):
+        with counting(store) as work:
+            for i in range(start, start + 50):
+                store.map_put("big-map", f"field-{i}", "value", ttl=60)
+                store.set_add("big-set", [f"member-{i}"], ttl=60)
+        samples.append(work)
+    first, last = samples[0], samples[-1]
+    assert first.round_trips == last.round_trips == 100
+    assert last.changes == first.changes <= 100 * 3
+    assert store.set_size("big-set") == 300 and len(store.map_get_all("big-map")) == 300
+
+
+def test_a_batch_with_scripts_is_one_round_trip(store: StateStore) -> None:
+    """Rate-limit hits and counters are Lua scripts on Redis: sent with the batch, never after
+    a `SCRIPT EXISTS` check of their own."""
+    from store_work import counting
+
+    store.get("warm-up")
+    for size in (1, 3):
+        with counting(store) as work:
+            batch = store.batch()
+            for i in range(size):
+                batch.window_hit(f"w{i}", T0, [Window(5, 60)])
+            batch.incr("n", 1, 60)
+            batch.get("k")
+            batch.execute()
+        assert work.round_trips == 1, size
+
+
+def test_an_older_database_is_moved_over(tmp_path: Path) -> None:
+    """A state.db written before sets, maps and windows were reorganised opens with its data."""
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    far = time.time() + 3600
+    old.executescript(f"""
+        PRAGMA journal_mode=WAL;
+        CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE sets (key TEXT NOT NULL, member TEXT NOT NULL, expires_at REAL NOT NULL,
+                           PRIMARY KEY (key, member)) WITHOUT ROWID;
+        CREATE TABLE maps (key TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+                           expires_at REAL NOT NULL, PRIMARY KEY (key, field)) WITHOUT ROWID;
+        CREATE TABLE windows (key TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL);
+        INSERT INTO kv VALUES ('k', 'v', {far});
+        INSERT INTO sets VALUES ('s', 'a', {far}), ('s', 'b', {far}), ('gone', 'x', 1);
+        INSERT INTO maps VALUES ('m', 'f', '1', {far}), ('m', 'g', '2', {far});
+        INSERT INTO windows VALUES ('w', {T0}, {far}), ('w', {T0}, {far}), ('w', {T0 + 1}, {far});
+    """)
+    old.close()
+    for _ in range(2):  # the second opening finds nothing left to do
+        with open_store(f"sqlite://{path}") as store:
+            assert store.get("k") == "v"
+            assert store.set_members("s") == {"a", "b"} and store.set_members("gone") == frozenset()
+            assert store.map_get_all("m") == {"f": "1", "g": "2"}
+            assert store.window_count("w", T0 + 1, 60) == 3
+    check = sqlite3.connect(path)
+    tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not tables & {"sets", "maps", "windows"} and check.execute("PRAGMA user_version").fetchone() == (1,)
+    check.close()

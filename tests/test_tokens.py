@@ -25,6 +25,7 @@ from ttlpolicy.tokens import (
     RefreshChain,
     TokenInvalid,
     TokenVerifier,
+    VerifiedTokenCache,
     apply_decision,
     check_sender,
     cnf_claim,
@@ -216,6 +217,74 @@ def test_revoked_family() -> None:
     with pytest.raises(TokenInvalid, match="token family revoked") as info:
         v.verify(token(sid="f1"), NOW)
     assert info.value.reason == "revoked"
+
+
+def _counting_cache(**kw: Any) -> tuple[VerifiedTokenCache, list[str]]:
+    cache = VerifiedTokenCache(verifier(revocations=kw.pop("revocations", None)), **kw)
+    calls: list[str] = []
+    real = cache.verifier.verify
+    cache.verifier.verify = lambda tok, now=None, **k: calls.append(tok) or real(tok, now, **k)  # type: ignore[method-assign]
+    return cache, calls
+
+
+def test_a_cached_token_is_verified_once_until_it_expires() -> None:
+    cache, calls = _counting_cache()
+    tok = token(sid="f1")  # exp = NOW + 600, leeway 30
+    first = cache.verify(tok, NOW)
+    assert first.valid_until == NOW + 630
+    assert [cache.verify(tok, NOW + s) for s in (1, 100, 629)] == [first] * 3
+    assert calls == [tok]
+    with pytest.raises(TokenInvalid) as info:  # past exp + leeway: verified again, and refused
+        cache.verify(tok, NOW + 630)
+    assert info.value.reason == "expired" and calls == [tok, tok] and len(cache) == 0
+
+
+def test_the_cache_ends_a_token_at_its_session_end_and_verifies_again_if_the_clock_goes_back() -> None:
+    cache, calls = _counting_cache()
+    tok = token(session_exp=NOW + 100)
+    assert cache.verify(tok, NOW + 10).valid_until == NOW + 130
+    cache.verify(tok, NOW + 5)  # before the instant it was verified at: not from the cache
+    assert len(calls) == 2
+    with pytest.raises(TokenInvalid, match="session expired"):
+        cache.verify(tok, NOW + 130)
+
+
+def test_refused_tokens_are_not_cached_and_revocation_is_asked_on_every_hit() -> None:
+    revoked: set[str] = set()
+
+    class Revoked:
+        def is_revoked(self, family: str) -> bool:
+            return family in revoked
+
+    cache, calls = _counting_cache(revocations=Revoked())
+    bad = token(key=OTHER_EC_KEY)
+    for _ in range(2):
+        with pytest.raises(TokenInvalid):
+            cache.verify(bad, NOW)
+    assert calls == [bad, bad] and len(cache) == 0
+    tok = token(sid="f1")
+    cache.verify(tok, NOW)
+    revoked.add("f1")
+    with pytest.raises(TokenInvalid, match="token family revoked"):
+        cache.verify(tok, NOW + 1)
+    assert calls == [bad, bad, tok]  # refused from the cache, without verifying the signature again
+
+
+def test_the_cache_is_bounded_keyed_by_digest_and_by_token_type() -> None:
+    cache, calls = _counting_cache(max_entries=2)
+    a, b, c = (token(jti=name) for name in "abc")
+    for tok in (a, b, a, c):  # c pushes out b, the least recently used
+        cache.verify(tok, NOW)
+    assert len(cache) == 2 and calls == [a, b, c]
+    cache.verify(a, NOW)
+    cache.verify(b, NOW)
+    assert calls == [a, b, c, b]
+    assert all(isinstance(key, bytes) and a.encode() not in key for key in cache._entries)  # no token kept
+    with pytest.raises(TokenInvalid) as info:  # another token type is another question
+        cache.verify(a, NOW, token_type="at+jwt")
+    assert info.value.reason == "token_type"
+    with pytest.raises(ValueError):
+        VerifiedTokenCache(verifier(), max_entries=0)
 
 
 def test_www_authenticate_is_rfc6750_safe() -> None:

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import lark
 
 from .cel.parse import CelSyntaxError, parse
 from .cel.typecheck import check
-from .program import CompiledPolicy, CompiledRule, ParsedExpression, TtlOps
+from .program import CompiledPolicy, CompiledRule, Literals, ParsedExpression, TtlOps
 from .durations import parse_duration
 from .model import Attribute
 from .durations import format_duration
@@ -57,7 +56,7 @@ def analyze(policy: CompiledPolicy, where: Locator, parsed: Mapping[str, ParsedE
     :data:`~ttlpolicy.errors.WARNING_CODES`); a warning the rule acknowledges with ``allow:``
     becomes a note carrying the reason, and an acknowledgement nothing needs is ``allow-unused``.
 
-    ``parsed``: the trees :func:`~ttlpolicy.compile.compile_policy` made, so they are not parsed again."""
+    ``parsed``: what the compiler took from each condition's tree, so it is not parsed again."""
     rules = {rule.name: rule for rule in policy.document.rules}
     problems: list[Problem] = []
     verdicts: dict[str, str | None] = {}
@@ -121,18 +120,6 @@ def _problem(where: Locator, rule: Rule, path: JsonPath, code: str, message: str
 
 # -- candidate values of attributes (shared with the diff grid) ----------------------------------------------------------
 
-@dataclass
-class Literals:
-    """Literals each attribute is compared with in the conditions (and durations used with time)."""
-
-    numbers: dict[str, set[float]] = field(default_factory=dict)
-    strings: dict[str, set[str]] = field(default_factory=dict)
-    durations: set[int] = field(default_factory=set)
-    used: set[str] = field(default_factory=set)
-    members: dict[str, set[str]] = field(default_factory=dict)  # list attribute -> attributes tested `in` it
-    links: set[tuple[str, str]] = field(default_factory=set)  # attributes compared with each other
-
-
 def collect_literals(policy: CompiledPolicy, into: Literals | None = None) -> Literals:
     """Attributes the rules read and the literals they compare them with.
 
@@ -158,7 +145,7 @@ def collect_literals(policy: CompiledPolicy, into: Literals | None = None) -> Li
 
 
 def walk_literals(tree: lark.Tree, out: Literals) -> None:
-    for node in tree.iter_subtrees():
+    for node in subtrees(tree):
         if node.data == "relation" and len(node.children) == 2:
             op_node, right = node.children
             left = op_node.children[0]
@@ -333,21 +320,16 @@ def condition_verdict(policy: CompiledPolicy, rule: CompiledRule, parsed: Parsed
     >>> condition_verdict(policy, rule_with("user.risk > 1.0"))               # doctest: +SKIP
     'never'
     """
-    if parsed is not None:  # parsed and checked at compile time: reuse, do not parse again
-        tree, read = parsed.tree, set(parsed.attributes)
+    if parsed is not None:  # taken from the tree at compile time: do not parse again
+        literals, read = parsed.literals, set(parsed.attributes)
     else:
         try:
             tree = parse(rule.when)
         except CelSyntaxError:  # pragma: no cover - compiled policies parsed already
             return None
-        read = _attributes_in(tree, policy)
-    if any(node.data not in _SIMPLE for node in tree.iter_subtrees()):
+        literals, read = condition_literals(tree), _attributes_in(tree, policy)
+    if literals is None:
         return None
-    if any(node.data == "literal" and getattr(node.children[0], "type", "") == "BOOL_LIT"
-           for node in tree.iter_subtrees()):
-        return None  # `x || true`, `x && false`: a constant written on purpose (a switch), not a slip
-    literals = Literals()
-    walk_literals(tree, literals)
     names = sorted(read)
     if any(policy.attributes[n].type in _SKIP_TYPES for n in names):
         return None
@@ -371,6 +353,31 @@ def condition_verdict(policy: CompiledPolicy, rule: CompiledRule, parsed: Parsed
         if seen_true and seen_other:
             return None
     return "never" if not seen_true else "always"
+
+
+def condition_literals(tree: lark.Tree) -> Literals | None:
+    """What each attribute is compared with in a condition, or ``None`` when the condition is
+    not judged: it has a construct the boundary values do not capture (arithmetic, functions,
+    macros, indexing), or a ``true`` / ``false`` written on purpose (``x || true`` is a switch,
+    not a slip)."""
+    for node in subtrees(tree):
+        if node.data not in _SIMPLE:
+            return None
+        if node.data == "literal" and getattr(node.children[0], "type", "") == "BOOL_LIT":
+            return None
+    literals = Literals()
+    walk_literals(tree, literals)
+    return literals
+
+
+def subtrees(tree: lark.Tree) -> Iterator[lark.Tree]:
+    """Every node of ``tree``, in no particular order (lark's ``iter_subtrees`` also orders and
+    de-duplicates them, at three times the cost)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(child for child in node.children if isinstance(child, lark.Tree))
 
 
 def _attributes_in(tree: lark.Tree, policy: CompiledPolicy) -> set[str]:

@@ -38,7 +38,7 @@ from .context import EXTRA_CHECKS, MAX_STRING, value_checker
 from .decision import Decision
 from .evaluate import bound_idle, bound_session, decide as reference_decide, deny, seconds, session_end_of
 from .model import Attribute
-from .program import CompiledPolicy, CompiledRule, Program, TtlOps
+from .program import CompiledPolicy, CompiledRule, ParsedExpression, Program, TtlOps
 from .vocabulary import WEEKDAYS
 
 Reference = Callable[[CompiledPolicy, Mapping[str, Any], datetime, bool], Decision]
@@ -81,10 +81,24 @@ def _comment(text: str) -> str:
     return repr(text)[1:-1] if len(text) < 160 else repr(text[:157])[1:-1] + "..."
 
 
-def generate_program(policy: CompiledPolicy, trees: Mapping[str, lark.Tree] | None = None,
+def inline_condition(tree: lark.Tree, prefix: str) -> tuple[str, dict[str, Any]] | str:
+    """A condition as a Python expression for the generated program, with the constants it names
+    (each starting with ``prefix``), or why it cannot be one (then its closure is called).
+    The compiler calls this right after type-checking, so that the tree can be freed."""
+    from .cel.native import leaf_parts  # the native backend's sub-expression compiler (imports celpy)
+
+    try:
+        body, names, _ = codegen.condition_source(tree, leaf_parts, prefix=prefix)
+    except Exception as exc:  # noqa: BLE001 - a shape the generator does not know: counted, shown
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return body, names
+
+
+def generate_program(policy: CompiledPolicy, parsed: Mapping[str, ParsedExpression] | None = None,
                      reference: Reference = reference_decide) -> Program:
-    """The generated program of ``policy``. ``trees`` maps condition text to its parse tree (for
-    the native backend; without it every condition is called as its compiled function).
+    """The generated program of ``policy``. ``parsed`` maps condition text to what the compiler
+    took from its tree, :func:`inline_condition`'s source among it (for the native backend;
+    without it every condition is called as its compiled function).
     ``reference`` finishes the decisions the generated code hands over (tests pass a recorder)."""
     w = _Writer()
     fallbacks: list[tuple[str, str]] = []
@@ -92,14 +106,15 @@ def generate_program(policy: CompiledPolicy, trees: Mapping[str, lark.Tree] | No
     _validation(w, policy)
     w.line("if explain:  # every rule's outcome, by the reference evaluator")
     w.line("    return _reference(_policy, act, now, True)")
-    _collection(w, policy, trees, fallbacks)
+    chunks = _collection(w, policy, parsed, fallbacks)
     _combination(w, policy)
-    source = "\n".join(w.lines) + "\n"
+    sources = ["\n".join(lines) + "\n" for lines in [w.lines, *chunks]]
     namespace: dict[str, Any] = {
         "__builtins__": {**codegen.BUILTINS, "min": min, "max": max, "len": len, "ValueError": ValueError},
         **codegen.HELPERS, "_Slow": _Slow, "_policy": policy, "_reference": reference, **w.constants}
-    exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
-    return Program(run=namespace["decide"], source=_header(policy, fallbacks) + source, fallbacks=tuple(fallbacks))
+    for source in sources:  # one compile() per function: compiling 1,000 rules at once peaked at ~50 MiB
+        exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
+    return Program.of(namespace["decide"], _header(policy, fallbacks) + "\n".join(sources), tuple(fallbacks))
 
 
 def _header(policy: CompiledPolicy, fallbacks: list[tuple[str, str]]) -> str:
@@ -227,8 +242,18 @@ def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]
 # ------------------------------------------------------------------------------- rules
 
 
-def _collection(w: _Writer, policy: CompiledPolicy, trees: Mapping[str, lark.Tree] | None,
-                fallbacks: list[tuple[str, str]]) -> None:
+# A policy with more rules than this runs them in functions of this many rules each, called in
+# turn: compiling one function of 1,000 rules cost more memory (~50 MiB at its peak, most of it
+# never given back to the system) than the whole loaded policy; a call per chunk costs ~1 µs.
+RULES_PER_FUNCTION = 64
+_STATE = ("matched, access_factors, access_floors, access_caps, refresh_factors, refresh_floors, refresh_caps, "
+          "grace, idle, session, denies, step_ups")
+
+
+def _collection(w: _Writer, policy: CompiledPolicy, parsed: Mapping[str, ParsedExpression] | None,
+                fallbacks: list[tuple[str, str]]) -> list[list[str]]:
+    """The rules, in ``decide`` itself or, for a large policy, in functions ``_rules<n>`` of
+    :data:`RULES_PER_FUNCTION` rules each (returned as their source lines)."""
     defaults = policy.refresh_defaults
     w.line("# rules, in name order: each that matches records its effects")
     w.line("matched = []")
@@ -242,34 +267,47 @@ def _collection(w: _Writer, policy: CompiledPolicy, trees: Mapping[str, lark.Tre
     w.line("denies, step_ups = [], []")
     w.line("try:")
     w.depth += 1
-    for index, rule in enumerate(policy.rules):
-        _rule(w, index, rule, trees, fallbacks)
+    chunks: list[list[str]] = []
+    if len(policy.rules) <= RULES_PER_FUNCTION:
+        for index, rule in enumerate(policy.rules):
+            _rule(w, index, rule, parsed, fallbacks)
+    else:
+        for first in range(0, len(policy.rules), RULES_PER_FUNCTION):
+            name = f"_rules{len(chunks)}"
+            last = min(first + RULES_PER_FUNCTION, len(policy.rules))
+            w.line(f"rotated, bound_here = {name}(act, {_STATE})  # rules {first} to {last - 1}")
+            w.line("rotation, bound = rotation or rotated, bound or bound_here")
+            chunk = _Writer(constants=w.constants, by_id=w.by_id)
+            chunk.lines.append(f"def {name}(act, {_STATE}):")
+            chunk.line(f"# rules {first} to {last - 1} of {len(policy.rules)}, in name order")
+            chunk.line("rotation = bound = False")
+            for index in range(first, last):
+                _rule(chunk, index, policy.rules[index], parsed, fallbacks)
+            chunk.line("return rotation, bound")
+            chunks.append(chunk.lines)
     if not policy.rules:
         w.line("pass  # no rules")
     w.depth -= 1
     w.line("except Exception:  # a condition or factor failed: the reference applies the fail-safe rules")
     w.line("    return _reference(_policy, act, now, False)")
+    return chunks
 
 
-def _rule(w: _Writer, index: int, rule: CompiledRule, trees: Mapping[str, lark.Tree] | None,
+def _rule(w: _Writer, index: int, rule: CompiledRule, parsed: Mapping[str, ParsedExpression] | None,
           fallbacks: list[tuple[str, str]]) -> None:
-    from .cel.native import leaf_parts  # the native backend's sub-expression compiler (imports celpy)
-
     w.line()
     w.line(f"# rule {_comment(rule.name)} at {_comment(rule.file)}:{rule.line}")
     w.line(f"#   when: {_comment(rule.when)}")
     condition = w.const(rule.condition, f"rule{index}_")
     body = None
-    if trees is not None:
-        tree = trees.get(rule.when)
-        try:
-            if tree is None:
-                raise ValueError("no parse tree")
-            body, names, _ = codegen.condition_source(tree, leaf_parts, prefix=f"_r{index}k")
+    if parsed is not None:
+        entry = parsed.get(rule.when)
+        inline = entry.inline if entry is not None else "no inline source"
+        if isinstance(inline, tuple):
+            body, names = inline
             w.constants.update(names)
-        except Exception as exc:  # noqa: BLE001 - a shape the generator does not know: counted, shown
-            fallbacks.append((rule.name, f"{type(exc).__name__}: {exc}"[:200]))
-            body = None
+        else:  # a shape the generator does not know: counted, shown
+            fallbacks.append((rule.name, inline or "no inline source"))
     if body is None:
         w.line(f"m = {condition}(act)")
     else:

@@ -21,21 +21,23 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
-from ..policyset import resolve_now
-from ..tokens import TokenInvalid, VerifiedToken, token_context
+from ..errors import Problem
+from ..tokens import TokenInvalid, VerifiedToken, VerifiedTokenCache, token_context
 from .activity_api import ActivityAPI
-from .auth import AuthError, Authenticator, Caller, require_scope
+from .auth import Authenticator, Caller
 from .config import INTERNAL_ENV, MAX_SUBJECT_TOKEN, Settings
 from .decisionlog import DecisionLog
+from .gate import RequestGate
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
+from .request_model import validate_decide_request
 from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, Refusal, context_errors, problem, problem_body
 from .reload import DirectorySource, Loaded, PolicyHolder, Source, install_sighup, verify_disk, watch
 from .remote import BundleSource, poll
@@ -49,13 +51,12 @@ _PROBLEM_BYTES = PROBLEM_MEDIA_TYPE.encode()
 DECIDE_SCOPES = ("decide",)
 READ_SCOPES = ("decide", "admin")
 ADMIN_SCOPES = ("admin",)
-_ITEM_FIELDS = frozenset({"context", "policy", "now", "explain", "subject_token"})
-# The claims a decision sees under token.* come only from a subject_token the service verified.
-_FORGED_TOKEN = {"path": "token", "code": "context-forbidden-attribute",
-                 "message": "token.* comes only from a verified subject_token"}
-# ... and activity.* only from the service's own state store.
-_FORGED_ACTIVITY = {"path": "activity", "code": "context-forbidden-attribute",
-                    "message": "activity.* is computed by the service from its state store"}
+# The claims a decision sees under token.* come only from a subject_token the service verified,
+# and activity.* only from the service's own state store.
+_FORGED = {"token": Problem.field("token", "context-forbidden-attribute", "token.* comes only from a verified "
+                                  "subject_token"),
+           "activity": Problem.field("activity", "context-forbidden-attribute", "activity.* is computed by the "
+                                     "service from its state store")}
 _SUBJECT_FIELDS = ("iss", "sub", "jti")  # what the decision log keeps of a subject token
 _UTC = timezone.utc
 
@@ -90,21 +91,19 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON)
 
 
-def _field_error(path: str, message: str, code: str = "invalid-field") -> dict[str, str]:
-    return {"path": path, "code": code, "message": message}
-
-
 class Service:
     """Everything one app instance holds: settings, credentials, the policy holder, metrics, the log."""
 
     def __init__(self, settings: Settings, policies: PolicySet | None = None):
         self.settings = settings
-        self.max_body = settings.limits.max_body_bytes
         self.max_batch = settings.limits.max_batch
         self.auth = Authenticator(settings.auth)
+        self.gate = RequestGate(self.auth, settings.limits)
         self.holder = PolicyHolder(policy_source(settings), policies, on_reload=self._reloaded)
-        # Built (key files read) when the settings were validated; None: no issuer configured.
-        self.subject_tokens = settings.subject_tokens.verifier
+        # Built (key files read) when the settings were validated; None: no issuer configured. A
+        # token seen again is not verified again until it expires; revocation is asked per request.
+        verifier = settings.subject_tokens.verifier
+        self.subject_tokens = VerifiedTokenCache(verifier) if verifier is not None else None
         self.metrics = Metrics(lambda: self.holder.last_success)
         self.metrics.serving(self.holder.current.policies.digest, self.holder.current.revision)
         self.metrics.track_delivery(self.holder)
@@ -127,12 +126,7 @@ class Service:
         return self._authorize(headers.get("authorization"), headers.get("x-api-key"), scopes)
 
     def _authorize(self, authorization: str | None, api_key: str | None, scopes: tuple[str, ...] | None) -> Caller:
-        try:
-            caller = self.auth.authenticate(authorization, api_key)
-            if scopes is not None:
-                require_scope(caller, scopes)
-        except AuthError as exc:
-            raise Refusal(exc.response()) from None
+        caller = self.gate.caller(authorization, api_key, scopes)
         if scopes is DECIDE_SCOPES:
             too_many = self.state.caller_refusal(caller)
             if too_many is not None:
@@ -146,32 +140,6 @@ class Service:
             raise Refusal(problem("decision-log-unavailable", "the decision log cannot be written "
                                   f"({self.decision_log.error}); decisions are refused until it can",
                                   headers={"Retry-After": "5"}))
-
-    def _check_body_headers(self, content_type: str | None, content_length: str | None) -> None:
-        """Refuse a body that is not JSON, or that says it is too large, before reading it."""
-        media = (content_type or "").partition(";")[0].strip().lower()
-        if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
-            raise Refusal(problem("unsupported-media-type", f"send the body as {JSON}, not {media or 'nothing'}"))
-        if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body:
-            raise Refusal(self._too_large())
-
-    @staticmethod
-    def _parse(raw: bytes) -> Any:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise Refusal(problem("invalid-json", f"body is not valid JSON: {exc}")) from None
-
-    async def _json_body(self, request: Request) -> Any:
-        headers = request.headers
-        self._check_body_headers(headers.get("content-type"), headers.get("content-length"))
-        raw = await self._receive_body(request.receive)
-        if raw is None:
-            raise ClientDisconnect()  # as request.stream() would: nobody is left to answer
-        return self._parse(raw)
-
-    def _too_large(self) -> Response:
-        return problem("body-too-large", f"request body exceeds {self.max_body} bytes", max_bytes=self.max_body)
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -195,49 +163,23 @@ class Service:
 
         ``verified_tokens`` holds subject tokens already verified (off the event loop, for a batch).
         """
-        if not isinstance(item, dict):
-            return 400, problem_body("invalid-request", "a decide request is a JSON object",
-                                     errors=[_field_error("", "expected an object", "invalid-type")])
-        errors: list[dict[str, str]] = [_field_error(k, "unknown field", "unknown-field")
-                                        for k in item if k not in _ITEM_FIELDS]
-        context = item.get("context")
-        if "context" not in item:
-            errors.append(_field_error("context", "required", "missing-field"))
-        elif not isinstance(context, dict):
-            errors.append(_field_error("context", "expected an object"))
-        name = item.get("policy")
-        if "policy" in item and not isinstance(name, str):
-            errors.append(_field_error("policy", "expected a policy name (string)"))
-        explain = item.get("explain", False)
-        if not isinstance(explain, bool):
-            errors.append(_field_error("explain", "expected a boolean"))
-        subject_token = item.get("subject_token")
-        if "subject_token" in item:  # the messages never echo the value: it is a credential
-            if not isinstance(subject_token, str) or not subject_token:
-                errors.append(_field_error("subject_token", "expected a JWT (non-empty string)"))
-            elif len(subject_token) > MAX_SUBJECT_TOKEN:
-                errors.append(_field_error("subject_token", f"longer than {MAX_SUBJECT_TOKEN} characters",
-                                           "too-long"))
-        now: datetime | None = None
-        raw_now = item.get("now")
-        if "now" in item:
-            try:
-                if not isinstance(raw_now, str):
-                    raise ValueError("expected an RFC 3339 timestamp (string)")
-                now = resolve_now(raw_now)
-            except ValueError as exc:
-                errors.append(_field_error("now", str(exc)))
+        request = validate_decide_request(item)
         policies = loaded.policies
-        if errors:
+        if isinstance(request, list):  # every problem of the request, none of its values
+            name = item.get("policy") if isinstance(item, dict) else None
             self.metrics.error(name if isinstance(name, str) and name in policies else "unknown")
-            return 400, problem_body("invalid-request", "; ".join(f"{e['path'] or 'body'}: {e['message']}"
-                                                                  for e in errors), errors=errors)
+            return 400, problem_body("invalid-request", "; ".join(f"{e.path or 'body'}: {e.message}" for e in request),
+                                     errors=request)
+        context = request["context"]
+        name = request.get("policy")
+        explain = request.get("explain", False)
+        subject_token = request.get("subject_token")
+        now = request.get("now")
         try:
             compiled = policies.get(name)
         except UnknownPolicyError as exc:
             self.metrics.error("unknown")
             return 404, problem_body("unknown-policy", str(exc), policy=exc.name, known=exc.known)
-        assert isinstance(context, dict)  # checked above
         instant = now or datetime.now(_UTC)
         if "token" in context or "activity" in context:
             return self._forged_token(compiled, context, instant)
@@ -292,7 +234,7 @@ class Service:
 
     def _forged_token(self, compiled: Any, context: dict[str, Any], instant: datetime) -> tuple[int, dict[str, Any]]:
         """The 422 for a context that sends ``token`` or ``activity`` itself, listing every other offending field too."""
-        errors = [dict(e) for k, e in (("token", _FORGED_TOKEN), ("activity", _FORGED_ACTIVITY)) if k in context]
+        errors = [problem for name, problem in _FORGED.items() if name in context]
         try:
             compiled.context.activation({k: v for k, v in context.items() if k not in ("token", "activity")},
                                         instant)
@@ -301,31 +243,18 @@ class Service:
         self.metrics.error(compiled.name)
         return 422, problem_body("invalid-context", f"the context violates {len(errors)} declared attribute "
                                  f"rule(s) of policy {compiled.name}: "
-                                 + "; ".join(e["message"] for e in errors if e["path"] in ("token", "activity")),
+                                 + "; ".join(e.message for e in errors if e.path in _FORGED),
                                  errors=errors, policy=compiled.name)
 
-    async def decide(self, request: Request) -> Response:
-        """POST /v1/decide"""
-        start = time.perf_counter()
-        try:
-            caller = self._caller(request, DECIDE_SCOPES)
-            self._check_audit_trail()
-            body = await self._json_body(request)
-        except Refusal as refusal:
-            return refusal.response
-        status, out = self._decide_one(self.holder.current, caller, body, start)
-        if status == 200:
-            return Response(orjson.dumps(out), media_type=JSON)
-        return Response(orjson.dumps(out), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
-
-    async def decide_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST /v1/decide as a bare ASGI app: what :meth:`decide` does, without Starlette's layers.
+    async def decide(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /v1/decide, as a bare ASGI app: the fast path of :class:`_App` and the Starlette route alike.
 
         Starlette's middleware stack, router, Request and Response cost more per request than
-        everything else the service adds to a decision, so the app sends this one hot route here
-        first (see :class:`_App`). Same checks in the same order (credentials, media type,
-        declared and streamed size, JSON), same problems, same headers; an unexpected exception
-        is answered with the same 500 problem and re-raised for the server to log, as Starlette's
+        everything else the service adds to a decision, so :class:`_App` sends this one hot
+        route here first; the route in the router (taken under a root path) is this same
+        callable. Checks in order: credentials, the audit trail, media type, declared and
+        streamed size, JSON, then the request model. An unexpected exception is answered with
+        the 500 problem and re-raised for the server to log, as Starlette's
         ServerErrorMiddleware does.
         """
         start = time.perf_counter()
@@ -346,11 +275,11 @@ class Service:
             try:
                 caller = self._authorize(authorization, api_key, DECIDE_SCOPES)
                 self._check_audit_trail()
-                self._check_body_headers(content_type, content_length)
-                raw = await self._receive_body(receive)
+                self.gate.check_body_headers(content_type, content_length)
+                raw = await self.gate.receive_body(receive)
                 if raw is None:
                     return  # the client went away: nobody to answer
-                body = self._parse(raw)
+                body = self.gate.parse(raw)
             except Refusal as refusal:
                 response: Response | None = refusal.response
             else:
@@ -369,58 +298,24 @@ class Service:
                                 (b"content-type", _JSON_BYTES if status == 200 else _PROBLEM_BYTES)]})
         await send({"type": "http.response.body", "body": content})
 
-    async def _receive_body(self, receive: Receive) -> bytes | None:
-        """The request body, counted as it arrives (a lying or absent Content-Length is no way round
-        the limit) and due within ``limits.body_timeout`` (a body that never comes is answered
-        ``408 request-timeout``, not waited for); ``None`` if the client disconnected."""
-        try:
-            async with asyncio.timeout(self.settings.limits.body_timeout):
-                return await self._read_body(receive)
-        except TimeoutError:
-            detail = f"request body not received within {self.settings.limits.body_timeout:g} s"
-            raise Refusal(problem("request-timeout", detail, headers={"Connection": "close"})) from None
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body: bytes = message.get("body", b"")
-        if len(body) > self.max_body:
-            raise Refusal(self._too_large())
-        if not message.get("more_body", False):
-            return body  # the usual case: the whole body in one message
-        chunks = [body]
-        size = len(body)
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise Refusal(self._too_large())
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
     async def decide_batch(self, request: Request) -> Response:
         """POST /v1/decide/batch"""
         try:
             caller = self._caller(request, DECIDE_SCOPES)
             self._check_audit_trail()
-            body = await self._json_body(request)
+            body = await self.gate.json_body(request)
         except Refusal as refusal:
             return refusal.response
         requests = body.get("requests") if isinstance(body, dict) else None
         extra = [k for k in body if k != "requests"] if isinstance(body, dict) else []
         if not isinstance(requests, list) or extra:
-            errors = [_field_error(k, "unknown field", "unknown-field") for k in extra]
+            errors = [Problem.field(k, "unknown-field", "unknown field") for k in extra]
             if not isinstance(requests, list):
-                errors.append(_field_error("requests", "expected a list of decide requests"))
+                errors.append(Problem.field("requests", "invalid-field", "expected a list of decide requests"))
             return problem("invalid-request", 'a batch is {"requests": [...]}', errors=errors)
         if len(requests) > self.max_batch:
             return problem("invalid-request", f"a batch holds at most {self.max_batch} requests, not {len(requests)}",
-                           errors=[_field_error("requests", f"at most {self.max_batch} items", "too-many-items")])
+                           errors=[Problem.field("requests", "too-many-items", f"at most {self.max_batch} items")])
         verified: dict[str, VerifiedToken | TokenInvalid] | None = None
         tokens = {token for item in requests if isinstance(item, dict)
                   and isinstance(token := item.get("subject_token"), str) and 0 < len(token) <= MAX_SUBJECT_TOKEN}
@@ -599,10 +494,10 @@ def policy_source(settings: Settings) -> Source:
 
 
 class _App(Starlette):
-    """Starlette, except that ``POST /v1/decide`` goes straight to :meth:`Service.decide_asgi`.
+    """Starlette, except that ``POST /v1/decide`` goes straight to :meth:`Service.decide`.
 
     Every other request, and /v1/decide with another method (405) or under a root path, takes the
-    normal Starlette route (whose handler, :meth:`Service.decide`, answers the same way).
+    normal Starlette route (whose endpoint is the same :meth:`Service.decide`).
     """
 
     decide: Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -615,6 +510,17 @@ class _App(Starlette):
             await super().__call__(scope, receive, send)
 
 
+class _AsgiEndpoint:
+    """An ASGI callable as a route's endpoint (Starlette treats a bare function or method as a
+    request-response handler; any other callable as an ASGI app)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, policies: PolicySet | None = None) -> Starlette:
     """The Starlette app serving ``settings.policies`` (or an already loaded ``policies``).
 
@@ -624,7 +530,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
     """
     service = Service(settings or Settings(), policies)
     routes = [
-        Route("/v1/decide", service.decide, methods=["POST"]),
+        Route("/v1/decide", _AsgiEndpoint(service.decide), methods=["POST"]),
         Route("/v1/decide/batch", service.decide_batch, methods=["POST"]),
         Route("/v1/policies", service.list_policies, methods=["GET"]),
         Route("/v1/policies/{name}", service.get_policy, methods=["GET"]),
@@ -642,7 +548,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         service.openapi_extensions.append(playground.openapi)
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})
-    app.decide = service.decide_asgi
+    app.decide = service.decide
     app.router.redirect_slashes = False  # "/v1/policies/" is a 404 problem, not an undocumented redirect
     app.state.service = service
     return app

@@ -345,12 +345,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Sections that may be written as one string, which stands for one of their fields
+# (``state: redis://…`` is ``state: {url: redis://…}``). The short form is expanded before the
+# file, the environment and the flags are merged, so each sets only what it names:
+# ``TTLPOLICY_STATE=redis://…`` replaces the file's URL and keeps its other state settings, and
+# ``TTLPOLICY_STATE__DEGRADED=…`` keeps a URL given in the short form.
+SHORT_FORMS = {"state": "url"}
+
+
+def _expand_short_forms(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    for section, field in SHORT_FORMS.items():
+        value = data.get(section)
+        if isinstance(value, str):
+            data[section] = {field: value}
+        elif isinstance(value, dict) and isinstance(value.get(""), str):
+            short = value.pop("")  # the short form beside the long one (see _set_path)
+            if field in value and value[field] != short:
+                both = (f"{ENV_PREFIX}{section.upper()} and {ENV_PREFIX}{section.upper()}__{field.upper()}"
+                        if origin == "environment" else f"{section} and {section}.{field}")
+                raise ConfigError(f"{both} name different values; set one of them")
+            value[field] = short
+    return data
+
+
 def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
     for key in path[:-1]:
         child = target.get(key)
         if not isinstance(child, dict):
-            child = target[key] = {}
+            # A short form met on the way down (TTLPOLICY_STATE, then TTLPOLICY_STATE__DEGRADED)
+            # is kept under "" for _expand_short_forms, never dropped.
+            child = target[key] = {"": child} if isinstance(child, str) and key in SHORT_FORMS else {}
         target = child
+    if isinstance(target.get(path[-1]), dict) and isinstance(value, str) and path[-1] in SHORT_FORMS:
+        target[path[-1]][""] = value
+        return
     target[path[-1]] = value
 
 
@@ -373,7 +401,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
         if path:
             _set_path(out, path, _env_value(raw))
-    return out
+    return _expand_short_forms(out, "environment")
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -437,10 +465,11 @@ def load_settings(file: str | Path | None = None, environ: Mapping[str, str] | N
         # abspath, not resolve(): a config mounted through symlinks (a Kubernetes ConfigMap)
         # must keep pointing through them when the volume is updated.
         _relative_to(data, Path(os.path.abspath(Path(file).parent)))
-    data = _merge(data, env_overrides(os.environ if environ is None else environ))
+    data = _merge(_expand_short_forms(data, "file"), env_overrides(os.environ if environ is None else environ))
     for key, value in (flags or {}).items():
         if value is not None:
             _set_path(data, key.split("."), value)
+    _expand_short_forms(data, "flags")
     try:
         return Settings.model_validate(data)
     except pydantic.ValidationError as exc:

@@ -10,7 +10,7 @@ adds, per connection:
 * **header timeout** — from the first byte of a request (or the connection's opening) until
   its headers are complete; then ``408 request-timeout`` (nothing answered to a connection that
   never sent a byte) and the connection is closed;
-* **body timeout** — the app answers ``408`` itself (``Service._receive_body``); a second timer
+* **body timeout** — the app answers ``408`` itself (``RequestGate.receive_body``); a second timer
   a second later closes the connection if the body still has not arrived (e.g. on a route that
   does not read bodies);
 * **idle timeout** — uvicorn's keep-alive timer, set to ``limits.idle_timeout``;

@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..decision import Decision
+from ..errors import Problem
 from ..state.emergency import EmergencyInputError
 from ..state.ratelimit import retry_after_seconds
 from ..state.revocation import KINDS, RevocationInputError, TokenFacts
@@ -41,7 +42,7 @@ from .problems import Refusal, problem
 if TYPE_CHECKING:
     from ..program import CompiledPolicy
     from ..policyset import PolicySet
-    from .app import Service
+    from .parts import ServiceParts
 
 log = logging.getLogger("ttlpolicy.server")
 REVOKE_SCOPES = ("revoke", "admin")
@@ -84,7 +85,7 @@ class StateMetrics:
 class StateAPI:
     """Holds the :class:`StateRuntime` of one service process and answers the state endpoints."""
 
-    def __init__(self, service: Service, settings: Settings):
+    def __init__(self, service: ServiceParts, settings: Settings):
         self.service = service
         config = settings.state
         try:
@@ -183,13 +184,13 @@ class StateAPI:
 
     def _caller(self, request: Request, scopes: tuple[str, ...]) -> Caller | Response:
         try:
-            return self.service._caller(request, scopes)
+            return self.service.gate.request_caller(request, scopes)
         except Refusal as refusal:
             return refusal.response
 
     async def _body(self, request: Request) -> Any:
         try:
-            return await self.service._json_body(request)
+            return await self.service.gate.json_body(request)
         except Refusal as refusal:
             return refusal
 
@@ -217,14 +218,12 @@ class StateAPI:
             items = body["revocations"]
             if extra or not isinstance(items, list) or not items:
                 return problem("invalid-request", 'a bulk revocation is {"revocations": [{...}, ...]}',
-                               errors=[{"path": k, "code": "unknown-field", "message": "unknown field"} for k in extra]
-                               or [{"path": "revocations", "code": "invalid-field",
-                                    "message": "expected a non-empty list"}])
+                               errors=[Problem.field(k, "unknown-field", "unknown field") for k in extra]
+                               or [Problem.field("revocations", "invalid-field", "expected a non-empty list")])
             if len(items) > MAX_REVOCATIONS_PER_REQUEST:
                 return problem("invalid-request", f"at most {MAX_REVOCATIONS_PER_REQUEST} revocations per request, "
                                f"not {len(items)}; revoke a client, tenant or everything issued before a moment "
-                               "instead of listing tokens", errors=[{"path": "revocations", "code": "too-many-items",
-                                                                     "message": f"at most {MAX_REVOCATIONS_PER_REQUEST}"}])
+                               "instead of listing tokens", errors=[Problem.field("revocations", "too-many-items", f"at most {MAX_REVOCATIONS_PER_REQUEST}")])
             paths = [f"revocations[{i}]" for i in range(len(items))]
         elif isinstance(body, dict):
             items, paths = [body], [""]
@@ -232,15 +231,16 @@ class StateAPI:
             return problem("invalid-request", "a revocation is a JSON object")
         now = self.runtime.clock()
         registry = self.runtime.revocations
-        prepared, errors = [], []
+        prepared: list[Any] = []
+        errors: list[Problem] = []
         for item, path in zip(items, paths):
             if not isinstance(item, dict):
-                errors.append({"path": path, "code": "invalid-type", "message": "expected an object"})
+                errors.append(Problem.field(path, "invalid-type", "expected an object"))
                 continue
             try:
                 prepared.append(registry.prepare(item, self._who(caller), now, path))
             except RevocationInputError as exc:
-                errors.append(exc.to_dict())
+                errors.append(exc.problem())
         if errors:  # all or nothing: one bad item stores none of them
             return problem("invalid-revocation", f"{len(errors)} problem(s); nothing was revoked", errors=errors)
         try:
@@ -262,23 +262,23 @@ class StateAPI:
         if isinstance(caller, Response):
             return caller
         query = request.query_params
-        errors = [{"path": k, "code": "unknown-field", "message": "unknown query parameter"}
+        errors = [Problem.field(k, "unknown-field", "unknown query parameter")
                   for k in query if k not in ("kind", "value", "status", "limit", "cursor")]
         kind = query.get("kind")
         if kind is not None and kind not in KINDS:
-            errors.append({"path": "kind", "code": "invalid-field", "message": f"one of {', '.join(KINDS)}"})
+            errors.append(Problem.field("kind", "invalid-field", f"one of {', '.join(KINDS)}"))
         status = query.get("status", "active")
         if status not in ("active", "lifted", "all"):
-            errors.append({"path": "status", "code": "invalid-field", "message": "one of active, lifted, all"})
+            errors.append(Problem.field("status", "invalid-field", "one of active, lifted, all"))
         limit = _page_size(query.get("limit"), errors)
         if errors:
-            return problem("invalid-request", "; ".join(f"{e['path']}: {e['message']}" for e in errors), errors=errors)
+            return problem("invalid-request", "; ".join(f"{e.path}: {e.message}" for e in errors), errors=errors)
         try:
             page, cursor = self.runtime.guarded(lambda: self.runtime.revocations.listing(
                 self.runtime.clock(), kind=kind, value=query.get("value"), status=status,
                 cursor=query.get("cursor"), limit=limit))
         except RevocationInputError as exc:
-            return problem("invalid-request", str(exc), errors=[exc.to_dict()])
+            return problem("invalid-request", str(exc), errors=[exc.problem()])
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         return _json({"revocations": [r.to_dict() for r in page], "next_cursor": cursor})
@@ -304,7 +304,7 @@ class StateAPI:
         reason = request.query_params.get("reason")
         if reason is not None and len(reason) > 500:
             return problem("invalid-request", "reason: longer than 500 characters",
-                           errors=[{"path": "reason", "code": "too-long", "message": "longer than 500 characters"}])
+                           errors=[Problem.field("reason", "too-long", "longer than 500 characters")])
         try:
             lifted = self.runtime.guarded(lambda: self.runtime.revocations.lift(
                 revocation_id, by=self._who(caller), reason=reason, now=self.runtime.clock()))
@@ -324,8 +324,8 @@ class StateAPI:
             return caller
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         raw = await request.body()
-        if len(raw) > self.service.max_body:
-            return self.service._too_large()
+        if len(raw) > self.service.gate.max_body:
+            return self.service.gate.too_large()
         if media == "application/x-www-form-urlencoded":
             try:
                 body: Any = dict(parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw)))
@@ -343,7 +343,7 @@ class StateAPI:
         unknown = sorted(set(body) - _CHECK_FIELDS)
         if unknown:
             return problem("invalid-request", f"unknown field {unknown[0]!r}",
-                           errors=[{"path": k, "code": "unknown-field", "message": "unknown field"} for k in unknown])
+                           errors=[Problem.field(k, "unknown-field", "unknown field") for k in unknown])
         claims: dict[str, Any]
         if "token" in body:
             verifier = self.service.subject_tokens
@@ -354,7 +354,7 @@ class StateAPI:
                                "tenant and iat instead")
             if not isinstance(token, str) or not token:
                 return problem("invalid-request", "token: expected a JWT",
-                               errors=[{"path": "token", "code": "invalid-field", "message": "expected a JWT"}])
+                               errors=[Problem.field("token", "invalid-field", "expected a JWT")])
             from ..tokens import TokenInvalid
 
             try:
@@ -367,7 +367,7 @@ class StateAPI:
             errors = []
             for name in ("jti", "sid", "sub", "client_id", "tenant"):
                 if name in body and (not isinstance(body[name], str) or not body[name] or len(body[name]) > 512):
-                    errors.append({"path": name, "code": "invalid-field", "message": "expected a non-empty string"})
+                    errors.append(Problem.field(name, "invalid-field", "expected a non-empty string"))
             iat = body.get("iat")
             if iat is not None:
                 try:
@@ -375,12 +375,11 @@ class StateAPI:
 
                     body["iat"] = to_epoch(iat)
                 except ValueError as exc:
-                    errors.append({"path": "iat", "code": "invalid-field", "message": str(exc)})
+                    errors.append(Problem.field("iat", "invalid-field", str(exc)))
             if not any(body.get(n) for n in ("jti", "sid", "sub", "client_id", "tenant")) and not errors:
-                errors.append({"path": "", "code": "missing-field",
-                               "message": "give token, or at least one of jti, sid, sub, client_id, tenant"})
+                errors.append(Problem.field("", "missing-field", "give token, or at least one of jti, sid, sub, client_id, tenant"))
             if errors:
-                return problem("invalid-request", "; ".join(f"{e['path'] or 'body'}: {e['message']}" for e in errors),
+                return problem("invalid-request", "; ".join(f"{e.path or 'body'}: {e.message}" for e in errors),
                                errors=errors)
             claims = body
         facts = TokenFacts.from_claims(claims)
@@ -434,7 +433,7 @@ class StateAPI:
         status = request.query_params.get("status", "active")
         if status not in ("active", "ended", "all") or set(request.query_params) - {"status"}:
             return problem("invalid-request", "the only query parameter is status=active|ended|all",
-                           errors=[{"path": "status", "code": "invalid-field", "message": "one of active, ended, all"}])
+                           errors=[Problem.field("status", "invalid-field", "one of active, ended, all")])
         now = self.runtime.clock()
         try:
             entries = self.runtime.guarded(lambda: self.runtime.emergencies.listing(now, status))
@@ -474,11 +473,11 @@ class StateAPI:
         return _json(ended.to_dict(now))
 
 
-def _page_size(raw: str | None, errors: list[dict[str, str]]) -> int:
+def _page_size(raw: str | None, errors: list[Problem]) -> int:
     if raw is None:
         return 100
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        errors.append({"path": "limit", "code": "invalid-field", "message": f"an integer from 1 to {MAX_PAGE}"})
+        errors.append(Problem.field("limit", "invalid-field", f"an integer from 1 to {MAX_PAGE}"))
         return 100
     return int(raw)
 

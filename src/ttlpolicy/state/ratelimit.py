@@ -103,13 +103,18 @@ def _retry(seconds: float) -> str:
     return format_duration(max(1, int(-(-seconds // 1))))
 
 
-def hashed_key(values: Sequence[str]) -> str:
+def key_digest(values: Sequence[str]) -> str:
+    """The digest of a key's values, from which both :func:`hashed_key` and :func:`store_key` are cut."""
+    return hashlib.sha256("\x1f".join(values).encode()).hexdigest()
+
+
+def hashed_key(values: Sequence[str], digest: str | None = None) -> str:
     """What a decision and the log show of a key: a digest, never the user id or IP itself."""
-    return "sha256:" + hashlib.sha256("\x1f".join(values).encode()).hexdigest()[:16]
+    return "sha256:" + (digest or key_digest(values))[:16]
 
 
-def store_key(policy: str, limit: str, values: Sequence[str]) -> str:
-    return f"ratelimit:{policy}:{limit}:{hashlib.sha256(chr(31).join(values).encode()).hexdigest()[:32]}"
+def store_key(policy: str, limit: str, values: Sequence[str], digest: str | None = None) -> str:
+    return f"ratelimit:{policy}:{limit}:{(digest or key_digest(values))[:32]}"
 
 
 @dataclass(frozen=True, slots=True)

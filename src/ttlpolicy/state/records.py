@@ -5,13 +5,17 @@ replaces with a fresh random value. Every process keeps the whole collection in 
 the version (one tiny read) a few times a second, reloading only when it changed: a change made
 on one replica is seen by the others within one poll interval, and when the store is down the
 copy in memory keeps applying — state never opens anything.
+
+A write reads the version it replaces in the same atomic batch (:class:`Written`), so a writer
+whose copy was current can apply its own change in memory instead of reloading the collection:
+a reload per write made a thousand single revocations cost half a million record decodes.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, TypeVar
 
 import orjson
 
@@ -27,6 +31,15 @@ class _Record(Protocol):
 R = TypeVar("R", bound=_Record)
 
 
+class Written(NamedTuple):
+    """What :meth:`RecordCollection.write` did: for each record, whether its id was new; the
+    version the write replaced (None: the collection was empty or lost) and the new one."""
+
+    new: list[bool]
+    before: str | None
+    version: str | None
+
+
 class RecordCollection:
     """``records`` (id → dict) of one named collection; writes are atomic and bump the version."""
 
@@ -35,17 +48,20 @@ class RecordCollection:
         self.name = name
         self.ttl = ttl  # how long the collection outlives its last write; records carry their own expiry
 
-    def write(self, records: Iterable[tuple[str, dict[str, Any]]]) -> list[bool]:
-        """Store every record in one atomic batch; for each, True if its id was new."""
+    def write(self, records: Iterable[tuple[str, dict[str, Any]]]) -> Written:
+        """Store every record in one atomic batch (one round trip) and replace the version."""
         batch = self.store.batch(atomic=True)
+        batch.get(f"{self.name}:version")
         count = 0
         for record_id, record in records:
             batch.map_put(self.name, record_id, orjson.dumps(record).decode(), self.ttl)
             count += 1
         if not count:
-            return []
-        batch.put(f"{self.name}:version", secrets.token_hex(8), self.ttl)
-        return [bool(r) for r in batch.execute()[:count]]
+            return Written([], None, None)
+        version = secrets.token_hex(8)
+        batch.put(f"{self.name}:version", version, self.ttl)
+        results = batch.execute()
+        return Written([bool(r) for r in results[1:count + 1]], results[0], version)
 
     def delete(self, record_ids: Iterable[str]) -> None:
         """Drop records (expired ones, when pruning)."""
@@ -94,9 +110,8 @@ class RecordCollection:
             lost = {i: r for i, r in held.items() if in_force(r) and i not in loaded}
             if lost:
                 audit_log.warning("the state store lost %d %s; restoring them from memory", len(lost), what)
-                self.write((i, r.to_record()) for i, r in lost.items())
+                version = self.write((i, r.to_record()) for i, r in lost.items()).version
                 loaded.update(lost)
-                version = self.version()
         return version, loaded
 
 

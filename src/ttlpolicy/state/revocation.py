@@ -6,10 +6,12 @@ a single token, a moment ``issued_before``: every token of that selector issued 
 is revoked (tokens issued later are not, so a user can sign in again). Bulk revocation in a
 breach is the same thing with ``issued_before`` set to when the breach began, or ``all``.
 
-Revocations are records in a shared collection (:mod:`.records`): idempotent (the id is derived
-from the selector and the moment, so the same request twice is one revocation), listable, and
-liftable (a lifted one is kept, with who lifted it and why, until it expires). Each is kept
-until every token it could match has expired anyway (``expires_at``).
+Revocations are records in a shared collection (:mod:`.records`): idempotent — a selector has at
+most one active revocation, so the same request twice, or "revoke alice" run twice a minute
+apart, is one entry; a repeat that reaches further (a later ``issued_before``) extends that entry
+in place rather than adding another — listable, and liftable (a lifted one is kept, with who
+lifted it and why, until it expires). Each is kept until every token it could match has expired
+anyway (``expires_at``).
 
 Checking is a lookup in memory — at most six dictionary reads — in the :class:`RevocationIndex`
 that every process rebuilds when the collection's version changes.
@@ -29,7 +31,8 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
-from .records import RecordCollection
+from ..errors import Problem
+from .records import RecordCollection, Written
 from .store import StateStore
 
 audit_log = logging.getLogger("ttlpolicy.audit")
@@ -51,8 +54,8 @@ class RevocationInputError(ValueError):
         super().__init__(f"{path}: {message}")
         self.path, self.message, self.code = path, message, code
 
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "code": self.code, "message": self.message}
+    def problem(self) -> Problem:
+        return Problem.field(self.path, self.code, self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +156,9 @@ class RevocationIndex:
     selectors: dict[tuple[str, str | None], Revocation] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, revocations: Iterable[Revocation], now: float) -> RevocationIndex:
-        index = cls()
+    def build(cls, revocations: Iterable[Revocation], now: float, base: RevocationIndex | None = None
+              ) -> RevocationIndex:
+        index = cls() if base is None else cls(dict(base.tokens), dict(base.selectors))
         for revocation in revocations:
             if not revocation.active or revocation.expires_at <= now:
                 continue
@@ -167,6 +171,24 @@ class RevocationIndex:
             if held is None or (revocation.issued_before or 0) > (held.issued_before or 0):
                 index.selectors[key] = revocation
         return index
+
+    def active(self, revocation: Revocation, now: float) -> Revocation | None:
+        """The active revocation of the same selector as ``revocation`` (its token, or its kind
+        and value), if any."""
+        if revocation.kind == "token":
+            held = self.tokens.get(revocation.value or "")
+        else:
+            held = self.selectors.get((revocation.kind, revocation.value))
+        return held if held is not None and held.expires_at > now else None
+
+    def updated(self, changed: Iterable[Revocation], everything: Mapping[str, Revocation],
+                now: float) -> RevocationIndex:
+        """A new index with ``changed`` applied (``everything`` already holds them): the dicts are
+        copied, not rebuilt, unless a revocation was lifted or has expired."""
+        changed = list(changed)
+        if any(not r.active or r.expires_at <= now for r in changed):
+            return RevocationIndex.build(everything.values(), now)
+        return RevocationIndex.build(changed, now, base=self)
 
     def check(self, facts: TokenFacts, now: float) -> Revocation | None:
         """The revocation that covers ``facts``, if any. A token whose issue time is unknown is
@@ -218,10 +240,9 @@ class Revocations:
             return False
         version, loaded = self.collection.reload(Revocation.from_record, self._all,
                                                  lambda r: r.expires_at > now, "revocation(s)")
+        index = RevocationIndex.build(loaded.values(), now)
         with self._lock:
-            self._version, self._all = version, loaded
-            self.index = RevocationIndex.build(loaded.values(), now)
-            self.synced_at = now
+            self._version, self._all, self.index, self.synced_at = version, loaded, index, now
         expired = [r.id for r in loaded.values() if r.expires_at <= now]
         if expired:
             self.collection.delete(expired)
@@ -309,25 +330,48 @@ class Revocations:
 
     def revoke_all(self, revocations: list[Revocation], now: float) -> list[tuple[Revocation, bool]]:
         """Store validated revocations at once (all or none). For each: the stored revocation
-        and whether it is new (an existing, still active one is returned unchanged)."""
+        and whether it is new. A selector that already has an active revocation keeps that one
+        entry (its id, reason and author): returned unchanged, or extended to the later
+        ``issued_before`` (and ``expires_at``) when the new one reaches further."""
         self.sync(now)
-        out: list[tuple[Revocation, bool]] = []
+        out: list[tuple[tuple[str, str | None], bool]] = []
         to_write: dict[str, Revocation] = {}
-        with self._lock:
-            existing = dict(self._all)
+        final: dict[tuple[str, str | None], Revocation] = {}  # each selector's entry after this request
         for revocation in revocations:
-            held = existing.get(revocation.id) or to_write.get(revocation.id)
-            if held is not None and held.active and held.expires_at > now:
-                out.append((held, False))
+            selector = (revocation.kind, revocation.value)
+            held = final.get(selector) or self.index.active(revocation, now)
+            if held is None:
+                to_write[revocation.id] = final[selector] = revocation
+                out.append((selector, True))
                 continue
-            to_write[revocation.id] = revocation
-            out.append((revocation, True))
+            if (revocation.issued_before or 0) > (held.issued_before or 0) or revocation.expires_at > held.expires_at:
+                ib = None if held.issued_before is None else max(held.issued_before, revocation.issued_before or 0)
+                held = replace(held, issued_before=ib, expires_at=max(held.expires_at, revocation.expires_at))
+                to_write[held.id] = held
+                audit_log.info("extended %s by %s (%s)", held.describe(), revocation.created_by, revocation.reason)
+            final[selector] = held
+            out.append((selector, False))
         if to_write:
-            self.collection.write((r.id, r.to_record()) for r in to_write.values())
-            for revocation in to_write.values():
-                audit_log.info("revoked %s by %s: %s", revocation.describe(), revocation.created_by, revocation.id)
+            written = self.collection.write((r.id, r.to_record()) for r in to_write.values())
+            for selector, created in out:
+                if created:
+                    revocation = final[selector]
+                    audit_log.info("revoked %s by %s: %s", revocation.describe(), revocation.created_by, revocation.id)
+            self._applied(written, to_write.values(), now)
+        return [(final[selector], created) for selector, created in out]
+
+    def _applied(self, written: Written, changed: Iterable[Revocation], now: float) -> None:
+        """Bring the copy in memory up to date after a write of ours: in place when it was
+        current (the write replaced the version it was loaded at), else by a reload. A process
+        that has never read the collection (a one-off writer) leaves it for its first sync."""
+        with self._lock:
+            if self.synced_at is not None and written.before == self._version:
+                everything = {**self._all, **{r.id: r for r in changed}}
+                self.index = self.index.updated(changed, everything, now)
+                self._all, self._version = everything, written.version
+                return
+        if self.synced_at is not None:
             self.sync(now, force=True)
-        return out
 
     def revoke(self, kind: str, value: str | None, *, reason: str, by: str, now: float,
                issued_before: float | None = None, expires_at: float | None = None) -> tuple[Revocation, bool]:
@@ -346,9 +390,9 @@ class Revocations:
         if not held.active:
             return held
         lifted = replace(held, lifted_at=now, lifted_by=by, lift_reason=reason)
-        self.collection.write([(lifted.id, lifted.to_record())])
+        written = self.collection.write([(lifted.id, lifted.to_record())])
         audit_log.info("lifted %s by %s (%s): %s", held.describe(), by, reason or "no reason given", held.id)
-        self.sync(now, force=True)
+        self._applied(written, [lifted], now)
         return lifted
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..decision import Decision
 from .emergency import Emergencies, EmergencyMatch
-from .ratelimit import RateLimitOutcome, hashed_key, retry_after_seconds, store_key
+from .ratelimit import RateLimitOutcome, hashed_key, key_digest, retry_after_seconds, store_key
 from .revocation import Revocation, Revocations, TokenFacts
 from .store import StateStore, StoreUnavailable, Window
 from .tighten import Ceiling, tighten
@@ -208,20 +208,20 @@ class StateRuntime:
             except Exception:  # noqa: BLE001 - fail safe: a limit whose condition errs counts
                 holds = True
             if holds is not False:
-                matching.append((limit, limit.key_values(activation, caller)))
+                matching.append((limit, key_digest(limit.key_values(activation, caller))))
         if not matching:
             return []
         if not self.health.ok:
             return None  # the degraded ceiling stands in for limits that cannot be counted
         batch = self.store.batch()
-        for limit, values in matching:
-            batch.window_hit(store_key(policy, limit.name, values), at, limit.windows)
+        for limit, digest in matching:
+            batch.window_hit(store_key(policy, limit.name, (), digest), at, limit.windows)
         try:
             hits = batch.execute()
         except StoreUnavailable as exc:
             self.health.failed(str(exc), self.clock())
             return None
-        return [RateLimitOutcome(limit, hashed_key(values), hit) for (limit, values), hit in zip(matching, hits)]
+        return [RateLimitOutcome(limit, hashed_key((), digest), hit) for (limit, digest), hit in zip(matching, hits)]
 
     # -- callers of the API ----------------------------------------------------------------------
 

@@ -6,8 +6,12 @@ read-modify-write such as a rate-limit hit can never interleave with another pro
 database waits (``busy_timeout``) instead of failing. Each thread has its own connection,
 because an sqlite3 connection must not be shared between threads.
 
-Expiry is logical (every read ignores rows whose ``expires_at`` has passed) and physical (a
-sweep deletes them at most every ``SWEEP_EVERY`` seconds, piggy-backed on a write).
+Expiry is logical (every read ignores what has expired) and physical (a sweep deletes it at
+most every ``SWEEP_EVERY`` seconds, piggy-backed on a write). A set or a map expires as a whole,
+as a Redis key does, so its expiry is kept once, in ``containers``, not on each member: a write
+then touches the rows it writes and one expiry row, whatever the size of the set or map (an
+expiry per row made every write rewrite the whole map: 1,000 revocations were ~500,000 row
+updates).
 """
 
 from __future__ import annotations
@@ -24,18 +28,35 @@ from .store import (Batch, StateStore, StoreUnavailable, StoreURLError, Window, 
                     check_windows)
 
 SWEEP_EVERY = 30.0
+SWEEP_WINDOWS_EVERY = 1.0
+SWEEP_WINDOW_KEYS = 500
 # A locked database waits this long before the store counts as unavailable: writes take
 # microseconds, so only a stuck writer or a broken disk waits this long.
 BUSY_TIMEOUT_MS = 2000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL, expires_at REAL NOT NULL,
-                                 PRIMARY KEY (key, member)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS maps (key TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
-                                 expires_at REAL NOT NULL, PRIMARY KEY (key, field)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS windows (key TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS windows_key_at ON windows (key, at);
-CREATE INDEX IF NOT EXISTS windows_expiry ON windows (expires_at);
+CREATE TABLE IF NOT EXISTS containers (kind TEXT NOT NULL, key TEXT NOT NULL, expires_at REAL NOT NULL,
+                                       PRIMARY KEY (kind, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS containers_expiry ON containers (expires_at);
+CREATE TABLE IF NOT EXISTS set_members (key TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (key, member)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS map_fields (key TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+                                       PRIMARY KEY (key, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS window_events (key TEXT NOT NULL, at REAL NOT NULL, n INTEGER NOT NULL,
+                                          expires_at REAL NOT NULL, PRIMARY KEY (key, at)) WITHOUT ROWID;
+"""
+SCHEMA_VERSION = 1
+# Version 0 kept an expiry on every set member and map field (tables `sets` and `maps`) and one
+# row per window event in a table with two indexes (`windows`); a database written by it is
+# moved over once, when it is first opened by this version.
+_MIGRATE_FROM_0 = """
+INSERT OR IGNORE INTO window_events SELECT key, at, count(*), max(expires_at) FROM windows GROUP BY key, at;
+DROP TABLE windows;
+INSERT OR REPLACE INTO containers SELECT 'set', key, max(expires_at) FROM sets GROUP BY key;
+INSERT OR IGNORE INTO set_members SELECT key, member FROM sets;
+DROP TABLE sets;
+INSERT OR REPLACE INTO containers SELECT 'map', key, max(expires_at) FROM maps GROUP BY key;
+INSERT OR IGNORE INTO map_fields SELECT key, field, value FROM maps;
+DROP TABLE maps;
 """
 
 _Op = Callable[[sqlite3.Connection, float], Any]
@@ -53,12 +74,13 @@ class SQLiteStore(StateStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._last_sweep = 0.0
+        self._last_sweep = self._last_window_sweep = 0.0
+        self._window_sweep_after = ""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connection()
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+            _create_schema(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open {self.display_url}: {exc}") from exc
 
@@ -116,6 +138,9 @@ class SQLiteStore(StateStore):
                 if writes and now - self._last_sweep > SWEEP_EVERY:
                     self._last_sweep = now
                     _sweep(conn, now)
+                if writes and now - self._last_window_sweep > SWEEP_WINDOWS_EVERY:
+                    self._last_window_sweep = now
+                    self._window_sweep_after = _sweep_windows(conn, now, self._window_sweep_after)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -125,15 +150,64 @@ class SQLiteStore(StateStore):
             raise StoreUnavailable(f"{self.display_url}: {exc}") from exc
 
 
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring an older database up to date: once, whichever worker process
+    gets here first (the check and the change are one write transaction)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            old = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                                                  "name IN ('sets', 'maps', 'windows')")}
+            if old == {"sets", "maps", "windows"}:
+                for statement in _MIGRATE_FROM_0.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _sweep(conn: sqlite3.Connection, now: float) -> None:
-    for table in ("kv", "sets", "maps", "windows"):
-        conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
+    conn.execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
+    for kind, table in (("set", "set_members"), ("map", "map_fields")):
+        conn.execute(f"DELETE FROM {table} WHERE key IN "
+                     f"(SELECT key FROM containers WHERE kind = '{kind}' AND expires_at <= ?)", (now,))
+    conn.execute("DELETE FROM containers WHERE expires_at <= ?", (now,))
 
 
-def _window_events(conn: sqlite3.Connection, key: str, since: float, now: float) -> list[float]:
-    rows = conn.execute("SELECT at FROM windows WHERE key = ? AND at > ? AND at <= ? ORDER BY at",
-                        (key, since, now)).fetchall()
-    return [row[0] for row in rows]
+def _sweep_windows(conn: sqlite3.Connection, now: float, after: str) -> str:
+    """Drop the expired events of the next ``SWEEP_WINDOW_KEYS`` window keys after ``after``;
+    returns where the next sweep goes on ('' to start over). A hit already drops its own key's
+    old events, so this is only for keys nobody hits any more; walking the primary key a slice
+    at a time keeps every sweep short without an expiry index, which cost every hit a second
+    b-tree write (~35 µs)."""
+    keys = conn.execute("SELECT DISTINCT key FROM window_events WHERE key > ? ORDER BY key LIMIT ?",
+                        (after, SWEEP_WINDOW_KEYS)).fetchall()
+    if not keys:
+        return ""
+    last = keys[-1][0]
+    conn.execute("DELETE FROM window_events WHERE key > ? AND key <= ? AND expires_at <= ?", (after, last, now))
+    return "" if len(keys) < SWEEP_WINDOW_KEYS else str(last)
+
+
+def _live(conn: sqlite3.Connection, kind: str, key: str, now: float) -> bool:
+    row = conn.execute("SELECT expires_at FROM containers WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+    return row is not None and row[0] > now
+
+
+def _renew(conn: sqlite3.Connection, kind: str, table: str, key: str, now: float, ttl: float) -> None:
+    """Before a write to a set or map: an expired one starts afresh (as a Redis key would), and
+    the whole of it now expires ``ttl`` from now. One expiry row, whatever its size."""
+    if not _live(conn, kind, key, now):
+        conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+    conn.execute("INSERT INTO containers (kind, key, expires_at) VALUES (?, ?, ?) "
+                 "ON CONFLICT (kind, key) DO UPDATE SET expires_at = excluded.expires_at", (kind, key, now + ttl))
 
 
 class SQLiteBatch(Batch):
@@ -208,35 +282,32 @@ class SQLiteBatch(Batch):
         items = list(dict.fromkeys(members))
 
         def op(conn: sqlite3.Connection, now: float) -> int:
-            conn.execute("DELETE FROM sets WHERE key = ? AND expires_at <= ?", (key, now))
-            added = 0
-            for member in items:
-                added += conn.execute("INSERT OR IGNORE INTO sets (key, member, expires_at) VALUES (?, ?, ?)",
-                                      (key, member, now + ttl)).rowcount
-            conn.execute("UPDATE sets SET expires_at = ? WHERE key = ?", (now + ttl, key))
-            return added
+            _renew(conn, "set", "set_members", key, now, ttl)
+            return conn.executemany("INSERT OR IGNORE INTO set_members (key, member) VALUES (?, ?)",
+                                    [(key, member) for member in items]).rowcount if items else 0
         self._write(op)
 
     def set_remove(self, key: str, members: Iterable[str]) -> None:
         items = list(dict.fromkeys(members))
 
         def op(conn: sqlite3.Connection, now: float) -> int:
-            removed = 0
-            for member in items:
-                removed += conn.execute("DELETE FROM sets WHERE key = ? AND member = ? AND expires_at > ?",
-                                        (key, member, now)).rowcount
-            return removed
+            if not items or not _live(conn, "set", key, now):
+                return 0
+            return conn.executemany("DELETE FROM set_members WHERE key = ? AND member = ?",
+                                    [(key, member) for member in items]).rowcount
         self._write(op)
 
     def set_members(self, key: str) -> None:
         def op(conn: sqlite3.Connection, now: float) -> frozenset[str]:
-            rows = conn.execute("SELECT member FROM sets WHERE key = ? AND expires_at > ?", (key, now)).fetchall()
+            rows = conn.execute("SELECT m.member FROM containers c JOIN set_members m ON m.key = c.key "
+                                "WHERE c.kind = 'set' AND c.key = ? AND c.expires_at > ?", (key, now)).fetchall()
             return frozenset(row[0] for row in rows)
         self._read(op)
 
     def set_size(self, key: str) -> None:
         def op(conn: sqlite3.Connection, now: float) -> int:
-            row = conn.execute("SELECT count(*) FROM sets WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            row = conn.execute("SELECT count(*) FROM containers c JOIN set_members m ON m.key = c.key "
+                               "WHERE c.kind = 'set' AND c.key = ? AND c.expires_at > ?", (key, now)).fetchone()
             return int(row[0])
         self._read(op)
 
@@ -245,58 +316,62 @@ class SQLiteBatch(Batch):
         ttl = check_ttl(ttl)
 
         def op(conn: sqlite3.Connection, now: float) -> bool:
-            conn.execute("DELETE FROM maps WHERE key = ? AND expires_at <= ?", (key, now))
-            new = conn.execute("SELECT 1 FROM maps WHERE key = ? AND field = ?", (key, field)).fetchone() is None
-            conn.execute("INSERT OR REPLACE INTO maps (key, field, value, expires_at) VALUES (?, ?, ?, ?)",
-                         (key, field, value, now + ttl))
-            conn.execute("UPDATE maps SET expires_at = ? WHERE key = ?", (now + ttl, key))
-            return new
+            _renew(conn, "map", "map_fields", key, now, ttl)
+            if conn.execute("INSERT OR IGNORE INTO map_fields (key, field, value) VALUES (?, ?, ?)",
+                            (key, field, value)).rowcount:
+                return True
+            conn.execute("UPDATE map_fields SET value = ? WHERE key = ? AND field = ?", (value, key, field))
+            return False
         self._write(op)
 
     def map_get(self, key: str, field: str) -> None:
         def op(conn: sqlite3.Connection, now: float) -> str | None:
-            row = conn.execute("SELECT value FROM maps WHERE key = ? AND field = ? AND expires_at > ?",
-                               (key, field, now)).fetchone()
+            row = conn.execute("SELECT m.value FROM containers c JOIN map_fields m ON m.key = c.key "
+                               "WHERE c.kind = 'map' AND c.key = ? AND c.expires_at > ? AND m.field = ?",
+                               (key, now, field)).fetchone()
             return None if row is None else str(row[0])
         self._read(op)
 
     def map_get_all(self, key: str) -> None:
         def op(conn: sqlite3.Connection, now: float) -> dict[str, str]:
-            rows = conn.execute("SELECT field, value FROM maps WHERE key = ? AND expires_at > ?", (key, now)).fetchall()
+            rows = conn.execute("SELECT m.field, m.value FROM containers c JOIN map_fields m ON m.key = c.key "
+                                "WHERE c.kind = 'map' AND c.key = ? AND c.expires_at > ?", (key, now)).fetchall()
             return {field: value for field, value in rows}
         self._read(op)
 
     def map_delete(self, key: str, field: str) -> None:
         def op(conn: sqlite3.Connection, now: float) -> bool:
-            return conn.execute("DELETE FROM maps WHERE key = ? AND field = ? AND expires_at > ?",
-                                (key, field, now)).rowcount == 1
+            if not _live(conn, "map", key, now):
+                return False
+            return conn.execute("DELETE FROM map_fields WHERE key = ? AND field = ?", (key, field)).rowcount == 1
         self._write(op)
 
-    # sliding windows
+    # sliding windows: one row per (key, instant) with the number of events at that instant, in a
+    # table that is its own (key, at) index, so a hit changes one b-tree (see _sweep_windows).
     def window_hit(self, key: str, now: float, windows: Sequence[Window], cost: int = 1) -> None:
         check_windows(windows, cost)
         windows = tuple(windows)
         longest = max(w.seconds for w in windows)
 
         def op(conn: sqlite3.Connection, clock: float) -> WindowHit:
-            conn.execute("DELETE FROM windows WHERE key = ? AND at <= ?", (key, now - longest))
-            events = _window_events(conn, key, now - longest, now)
+            conn.execute("DELETE FROM window_events WHERE key = ? AND at <= ?", (key, now - longest))
             counts, exceeded, retry = [], [], 0.0
             for index, window in enumerate(windows):
-                inside = [at for at in events if at > now - window.seconds]
-                counts.append(len(inside))
-                if len(inside) + cost > window.limit:
+                since = now - window.seconds
+                count = int(conn.execute("SELECT total(n) FROM window_events WHERE key = ? AND at > ? AND at <= ?",
+                                         (key, since, now)).fetchone()[0])
+                counts.append(count)
+                if count + cost > window.limit:
                     exceeded.append(index)
                     # The window has room once enough of its oldest events have aged out.
-                    must_leave = len(inside) + cost - window.limit
-                    if must_leave > len(inside):
+                    must_leave = count + cost - window.limit
+                    if must_leave > count:
                         retry = float("inf")  # cost > limit: it will never fit
-                    else:
-                        retry = max(retry, inside[must_leave - 1] + window.seconds - now)
+                    elif retry != float("inf"):
+                        retry = max(retry, _nth_oldest(conn, key, since, now, must_leave) + window.seconds - now)
             if exceeded:
                 return WindowHit(False, tuple(counts), retry, tuple(exceeded))
-            conn.executemany("INSERT INTO windows (key, at, expires_at) VALUES (?, ?, ?)",
-                             [(key, now, clock + longest)] * cost)
+            _record(conn, key, now, cost, clock + longest)
             return WindowHit(True, tuple(c + cost for c in counts), 0.0)
         self._write(op)
 
@@ -306,15 +381,30 @@ class SQLiteBatch(Batch):
             raise ValueError(f"cost must be >= 1, got {cost}")
 
         def op(conn: sqlite3.Connection, clock: float) -> None:
-            conn.execute("DELETE FROM windows WHERE key = ? AND at <= ?", (key, now - keep))
-            conn.executemany("INSERT INTO windows (key, at, expires_at) VALUES (?, ?, ?)",
-                             [(key, now, clock + keep)] * cost)
+            conn.execute("DELETE FROM window_events WHERE key = ? AND at <= ?", (key, now - keep))
+            _record(conn, key, now, cost, clock + keep)
         self._write(op)
 
     def window_count(self, key: str, now: float, seconds: float) -> None:
         def op(conn: sqlite3.Connection, clock: float) -> int:
-            row = conn.execute("SELECT count(*) FROM windows WHERE key = ? AND at > ? AND at <= ? AND expires_at > ?",
-                               (key, now - seconds, now, clock)).fetchone()
+            row = conn.execute("SELECT total(n) FROM window_events WHERE key = ? AND at > ? AND at <= ? "
+                               "AND expires_at > ?", (key, now - seconds, now, clock)).fetchone()
             return int(row[0])
         self._read(op)
 
+
+def _record(conn: sqlite3.Connection, key: str, at: float, cost: int, expires_at: float) -> None:
+    conn.execute("INSERT INTO window_events (key, at, n, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (key, at) "
+                 "DO UPDATE SET n = n + excluded.n, expires_at = max(expires_at, excluded.expires_at)",
+                 (key, at, cost, expires_at))
+
+
+def _nth_oldest(conn: sqlite3.Connection, key: str, since: float, now: float, nth: int) -> float:
+    """The instant of the ``nth`` oldest event in ``(since, now]`` (only when a hit is refused)."""
+    seen = 0
+    for at, n in conn.execute("SELECT at, n FROM window_events WHERE key = ? AND at > ? AND at <= ? ORDER BY at",
+                              (key, since, now)):
+        seen += n
+        if seen >= nth:
+            return float(at)
+    return now  # pragma: no cover - counted in the same transaction; if ever, a full window's wait

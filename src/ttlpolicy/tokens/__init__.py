@@ -61,6 +61,7 @@ from .verify import (
     TokenInvalid,
     TokenVerifier,
     VerifiedToken,
+    VerifiedTokenCache,
     binding_of,
     token_context,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "TokenInvalid",
     "TokenVerifier",
     "VerifiedToken",
+    "VerifiedTokenCache",
     "VerifyKey",
     "algorithms_for",
     "apply_decision",

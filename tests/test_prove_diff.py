@@ -108,28 +108,36 @@ def test_cli_prove_decides_the_gate_and_says_how(tmp_path: Path, capsys: pytest.
     assert code == 0 and "never loosens (proved)" in text and "--fail-on loosen decided by: p: proof" in text
 
 
-@settings(max_examples=15, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(st.data())
-def test_the_prover_finds_every_loosening_brute_force_finds_and_never_proves_a_false_claim(
-        data: st.DataObject) -> None:
-    base_rules = data.draw(rules, "base")
-    head_rules = data.draw(mutations(base_rules), "head")
-    base, head = loadable(base_rules), loadable(head_rules)
-    if base is None or head is None:
-        return
-    witness = next((c for c in CONTEXTS if looser(base.decide(c, now=NOW), head.decide(c, now=NOW))), None)
-    [result] = prove_diff(base, head, grid_scenarios=0, timeout=20)
-    if witness is not None:
-        # Brute force found a looser context: the prover must not claim "never loosens".
-        assert result.loosens or not result.decided, (witness, base_rules, head_rules, statuses(result))
-    if result.decided and not result.loosens:
-        assert witness is None
-    for f in result.fields:
-        if f.status == "loosens":
-            ce = f.counterexample
-            assert ce is not None
-            b, h = base.get("p"), head.get("p")
-            kinds = {k for k, _ in change_kinds(decide_outcome(b, ce.context, ce.now),
-                                                decide_outcome(h, ce.context, ce.now))}
-            assert DECISION_FIELDS[f.field].labels[0] in kinds if f.field != "context" else True
+def test_the_prover_finds_every_loosening_brute_force_finds_and_never_proves_a_false_claim() -> None:
+    seen = {"decided": 0, "loosens": 0, "examples": 0}
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        base_rules = data.draw(rules, "base")
+        head_rules = data.draw(mutations(base_rules), "head")
+        base, head = loadable(base_rules), loadable(head_rules)
+        if base is None or head is None:
+            return
+        witness = next((c for c in CONTEXTS if looser(base.decide(c, now=NOW), head.decide(c, now=NOW))), None)
+        [result] = prove_diff(base, head, grid_scenarios=0, timeout=5)
+        if witness is not None:
+            # Brute force found a looser context: the prover must not claim "never loosens".
+            assert result.loosens or not result.decided, (witness, base_rules, head_rules, statuses(result))
+        if result.decided and not result.loosens:
+            assert witness is None
+        for f in result.fields:
+            if f.status == "loosens" and f.field != "context":
+                ce = f.counterexample
+                assert ce is not None
+                kinds = {k for k, _ in change_kinds(decide_outcome(base.get("p"), ce.context, ce.now),
+                                                    decide_outcome(head.get("p"), ce.context, ce.now))}
+                assert DECISION_FIELDS[f.field].labels[0] in kinds
+        seen["examples"] += 1
+        seen["decided"] += result.decided
+        seen["loosens"] += result.loosens
+
+    check()
+    # Not a vacuous pass: most changes are decided, and some of them loosen.
+    assert seen["decided"] >= 0.8 * seen["examples"] and seen["loosens"] >= 2, seen

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prove:
         from ..prove.diff import prove_diff
 
-        proofs = prove_diff(base, head, only=args.policy, timeout=args.prove_timeout)
+        proofs = prove_diff(base, head, only=args.policy, timeout=args.prove_timeout, grid=report)
     verdict = loosening_verdict(report, proofs)
     if args.format == "json":
         out = report_dict(report)

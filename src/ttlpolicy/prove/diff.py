@@ -21,7 +21,7 @@ from typing import Any, Callable
 import z3
 
 from ..decision import Decision
-from ..diffing import DECISION_FIELDS, change_kinds, decide_outcome, diff_policies
+from ..diffing import DECISION_FIELDS, DiffReport, change_kinds, decide_outcome, diff_policies
 from ..errors import Location
 from ..policyset import PolicySet
 from ..program import CompiledPolicy
@@ -100,15 +100,17 @@ class PolicyProof:
 
 
 def prove_diff(base: PolicySet, head: PolicySet, *, only: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-               grid_scenarios: int = 2000) -> list[PolicyProof]:
+               grid_scenarios: int = 2000, grid: DiffReport | None = None) -> list[PolicyProof]:
     """A :class:`PolicyProof` for every policy on both sides (or just ``only``). The grid of
-    ``grid_scenarios`` scenarios is tried first (0: the solver alone); ``timeout`` is per query."""
+    ``grid_scenarios`` scenarios is tried first (0: the solver alone), or the findings of ``grid``,
+    a :func:`~ttlpolicy.diffing.diff_policies` report already made; ``timeout`` is per query."""
     names = [n for n in head.names if n in base.names and (only is None or n == only)]
-    return [prove_policy(base, head, name, timeout=timeout, grid_scenarios=grid_scenarios) for name in names]
+    return [prove_policy(base, head, name, timeout=timeout, grid_scenarios=grid_scenarios, grid=grid)
+            for name in names]
 
 
 def prove_policy(base: PolicySet, head: PolicySet, name: str, *, timeout: float = DEFAULT_TIMEOUT,
-                 grid_scenarios: int = 2000) -> PolicyProof:
+                 grid_scenarios: int = 2000, grid: DiffReport | None = None) -> PolicyProof:
     started = time.perf_counter()
     b, h = base.get(name), head.get(name)
     proof = PolicyProof(name)
@@ -132,26 +134,27 @@ def prove_policy(base: PolicySet, head: PolicySet, name: str, *, timeout: float 
         proof.fields = [FieldProof(k, "unknown", "smt", exc.message) for k in keys]
         proof.seconds = time.perf_counter() - started
         return proof
-    grid = _grid_findings(base, head, name, grid_scenarios) if grid_scenarios > 0 else {}
+    if grid is None and grid_scenarios > 0:
+        grid = diff_policies(base, head, max_scenarios=grid_scenarios, only=name)
+    findings = _grid_findings(grid, base.get(name), head.get(name)) if grid is not None else {}
     valid = [*sb.facts, *sh.facts]
     declarations = {**b.attributes, **h.attributes}
     for key in keys:
         field_started = time.perf_counter()
-        result = _prove_field(key, sb, sh, ctx, valid, declarations, b, h, grid, timeout)
+        result = _prove_field(key, sb, sh, ctx, valid, declarations, b, h, findings, timeout)
         result.seconds = time.perf_counter() - field_started
         proof.fields.append(result)
     proof.seconds = time.perf_counter() - started
     return proof
 
 
-def _grid_findings(base: PolicySet, head: PolicySet, name: str, scenarios: int) -> dict[str, Counterexample]:
-    """Loosening kinds the grid already shows, each with its example (replayed, as a decision)."""
-    report = diff_policies(base, head, max_scenarios=scenarios, only=name)
+def _grid_findings(report: DiffReport, b: CompiledPolicy, h: CompiledPolicy) -> dict[str, Counterexample]:
+    """The change kinds the grid already shows for this policy, each with its example as decisions."""
     found: dict[str, Counterexample] = {}
     for group in report.groups:
-        if group.kind not in found:
+        if group.policy == b.name and group.kind not in found:
             ex = group.example()
-            found[group.kind] = _counterexample(base.get(name), head.get(name), ex.context, ex.now)
+            found[group.kind] = _counterexample(b, h, ex.context, ex.now)
     return found
 
 

@@ -20,6 +20,7 @@ import z3
 
 from ..cel.parse import CelSyntaxError, parse
 from ..durations import MAX_DURATION
+from ..evaluate import seconds
 from ..errors import Location
 from ..load import Document, parse_document
 from ..errors import ProblemCollector
@@ -313,18 +314,19 @@ class _Encoder:
     def lifetime(self, target: _Target, tier_bases: list[tuple[int | None, Any]], default: int,
                  products: list[Any]) -> Any:
         """Base, factors (ascending, IEEE 754), whole seconds, the highest floor, the lowest cap."""
-        base: Any = z3.FPVal(float(default), DOUBLE)
-        for value, on in reversed(tier_bases):
-            if value is not None:
-                base = z3.If(on, z3.FPVal(float(value), DOUBLE), base)
-        product = _product(base, target)
-        limit = z3.FPVal(float(MAX_DURATION), DOUBLE)
-        # seconds(): floor(value + 1e-6), rounding toward negative as the conversion itself does
-        whole = z3.BV2Int(z3.fpToSBV(z3.RTN(), z3.fpAdd(RNE, product, z3.FPVal(_EPSILON, DOUBLE)),
-                                     z3.BitVecSort(64)), is_signed=True)
-        result: Any = z3.If(z3.fpLEQ(product, limit), whole,
-                            z3.If(z3.fpGT(product, limit), _bv(MAX_DURATION), _bv(0)))
-        if target.static or target.dynamic:
+        result: Any = _static_table(target, tier_bases, default) if not target.dynamic else None
+        if result is None:
+            base: Any = z3.FPVal(float(default), DOUBLE)
+            for value, on in reversed(tier_bases):
+                if value is not None:
+                    base = z3.If(on, z3.FPVal(float(value), DOUBLE), base)
+            product = _product(base, target)
+            limit = z3.FPVal(float(MAX_DURATION), DOUBLE)
+            # seconds(): floor(value + 1e-6), rounding toward negative as the conversion itself does
+            whole = z3.BV2Int(z3.fpToSBV(z3.RTN(), z3.fpAdd(RNE, product, z3.FPVal(_EPSILON, DOUBLE)),
+                                         z3.BitVecSort(64)), is_signed=True)
+            result = z3.If(z3.fpLEQ(product, limit), whole,
+                           z3.If(z3.fpGT(product, limit), _bv(MAX_DURATION), _bv(0)))
             products.append(result)
         for floor, on in target.floors:
             result = z3.If(_and(on, _bv(floor) > result), _bv(floor), result)
@@ -378,6 +380,35 @@ def _minimum(entries: list[tuple[int, Any]]) -> Optional_:
         value = z3.If(_and(on, _or(_not(has), _bv(seconds) < value)), _bv(seconds), value)
         has = _or(has, on)
     return Optional_(has, value)
+
+
+_TABLE_NODES = 4000  # beyond this many distinct partial products, the IEEE 754 terms are used instead
+
+
+def _static_table(target: _Target, tier_bases: list[tuple[int | None, Any]], default: int) -> Any:
+    """The whole-second product when every factor is a constant, without any floating point in
+    the formula: each path of applied factors is multiplied out here, in Python, exactly as the
+    evaluator does (ascending order, the same :func:`ttlpolicy.evaluate.seconds`), and the
+    formula chooses among the results by which factors apply. Partial products that coincide
+    share their sub-tree, so the formula grows with the number of distinct products, not of
+    paths. ``None`` when that number passes :data:`_TABLE_NODES`."""
+    factors = sorted(target.static, key=lambda f: (f[0], f[1]))
+    bases = [float(default)] + [float(v) for v, _ in tier_bases if v is not None]
+    levels: list[set[float]] = [set(bases)]
+    for factor, _, _ in factors:
+        level = levels[-1] | {value * factor for value in levels[-1]}
+        if sum(map(len, levels)) + len(level) > _TABLE_NODES:
+            return None
+        levels.append(level)
+    nodes: dict[float, Any] = {value: _bv(seconds(value)) for value in levels[-1]}
+    for index in range(len(factors) - 1, -1, -1):
+        factor, _, applied = factors[index]
+        nodes = {value: z3.If(applied, nodes[value * factor], nodes[value]) for value in levels[index]}
+    result: Any = nodes[float(default)]
+    for value, on in reversed(tier_bases):
+        if value is not None:
+            result = z3.If(on, nodes[float(value)], result)
+    return result
 
 
 def _product(base: Any, target: _Target) -> Any:

@@ -32,7 +32,7 @@ from ..policyset import PolicySet
 from ..program import CompiledPolicy
 from .cel import FALSE, TRUE, Sym, Translator, UnknownName, _and, _not, _or
 from .encode import Locator, SymbolicDecision, UnsupportedAt, encode
-from .solve import DEFAULT_TIMEOUT, search
+from .solve import DEFAULT_TIMEOUT, Found, search
 from .symbols import US, SymbolicContext, Unsupported
 
 # Locates a construct of an invariant: (which expression, line, column) -> file location.
@@ -116,6 +116,15 @@ def check_invariant(policies: PolicySet, policy: str | None, name: str, when: st
     except _InvariantError as exc:
         result.status, result.reason, result.where = "error", exc.message, exc.location
         return result
+    def confirm(context: dict[str, Any], now: datetime) -> Any:
+        return violated(compiled, context, now)
+
+    if unmodelled is None:
+        # First the quick question (products of factors as free values): most proofs end here.
+        quick = search(ctx, symbolic.facts, goal, compiled.attributes, compiled.timezone, confirm, timeout,
+                       symbolic.products, exact=False)
+        if quick.status in ("unsat", "sat"):
+            return _answer(result, quick, started)
     # A violation the grid finds needs no solver (and is a real decision by construction).
     found = _grid_search(compiled, violated, grid_scenarios) if grid_scenarios > 0 else None
     if found is not None:
@@ -127,12 +136,12 @@ def check_invariant(policies: PolicySet, policy: str | None, name: str, when: st
         result.reason, result.where = unmodelled
         result.seconds = time.perf_counter() - started
         return result
-
-    def confirm(context: dict[str, Any], now: datetime) -> Any:
-        return violated(compiled, context, now)
-
     answer = search(ctx, symbolic.facts, goal, compiled.attributes, compiled.timezone, confirm, timeout,
                     symbolic.products)
+    return _answer(result, answer, started)
+
+
+def _answer(result: InvariantResult, answer: Found, started: float) -> InvariantResult:
     result.how = "smt"
     result.seconds = time.perf_counter() - started
     if answer.status == "unsat":

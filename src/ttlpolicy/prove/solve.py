@@ -10,6 +10,7 @@ again, a few times).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,14 +53,16 @@ def new_solver(timeout: float) -> Any:
 
 
 def search(ctx: SymbolicContext, facts: list[Any], goal: Any, declarations: Mapping[str, Attribute], zone: str,
-           confirm: Confirm, timeout: float = DEFAULT_TIMEOUT, products: Sequence[Any] = ()) -> Found:
+           confirm: Confirm, timeout: float = DEFAULT_TIMEOUT, products: Sequence[Any] = (),
+           exact: bool = True) -> Found:
     """A request satisfying ``facts`` and ``goal`` that ``confirm`` accepts, or why there is none.
 
     ``products`` are the decisions' whole-second products of factors (IEEE 754 multiplications,
     slow to solve). They are first replaced by free values between 0 and 100 years — the same
     product (the same term on both sides of a diff) by the same value. That abstraction allows
     more than the real products can give, so "unsat" there is a proof, and a model of it is kept
-    if it replays; otherwise the exact question is asked with the time that is left."""
+    if it replays; otherwise the exact question is asked with the time that is left (unless
+    ``exact`` is false: then the answer is what the abstraction gave).""" 
     started = time.perf_counter()
     if products:
         free: dict[int, tuple[Any, Any]] = {}
@@ -70,8 +73,13 @@ def search(ctx: SymbolicContext, facts: list[Any], goal: Any, declarations: Mapp
         abstract = [z3.substitute(t, *pairs) for t in [*facts, goal]]
         found = _search(ctx, [*abstract[:-1], *bounds], abstract[-1], declarations, zone, confirm,
                         min(timeout, max(1.0, timeout / 4)), started, retries=_RETRIES)
-        if found.status in ("unsat", "sat"):
+        if found.status in ("unsat", "sat") or not exact:
             return found
+        # The exact question bit-blasts the products, where z3 may overrun its time limit.
+        left = timeout - (time.perf_counter() - started)
+        if left <= 0:
+            return Found("unknown", reason=f"time limit of {timeout:g}s reached", seconds=time.perf_counter() - started)
+        return bounded(lambda: _search(ctx, facts, goal, declarations, zone, confirm, timeout, started), left)
     return _search(ctx, facts, goal, declarations, zone, confirm, timeout, started)
 
 
@@ -79,12 +87,14 @@ def _search(ctx: SymbolicContext, facts: list[Any], goal: Any, declarations: Map
             confirm: Confirm, timeout: float, started: float, retries: int = _RETRIES) -> Found:
     solver = new_solver(timeout)
     solver.add(*ctx.constraints(), *facts, goal)
+    if timeout - (time.perf_counter() - started) <= 0:
+        return Found("unknown", reason=f"time limit of {timeout:g}s reached", seconds=time.perf_counter() - started)
     for _ in range(retries):
         left = timeout - (time.perf_counter() - started)
         if left <= 0:
             break
         solver.set("timeout", max(1, int(left * 1000)))
-        answer = solver.check()
+        answer = _check(solver, left)
         if answer == z3.unsat:
             return Found("unsat", seconds=time.perf_counter() - started)
         if answer != z3.sat:
@@ -100,6 +110,56 @@ def _search(ctx: SymbolicContext, facts: list[Any], goal: Any, declarations: Map
         solver.add(_exclude(ctx, model))
     return Found("unknown", reason="the solver's counterexamples did not replay through the evaluator "
                  f"(tried {retries})", seconds=time.perf_counter() - started)
+
+
+def _check(solver: Any, seconds: float) -> Any:
+    """``solver.check()``, interrupted after ``seconds`` where z3 looks for interruptions."""
+    timer = threading.Timer(seconds + 0.05, solver.ctx.interrupt)
+    timer.start()
+    try:
+        return solver.check()
+    finally:
+        timer.cancel()
+
+
+def bounded(run: Callable[[], Found], seconds: float) -> Found:
+    """``run()`` in a forked child that is killed after ``seconds``: z3 does not look at its time
+    limit (nor at an interruption) while it bit-blasts floating-point terms, which can take
+    several times the limit, so the limit is kept by the operating system. Where ``fork`` is not
+    available the search runs here, bounded by z3's own limit only."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
+        return run()
+    started = time.perf_counter()
+    fork = multiprocessing.get_context("fork")
+    receive, send = fork.Pipe(duplex=False)
+    child = fork.Process(target=_child, args=(run, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if receive.poll(seconds + 0.5):
+            try:
+                found: Found = receive.recv()
+                return found
+            except EOFError:
+                return Found("unknown", reason="the solver stopped without an answer",
+                             seconds=time.perf_counter() - started)
+        return Found("unknown", reason=f"time limit of {seconds:g}s reached", seconds=time.perf_counter() - started)
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+
+
+def _child(run: Callable[[], Found], send: Any) -> None:
+    try:
+        send.send(run())
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the parent gets an answer
+        send.send(Found("unknown", reason=f"the solver failed: {type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
 
 
 def _exclude(ctx: SymbolicContext, model: Any) -> Any:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from ttlpolicy import PolicyError, load_sources
-from ttlpolicy.errors import CODES, codes_table
+from ttlpolicy.errors import CODES, HTTP_PROBLEMS, codes_table, http_problems_table
 
 GOLDEN = Path(__file__).parent / "golden" / "errors"
 INPUTS = sorted(p for p in GOLDEN.iterdir() if p.suffix == ".yaml" or p.is_dir())
@@ -30,6 +31,13 @@ ELSEWHERE = {
     **{code: "test_bundle.py" for code in ("manifest-invalid", "signature-missing", "signature-invalid",
                                             "set-tests-failed", "bundle-invalid", "bundle-fetch-failed",
                                             "bundle-rollback")},
+    # the fields of HTTP requests: test_api_problem_codes_are_registered_and_documented (below) finds
+    # each in the code that answers with it; the tests of each endpoint send them
+    **{code: "test_server_*.py" for code in ("invalid-type", "missing-field", "unknown-field", "invalid-field",
+                                              "too-long", "too-many-items", "out-of-range", "duplicate-id",
+                                              "unknown-policy")},
+    **{code: "test_heatmap.py" for code in ("unknown-attribute", "values-required", "invalid-value",
+                                             "compute-time-exceeded")},
 }
 CONTEXT_CODES = {code for code in CODES if code.startswith("context-")}  # tests/cases and test_context.py
 
@@ -97,6 +105,65 @@ def test_docs_list_every_code() -> None:
         path.write_text(docs)
     assert docs[start:end] == codes_table()
     assert [line.split("`")[1] for line in docs.splitlines() if line.startswith("| `")] == list(CODES)
+
+
+def test_docs_list_every_http_problem() -> None:
+    """docs/errors.md's HTTP problems table is generated from HTTP_PROBLEMS (TTLPOLICY_UPDATE_GOLDEN=1 rewrites it)."""
+    path = Path(__file__).parent.parent / "docs" / "errors.md"
+    docs = path.read_text()
+    start = docs.index("| status | code |")
+    end = docs.index("\n\n", start) + 1 if "\n\n" in docs[start:] else len(docs)
+    if os.environ.get("TTLPOLICY_UPDATE_GOLDEN"):
+        docs = docs[:start] + http_problems_table() + docs[end:]
+        path.write_text(docs)
+    assert docs[start:end] == http_problems_table()
+
+
+SOURCE = Path(__file__).parent.parent / "src" / "ttlpolicy"
+# Where a problem code is written in the code: problem("code", ...), problem_body("code", ...),
+# Problem.field(path, "code", ...), Problem("code", ...), a "code": "..." entry, and the codes that
+# the request model and the auth module choose from their own tables.
+_CODE_SITES = (re.compile(r'\bproblem(?:_body)?\(\s*"([a-z0-9-]+)"'),
+               re.compile(r'Problem\.field\([^,()]+(?:\([^()]*\))?[^,()]*,\s*"([a-z0-9-]+)"'),
+               re.compile(r'\bProblem\(\s*"([a-z0-9-]+)"'),
+               re.compile(r'"code":\s*"([a-z0-9-]+)"'),
+               re.compile(r'\bcode = "([a-z0-9-]+)" if [^\n]* else "([a-z0-9-]+)"'))
+
+
+def test_api_problem_codes_are_registered_and_documented() -> None:
+    """Every code the service answers with, or lists in a problem's ``errors``, is in the registry
+    (HTTP_PROBLEMS for a problem, CODES for a field) and so in docs/errors.md's generated tables."""
+    found: dict[str, set[str]] = {}
+    for module in [*sorted((SOURCE / "server").glob("*.py")), SOURCE / "heatmap.py", SOURCE / "activity" / "events.py",
+                   SOURCE / "state" / "emergency.py", SOURCE / "state" / "revocation.py"]:
+        text = module.read_text()
+        for pattern in _CODE_SITES:
+            for match in pattern.findall(text):
+                for code in (match,) if isinstance(match, str) else match:
+                    found.setdefault(code, set()).add(module.name)
+    from ttlpolicy.server.request_model import _MESSAGES  # pydantic's error types -> our codes
+
+    for code, _ in _MESSAGES.values():
+        found.setdefault(code, set()).add("request_model.py")
+    for expected in ("invalid-field", "unknown-field", "too-many-items", "invalid-request", "invalid-subject-token",
+                     "duplicate-id", "context-forbidden-attribute", "unauthorized", "insufficient-scope"):
+        assert expected in found, f"{expected} not found: the patterns no longer see where codes are written"
+    unregistered = {code: where for code, where in found.items() if code not in HTTP_PROBLEMS and code not in CODES}
+    assert not unregistered, f"problem codes not in ttlpolicy.errors: {unregistered}"
+    docs = (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
+    assert all(f"`{code}`" in docs for code in found)
+
+
+def test_every_problem_body_is_built_from_the_registry() -> None:
+    from ttlpolicy.errors import Problem
+    from ttlpolicy.server.problems import problem_body
+
+    body = problem_body("invalid-request", "now: bad", errors=[Problem.field("now", "invalid-field", "bad")])
+    assert body == {"type": "https://ttlpolicy.dev/problems/invalid-request", "title": HTTP_PROBLEMS["invalid-request"][1],
+                    "status": 400, "detail": "now: bad", "code": "invalid-request",
+                    "errors": [{"path": "now", "code": "invalid-field", "message": "bad"}]}
+    with pytest.raises(KeyError):
+        problem_body("no-such-problem", "x")
 
 
 def test_the_exception_message_leads_with_an_error_not_a_warning() -> None:

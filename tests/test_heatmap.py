@@ -77,7 +77,7 @@ def test_bad_axes_are_refused_with_their_path(bundled, x, y, values, code, path)
     with pytest.raises(GridError) as caught:
         axis = make_axis(policy, y, values, "y") if values is not None else y
         heatmap(policy, x, axis)
-    assert (caught.value.errors[0]["code"], caught.value.errors[0]["path"]) == (code, path)
+    assert (caught.value.errors[0].code, caught.value.errors[0].path) == (code, path)
 
 
 def test_bounds_cells_fixed_context_and_time(bundled):
@@ -87,7 +87,7 @@ def test_bounds_cells_fixed_context_and_time(bundled):
     assert too_big.value.code == "grid-too-large" and "96 cells" in str(too_big.value)
     with pytest.raises(GridError) as bad_fixed:
         heatmap(policy, "time.hour", "device.trust", fixed={"user": {"risk": 7}})
-    assert bad_fixed.value.code == "invalid-context" and bad_fixed.value.errors[0]["path"] == "fixed.user.risk"
+    assert bad_fixed.value.code == "invalid-context" and bad_fixed.value.errors[0].path == "fixed.user.risk"
     with pytest.raises(GridTimeout) as slow:
         heatmap(policy, "time.hour", "device.trust", time_budget=0.0)
     assert slow.value.code == "compute-time-exceeded"

@@ -198,7 +198,7 @@ def test_prepare_lists_every_problem_at_once(tmp_path: Path) -> None:
     runtime = StateRuntime(open_store(f"sqlite://{tmp_path}/s.db"))
     with pytest.raises(EmergencyInputError) as info:
         runtime.emergencies.prepare({"scope": "tier ==", "reason": ""}, BUNDLED, "t", time.time())
-    assert {e["path"] for e in info.value.errors} >= {"scope", "reason", "ends_at", ""}
+    assert {e.path for e in info.value.errors} >= {"scope", "reason", "ends_at", ""}
     runtime.close()
 
 

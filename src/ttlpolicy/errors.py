@@ -59,6 +59,19 @@ class Problem:
             out["location"] = self.location.to_dict()
         return out
 
+    @classmethod
+    def field(cls, path: str, code: str, message: str) -> Problem:
+        """One offending field of a request (``now``, ``events[3].id``): an ``errors`` entry of an HTTP problem."""
+        return cls(code, message, path=path)
+
+    def field_error(self, default_path: str = "") -> dict[str, Any]:
+        """The ``{path, code, message}`` entry of an HTTP problem's ``errors`` list (with ``line`` and
+        ``column`` when the problem is located in a text the request sent, such as a CEL scope)."""
+        out: dict[str, Any] = {"path": self.path or default_path, "code": self.code, "message": self.message}
+        if self.location is not None and self.location.line:
+            out["line"], out["column"] = self.location.line, self.location.column
+        return out
+
     def render(self, sources: Mapping[str, str] | None = None) -> str:
         """``file:line:col: severity[code]: message`` followed by the source line and a caret."""
         where = str(self.location) if self.location else "<input>"
@@ -226,8 +239,60 @@ CODES: Mapping[str, str] = {
     "context-type": "a context (or a namespace in it) is not an object",
     "context-unknown-attribute": "a context sends an attribute the policy does not declare",
     "context-derived-attribute": "a context sends a derived attribute",
+    "context-forbidden-attribute": "a context sends `token` or `activity`, which only the service fills (from a "
+                                   "verified subject_token, from its state store)",
     "context-missing": "a required attribute is missing",
     "context-value": "a value does not fit its declaration",
+    # requests to the service: the `errors[].code` of an HTTP problem, one per offending field
+    "invalid-type": "the body, or one item of a batch, is not a JSON object",
+    "missing-field": "a required field is missing",
+    "unknown-field": "a field or query parameter the request does not have",
+    "invalid-field": "a field's value has the wrong type or form",
+    "too-long": "a text is longer than its limit",
+    "too-many-items": "a list is longer than its limit (a batch, revocations, events), or too many emergencies are "
+                      "live",
+    "out-of-range": "a duration or an instant outside what is allowed",
+    "duplicate-id": "an event id repeats within one batch",
+    "unknown-policy": "a policy name the served set does not hold",
+    "unknown-attribute": "a heat-map axis names an attribute the policy does not declare",
+    "values-required": "a heat-map axis needs values the attribute does not give by itself",
+    "invalid-value": "a heat-map axis value does not fit the attribute",
+    "compute-time-exceeded": "a computation (a heat-map) ran past its time limit",
+}
+
+# The problems the HTTP API answers with: RFC 9457 ``code`` (also the last part of ``type``)
+# -> (status, title). Titles never change between occurrences (RFC 9457 §3.1.3); ``detail``
+# says what happened this time, and ``errors`` lists each offending field with a code of CODES.
+HTTP_PROBLEMS: Mapping[str, tuple[int, str]] = {
+    "invalid-json": (400, "Request body is not valid JSON"),
+    "invalid-request": (400, "Request body does not have the expected shape"),
+    "invalid-security-event": (400, "Security event refused"),
+    "unauthorized": (401, "Missing or invalid credentials"),
+    "insufficient-scope": (403, "Credentials lack the required scope"),
+    "not-found": (404, "No such resource"),
+    "unknown-policy": (404, "Unknown policy"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "request-timeout": (408, "Request not received in time"),
+    "body-too-large": (413, "Request body too large"),
+    "text-too-large": (413, "Policy text too large"),
+    "unsupported-media-type": (415, "Unsupported media type"),
+    "invalid-context": (422, "Context violates the declared attributes"),
+    "invalid-subject-token": (422, "Subject token failed verification"),
+    "subject-token-not-configured": (422, "Subject tokens are not accepted by this service"),
+    "policy-load-failed": (422, "Policy set failed to load"),
+    "invalid-revocation": (422, "Revocation request is not valid"),
+    "invalid-emergency": (422, "Emergency request is not valid"),
+    "invalid-grid": (422, "The heat-map cannot be drawn"),
+    "grid-too-large": (422, "The heat-map has too many cells"),
+    "compute-time-exceeded": (422, "The computation took too long"),
+    "invalid-source": (422, "The policy version cannot be read"),
+    "rate-limited": (429, "Too many requests"),
+    "headers-too-large": (431, "Request header fields too large"),
+    "internal-error": (500, "Internal server error"),
+    "state-unavailable": (503, "State store unavailable"),
+    "decision-log-unavailable": (503, "Decision log unavailable"),
+    "too-many-connections": (503, "Too many open connections"),
+    "http-error": (0, "HTTP error"),  # 0: any other status the HTTP layer raises, with that status
 }
 
 # Codes that are warnings: lint shows them and exits 0 (``--strict`` fails on them), a load
@@ -247,4 +312,11 @@ def codes_table() -> str:
     """The table of docs/errors.md, generated from :data:`CODES` (a test keeps the file in step)."""
     rows = ["| code | severity | meaning |", "|---|---|---|"]
     rows += [f"| `{code}` | {severity_of(code)} | {meaning} |" for code, meaning in CODES.items()]
+    return "\n".join(rows) + "\n"
+
+
+def http_problems_table() -> str:
+    """The HTTP problems table of docs/errors.md, generated from :data:`HTTP_PROBLEMS`."""
+    rows = ["| status | code | title |", "|---:|---|---|"]
+    rows += [f"| {status or 'other'} | `{code}` | {title} |" for code, (status, title) in HTTP_PROBLEMS.items()]
     return "\n".join(rows) + "\n"

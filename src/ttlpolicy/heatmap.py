@@ -43,12 +43,12 @@ _NUMERIC_STEPS = 10
 
 
 class GridError(ValueError):
-    """A grid that cannot be drawn; ``errors`` lists ``{path, code, message}`` for each reason."""
+    """A grid that cannot be drawn; ``errors`` lists a :class:`Problem` (with its ``path``) for each reason."""
 
-    def __init__(self, errors: Sequence[Mapping[str, str]], code: str = "invalid-grid"):
-        self.errors = [dict(e) for e in errors]
+    def __init__(self, errors: Sequence[Problem], code: str = "invalid-grid"):
+        self.errors = list(errors)
         self.code = code
-        super().__init__("; ".join(f"{e['path']}: {e['message']}" for e in self.errors))
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in self.errors))
 
 
 class GridTimeout(GridError):
@@ -56,9 +56,8 @@ class GridTimeout(GridError):
 
     def __init__(self, seconds: float, done: int, total: int):
         self.seconds = seconds
-        super().__init__([{"path": "", "code": "compute-time-exceeded",
-                           "message": f"stopped after {seconds:g}s with {done} of {total} cells decided; "
-                                      "choose fewer values or a smaller grid"}], "compute-time-exceeded")
+        super().__init__([Problem.field("", "compute-time-exceeded", f"stopped after {seconds:g}s with {done} of {total} cells decided; "
+                                      "choose fewer values or a smaller grid")], "compute-time-exceeded")
 
 
 @dataclass(frozen=True)
@@ -103,25 +102,23 @@ def make_axis(policy: CompiledPolicy, attribute: str, values: Sequence[Any] | No
     string, an unbounded number) and no ``values``, or values the declaration refuses.
     """
     if attribute not in policy.attributes:
-        raise GridError([{"path": f"{path}.attribute", "code": "unknown-attribute",
-                          "message": f"policy {policy.name} declares no attribute {attribute!r}; axes: "
-                                     f"{', '.join(dimension_names(policy))}"}])
+        raise GridError([Problem.field(f"{path}.attribute", "unknown-attribute", f"policy {policy.name} declares no attribute {attribute!r}; axes: "
+                                     f"{', '.join(dimension_names(policy))}")])
     if values is None:
         natural = _default_values(policy, attribute)
         if natural is None:
-            raise GridError([{"path": f"{path}.values", "code": "values-required",
-                              "message": f"{attribute} has no fixed set of values ({_kind(policy, attribute)}); "
-                                         "list the values to show"}])
+            raise GridError([Problem.field(f"{path}.values", "values-required", f"{attribute} has no fixed set of values ({_kind(policy, attribute)}); "
+                                         "list the values to show")])
         return Axis(attribute, tuple(natural))
     errors = []
     if not values:
-        errors.append({"path": f"{path}.values", "code": "invalid-value", "message": "give at least one value"})
+        errors.append(Problem.field(f"{path}.values", "invalid-value", "give at least one value"))
     for i, value in enumerate(values):
         why = _value_problem(policy, attribute, value)
         if why:
-            errors.append({"path": f"{path}.values[{i}]", "code": "invalid-value", "message": why})
+            errors.append(Problem.field(f"{path}.values[{i}]", "invalid-value", why))
     if len(set(map(repr, values))) != len(values):
-        errors.append({"path": f"{path}.values", "code": "invalid-value", "message": "values repeat"})
+        errors.append(Problem.field(f"{path}.values", "invalid-value", "values repeat"))
     if errors:
         raise GridError(errors)
     return Axis(attribute, tuple(values))
@@ -292,7 +289,7 @@ def heatmap(policy: CompiledPolicy, x: str | Axis, y: str | Axis, fixed: Mapping
 
 def _prepare(policy: CompiledPolicy, x: str | Axis, y: str | Axis, fixed: Mapping[str, Any] | None,
              now: datetime | None, max_cells: int) -> tuple[Axis, Axis, dict[str, Any], datetime]:
-    errors: list[dict[str, str]] = []
+    errors: list[Problem] = []
     axes: list[Axis] = []
     for path, axis in (("x", x), ("y", y)):
         try:
@@ -300,21 +297,20 @@ def _prepare(policy: CompiledPolicy, x: str | Axis, y: str | Axis, fixed: Mappin
         except GridError as exc:
             errors += exc.errors
     if len(axes) == 2 and axes[0].attribute == axes[1].attribute:
-        errors.append({"path": "y.attribute", "code": "invalid-value", "message": "x and y must differ"})
+        errors.append(Problem.field("y.attribute", "invalid-value", "x and y must differ"))
     if errors:
         raise GridError(errors)
     x_axis, y_axis = axes
     size = len(x_axis.values) * len(y_axis.values)
     if size > max_cells:
-        raise GridError([{"path": "", "code": "grid-too-large",
-                          "message": f"{len(x_axis.values)} × {len(y_axis.values)} = {size} cells; at most "
-                                     f"{max_cells} are drawn"}], "grid-too-large")
+        raise GridError([Problem.field("", "grid-too-large", f"{len(x_axis.values)} × {len(y_axis.values)} = {size} cells; at most "
+                                     f"{max_cells} are drawn")], "grid-too-large")
     base = _copy(fixed or {})
     instant = now or reference_now(policy)
     try:
         policy.context.activation(base, instant)
     except ContextError as exc:
-        raise GridError([{"path": f"fixed.{p.path}" if p.path else "fixed", "code": p.code, "message": p.message}
+        raise GridError([Problem.field(f"fixed.{p.path}" if p.path else "fixed", p.code, p.message)
                          for p in exc.problems], "invalid-context") from None
     return x_axis, y_axis, base, instant
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..context import parse_ip, parse_timestamp
+from ..errors import Problem
 
 EVENT_TYPES = (
     "token.issued",         # a token (pair) was minted at sign-in
@@ -62,11 +63,11 @@ class Event:
         return out
 
 
-def _problem(path: str, code: str, message: str) -> dict[str, str]:
-    return {"path": path, "code": code, "message": message}
+def _problem(path: str, code: str, message: str) -> Problem:
+    return Problem.field(path, code, message)
 
 
-def parse_event(raw: Any, path: str, now: datetime) -> tuple[Event | None, list[dict[str, str]]]:
+def parse_event(raw: Any, path: str, now: datetime) -> tuple[Event | None, list[Problem]]:
     """``(event, [])`` for a valid ``raw`` object, else ``(None, problems)`` located under ``path``."""
     if not isinstance(raw, dict):
         return None, [_problem(path, "invalid-type", "an event is a JSON object")]

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         grid = heatmap(policy, x, y, fixed=context, now=now, max_cells=args.max_cells)
     except GridError as exc:
         for error in exc.errors:
-            print(f"ttlpolicy: {error['path'] or 'grid'}: {error['code']}: {error['message']}", file=sys.stderr)
+            print(f"ttlpolicy: {error.path or 'grid'}: {error.code}: {error.message}", file=sys.stderr)
         return 2
     except (ValueError, KeyError) as exc:
         return fail(str(exc).strip("'\""))

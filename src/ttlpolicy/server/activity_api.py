@@ -44,6 +44,7 @@ from ..activity.security_events import SET_MEDIA_TYPE, SecurityEvent, SetRejecte
 from ..activity.tracker import ActivityTracker, Request as ActivityRequest
 from ..alerts import WebhookDispatcher
 from ..decision import Decision
+from ..errors import Problem
 from ..state import StateStore, StoreUnavailable
 from ..vocabulary import ACTIVITY
 from ..state.emergency import EmergencyInputError
@@ -367,17 +368,17 @@ class ActivityAPI:
         items = body.get("events") if isinstance(body, dict) else None
         extra = [k for k in body if k != "events"] if isinstance(body, dict) else []
         if not isinstance(items, list) or extra:
-            errors = [{"path": k, "code": "unknown-field", "message": "unknown field"} for k in extra]
+            errors = [Problem.field(k, "unknown-field", "unknown field") for k in extra]
             if not isinstance(items, list):
-                errors.append({"path": "events", "code": "invalid-field", "message": "expected a list of events"})
+                errors.append(Problem.field("events", "invalid-field", "expected a list of events"))
             return problem("invalid-request", 'a batch of events is {"events": [...]}', errors=errors)
         limit = self.settings.max_events
         if len(items) > limit:
             return problem("invalid-request", f"a batch holds at most {limit} events, not {len(items)}",
-                           errors=[{"path": "events", "code": "too-many-items", "message": f"at most {limit}"}])
+                           errors=[Problem.field("events", "too-many-items", f"at most {limit}")])
         now = datetime.now(_UTC)
         events: list[Event] = []
-        problems: list[dict[str, str]] = []
+        problems: list[Problem] = []
         for index, item in enumerate(items):
             event, found = parse_event(item, f"events[{index}]", now)
             problems += found
@@ -386,8 +387,7 @@ class ActivityAPI:
         seen: set[str] = set()
         for index, event in enumerate(events):
             if event.id in seen:
-                problems.append({"path": f"events[{index}].id", "code": "duplicate-id",
-                                 "message": f"id {event.id!r} appears twice in the batch"})
+                problems.append(Problem.field(f"events[{index}].id", "duplicate-id", f"id {event.id!r} appears twice in the batch"))
             seen.add(event.id)
         if problems:
             return problem("invalid-request", f"{len(problems)} problem(s) in the events; nothing was recorded",
@@ -543,13 +543,13 @@ class ActivityAPI:
         unknown = sorted(set(query) - {"subject", "client", "active"})
         if unknown:
             return problem("invalid-request", f"unknown query parameter {unknown[0]}",
-                           errors=[{"path": unknown[0], "code": "unknown-field", "message": "unknown parameter"}])
+                           errors=[Problem.field(unknown[0], "unknown-field", "unknown parameter")])
         per, key = ("subject", query["subject"]) if "subject" in query else \
             ("client", query["client"]) if "client" in query else (None, None)
         active = query.get("active")
         if active not in (None, "true", "false"):
             return problem("invalid-request", "active is true or false",
-                           errors=[{"path": "active", "code": "invalid-field", "message": "expected true or false"}])
+                           errors=[Problem.field("active", "invalid-field", "expected true or false")])
         try:
             found = await run_in_threadpool(ActionStore(store).list, per, key,
                                             time.time() if active == "true" else None)

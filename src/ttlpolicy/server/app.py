@@ -27,7 +27,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError
-from ..policyset import resolve_now
+from ..errors import Problem
 from ..tokens import TokenInvalid, VerifiedToken, VerifiedTokenCache, token_context
 from .activity_api import ActivityAPI
 from .auth import Authenticator, Caller
@@ -37,6 +37,7 @@ from .gate import RequestGate
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
+from .request_model import validate_decide_request
 from .problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, Refusal, context_errors, problem, problem_body
 from .reload import DirectorySource, Loaded, PolicyHolder, Source, install_sighup, verify_disk, watch
 from .remote import BundleSource, poll
@@ -50,13 +51,12 @@ _PROBLEM_BYTES = PROBLEM_MEDIA_TYPE.encode()
 DECIDE_SCOPES = ("decide",)
 READ_SCOPES = ("decide", "admin")
 ADMIN_SCOPES = ("admin",)
-_ITEM_FIELDS = frozenset({"context", "policy", "now", "explain", "subject_token"})
-# The claims a decision sees under token.* come only from a subject_token the service verified.
-_FORGED_TOKEN = {"path": "token", "code": "context-forbidden-attribute",
-                 "message": "token.* comes only from a verified subject_token"}
-# ... and activity.* only from the service's own state store.
-_FORGED_ACTIVITY = {"path": "activity", "code": "context-forbidden-attribute",
-                    "message": "activity.* is computed by the service from its state store"}
+# The claims a decision sees under token.* come only from a subject_token the service verified,
+# and activity.* only from the service's own state store.
+_FORGED = {"token": Problem.field("token", "context-forbidden-attribute", "token.* comes only from a verified "
+                                  "subject_token"),
+           "activity": Problem.field("activity", "context-forbidden-attribute", "activity.* is computed by the "
+                                     "service from its state store")}
 _SUBJECT_FIELDS = ("iss", "sub", "jti")  # what the decision log keeps of a subject token
 _UTC = timezone.utc
 
@@ -89,10 +89,6 @@ _next_decision_id = _DecisionIds().next
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON)
-
-
-def _field_error(path: str, message: str, code: str = "invalid-field") -> dict[str, str]:
-    return {"path": path, "code": code, "message": message}
 
 
 class Service:
@@ -167,49 +163,23 @@ class Service:
 
         ``verified_tokens`` holds subject tokens already verified (off the event loop, for a batch).
         """
-        if not isinstance(item, dict):
-            return 400, problem_body("invalid-request", "a decide request is a JSON object",
-                                     errors=[_field_error("", "expected an object", "invalid-type")])
-        errors: list[dict[str, str]] = [_field_error(k, "unknown field", "unknown-field")
-                                        for k in item if k not in _ITEM_FIELDS]
-        context = item.get("context")
-        if "context" not in item:
-            errors.append(_field_error("context", "required", "missing-field"))
-        elif not isinstance(context, dict):
-            errors.append(_field_error("context", "expected an object"))
-        name = item.get("policy")
-        if "policy" in item and not isinstance(name, str):
-            errors.append(_field_error("policy", "expected a policy name (string)"))
-        explain = item.get("explain", False)
-        if not isinstance(explain, bool):
-            errors.append(_field_error("explain", "expected a boolean"))
-        subject_token = item.get("subject_token")
-        if "subject_token" in item:  # the messages never echo the value: it is a credential
-            if not isinstance(subject_token, str) or not subject_token:
-                errors.append(_field_error("subject_token", "expected a JWT (non-empty string)"))
-            elif len(subject_token) > MAX_SUBJECT_TOKEN:
-                errors.append(_field_error("subject_token", f"longer than {MAX_SUBJECT_TOKEN} characters",
-                                           "too-long"))
-        now: datetime | None = None
-        raw_now = item.get("now")
-        if "now" in item:
-            try:
-                if not isinstance(raw_now, str):
-                    raise ValueError("expected an RFC 3339 timestamp (string)")
-                now = resolve_now(raw_now)
-            except ValueError as exc:
-                errors.append(_field_error("now", str(exc)))
+        request = validate_decide_request(item)
         policies = loaded.policies
-        if errors:
+        if isinstance(request, list):  # every problem of the request, none of its values
+            name = item.get("policy") if isinstance(item, dict) else None
             self.metrics.error(name if isinstance(name, str) and name in policies else "unknown")
-            return 400, problem_body("invalid-request", "; ".join(f"{e['path'] or 'body'}: {e['message']}"
-                                                                  for e in errors), errors=errors)
+            return 400, problem_body("invalid-request", "; ".join(f"{e.path or 'body'}: {e.message}" for e in request),
+                                     errors=request)
+        context = request["context"]
+        name = request.get("policy")
+        explain = request.get("explain", False)
+        subject_token = request.get("subject_token")
+        now = request.get("now")
         try:
             compiled = policies.get(name)
         except UnknownPolicyError as exc:
             self.metrics.error("unknown")
             return 404, problem_body("unknown-policy", str(exc), policy=exc.name, known=exc.known)
-        assert isinstance(context, dict)  # checked above
         instant = now or datetime.now(_UTC)
         if "token" in context or "activity" in context:
             return self._forged_token(compiled, context, instant)
@@ -264,7 +234,7 @@ class Service:
 
     def _forged_token(self, compiled: Any, context: dict[str, Any], instant: datetime) -> tuple[int, dict[str, Any]]:
         """The 422 for a context that sends ``token`` or ``activity`` itself, listing every other offending field too."""
-        errors = [dict(e) for k, e in (("token", _FORGED_TOKEN), ("activity", _FORGED_ACTIVITY)) if k in context]
+        errors = [problem for name, problem in _FORGED.items() if name in context]
         try:
             compiled.context.activation({k: v for k, v in context.items() if k not in ("token", "activity")},
                                         instant)
@@ -273,31 +243,18 @@ class Service:
         self.metrics.error(compiled.name)
         return 422, problem_body("invalid-context", f"the context violates {len(errors)} declared attribute "
                                  f"rule(s) of policy {compiled.name}: "
-                                 + "; ".join(e["message"] for e in errors if e["path"] in ("token", "activity")),
+                                 + "; ".join(e.message for e in errors if e.path in _FORGED),
                                  errors=errors, policy=compiled.name)
 
-    async def decide(self, request: Request) -> Response:
-        """POST /v1/decide"""
-        start = time.perf_counter()
-        try:
-            caller = self._caller(request, DECIDE_SCOPES)
-            self._check_audit_trail()
-            body = await self.gate.json_body(request)
-        except Refusal as refusal:
-            return refusal.response
-        status, out = self._decide_one(self.holder.current, caller, body, start)
-        if status == 200:
-            return Response(orjson.dumps(out), media_type=JSON)
-        return Response(orjson.dumps(out), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
-
-    async def decide_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST /v1/decide as a bare ASGI app: what :meth:`decide` does, without Starlette's layers.
+    async def decide(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /v1/decide, as a bare ASGI app: the fast path of :class:`_App` and the Starlette route alike.
 
         Starlette's middleware stack, router, Request and Response cost more per request than
-        everything else the service adds to a decision, so the app sends this one hot route here
-        first (see :class:`_App`). Same checks in the same order (credentials, media type,
-        declared and streamed size, JSON), same problems, same headers; an unexpected exception
-        is answered with the same 500 problem and re-raised for the server to log, as Starlette's
+        everything else the service adds to a decision, so :class:`_App` sends this one hot
+        route here first; the route in the router (taken under a root path) is this same
+        callable. Checks in order: credentials, the audit trail, media type, declared and
+        streamed size, JSON, then the request model. An unexpected exception is answered with
+        the 500 problem and re-raised for the server to log, as Starlette's
         ServerErrorMiddleware does.
         """
         start = time.perf_counter()
@@ -352,13 +309,13 @@ class Service:
         requests = body.get("requests") if isinstance(body, dict) else None
         extra = [k for k in body if k != "requests"] if isinstance(body, dict) else []
         if not isinstance(requests, list) or extra:
-            errors = [_field_error(k, "unknown field", "unknown-field") for k in extra]
+            errors = [Problem.field(k, "unknown-field", "unknown field") for k in extra]
             if not isinstance(requests, list):
-                errors.append(_field_error("requests", "expected a list of decide requests"))
+                errors.append(Problem.field("requests", "invalid-field", "expected a list of decide requests"))
             return problem("invalid-request", 'a batch is {"requests": [...]}', errors=errors)
         if len(requests) > self.max_batch:
             return problem("invalid-request", f"a batch holds at most {self.max_batch} requests, not {len(requests)}",
-                           errors=[_field_error("requests", f"at most {self.max_batch} items", "too-many-items")])
+                           errors=[Problem.field("requests", "too-many-items", f"at most {self.max_batch} items")])
         verified: dict[str, VerifiedToken | TokenInvalid] | None = None
         tokens = {token for item in requests if isinstance(item, dict)
                   and isinstance(token := item.get("subject_token"), str) and 0 < len(token) <= MAX_SUBJECT_TOKEN}
@@ -537,10 +494,10 @@ def policy_source(settings: Settings) -> Source:
 
 
 class _App(Starlette):
-    """Starlette, except that ``POST /v1/decide`` goes straight to :meth:`Service.decide_asgi`.
+    """Starlette, except that ``POST /v1/decide`` goes straight to :meth:`Service.decide`.
 
     Every other request, and /v1/decide with another method (405) or under a root path, takes the
-    normal Starlette route (whose handler, :meth:`Service.decide`, answers the same way).
+    normal Starlette route (whose endpoint is the same :meth:`Service.decide`).
     """
 
     decide: Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -553,6 +510,17 @@ class _App(Starlette):
             await super().__call__(scope, receive, send)
 
 
+class _AsgiEndpoint:
+    """An ASGI callable as a route's endpoint (Starlette treats a bare function or method as a
+    request-response handler; any other callable as an ASGI app)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, policies: PolicySet | None = None) -> Starlette:
     """The Starlette app serving ``settings.policies`` (or an already loaded ``policies``).
 
@@ -562,7 +530,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
     """
     service = Service(settings or Settings(), policies)
     routes = [
-        Route("/v1/decide", service.decide, methods=["POST"]),
+        Route("/v1/decide", _AsgiEndpoint(service.decide), methods=["POST"]),
         Route("/v1/decide/batch", service.decide_batch, methods=["POST"]),
         Route("/v1/policies", service.list_policies, methods=["GET"]),
         Route("/v1/policies/{name}", service.get_policy, methods=["GET"]),
@@ -580,7 +548,7 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
         service.openapi_extensions.append(playground.openapi)
     app = _App(routes=routes, lifespan=service.lifespan,
                exception_handlers={HTTPException: service.http_error, Exception: service.internal_error})
-    app.decide = service.decide_asgi
+    app.decide = service.decide
     app.router.redirect_slashes = False  # "/v1/policies/" is a 404 problem, not an undocumented redirect
     app.state.service = service
     return app

@@ -12,7 +12,8 @@ from typing import Any
 from .. import PolicySet, __version__
 from ..context import context_json_schema
 from . import state_openapi
-from .config import MAX_SUBJECT_TOKEN, Settings
+from .config import Settings
+from .request_model import decide_request_schema
 
 _REF = "#/components/schemas/"
 
@@ -75,7 +76,10 @@ _SCHEMAS: dict[str, Any] = {
     "FieldError": {
         "type": "object", "required": ["path", "code", "message"],
         "properties": {"path": {"type": "string", "description": "e.g. user.risk (context) or now (request)"},
-                       "code": {"type": "string"}, "message": {"type": "string"}},
+                       "code": {"type": "string", "description": "one of the codes in docs/errors.md"},
+                       "message": {"type": "string"},
+                       "line": {"type": "integer", "description": "in a text the request sent (a CEL scope)"},
+                       "column": {"type": "integer"}},
     },
     "PolicyProblem": {
         "type": "object", "required": ["code", "severity", "message"],
@@ -87,22 +91,7 @@ _SCHEMAS: dict[str, Any] = {
                                         "column": {"type": "integer"}}},
         },
     },
-    "DecideRequest": {
-        "type": "object", "required": ["context"], "additionalProperties": False,
-        "properties": {
-            "context": {"type": "object", "description": "The request's risk context (declared attributes)."},
-            "policy": {"type": "string", "description": "Policy name; default: the set's default policy."},
-            "now": {"type": "string", "format": "date-time", "description": "Decision instant (RFC 3339)."},
-            "explain": {"type": "boolean", "description": "Include every rule's outcome in `rules`."},
-            "subject_token": {
-                "type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_TOKEN,
-                "description": "The user's current JWT (access, ID or refresh token). Verified against "
-                               "`subject_tokens.issuers` at the current time (never at `now`); its claims become the "
-                               "context's `token` namespace, which the context itself may not carry. An "
-                               "invalid token is a 422 `invalid-subject-token` problem (not a 401: the "
-                               "caller's own credentials are fine)."},
-        },
-    },
+    "DecideRequest": decide_request_schema(),  # written once, as the validator's model
     "RuleOutcome": {
         "type": "object", "required": ["rule", "outcome"],
         "properties": {"rule": {"type": "string"}, "outcome": {"enum": ["matched", "no_match", "error"]},

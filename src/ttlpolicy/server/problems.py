@@ -1,7 +1,9 @@
 """RFC 9457 problem details: one function builds every error response the service sends.
 
-Every problem has a stable ``type`` URI and ``code`` slug that clients may match on; ``title``
-and ``detail`` are for people. Context problems list every offending field in ``errors``.
+Every problem has a stable ``type`` URI and ``code`` slug (registered, with its status and
+title, in :data:`ttlpolicy.errors.HTTP_PROBLEMS`) that clients may match on; ``title`` and
+``detail`` are for people. ``errors`` lists every offending field as a
+:class:`~ttlpolicy.errors.Problem` with a code of :data:`ttlpolicy.errors.CODES`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 from starlette.responses import Response
 
-from ..errors import Problem
+from ..errors import HTTP_PROBLEMS, Problem
 
 
 
@@ -25,53 +27,27 @@ class Refusal(Exception):
 PROBLEM_BASE = "https://ttlpolicy.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
-# code → (status, title). The titles never change between occurrences (RFC 9457 §3.1.3).
-PROBLEMS: Mapping[str, tuple[int, str]] = {
-    "invalid-json": (400, "Request body is not valid JSON"),
-    "invalid-request": (400, "Request body does not have the expected shape"),
-    "unauthorized": (401, "Missing or invalid credentials"),
-    "insufficient-scope": (403, "Credentials lack the required scope"),
-    "not-found": (404, "No such resource"),
-    "unknown-policy": (404, "Unknown policy"),
-    "method-not-allowed": (405, "Method not allowed"),
-    "body-too-large": (413, "Request body too large"),
-    "unsupported-media-type": (415, "Unsupported media type"),
-    "invalid-context": (422, "Context violates the declared attributes"),
-    "invalid-subject-token": (422, "Subject token failed verification"),
-    "subject-token-not-configured": (422, "Subject tokens are not accepted by this service"),
-    "policy-load-failed": (422, "Policy set failed to load"),
-    "invalid-revocation": (422, "Revocation request is not valid"),
-    "invalid-emergency": (422, "Emergency request is not valid"),
-    "rate-limited": (429, "Too many requests"),
-    "state-unavailable": (503, "State store unavailable"),
-    "decision-log-unavailable": (503, "Decision log unavailable"),
-    "request-timeout": (408, "Request not received in time"),
-    "headers-too-large": (431, "Request header fields too large"),
-    "too-many-connections": (503, "Too many open connections"),
-    "invalid-grid": (422, "The heat-map cannot be drawn"),
-    "grid-too-large": (422, "The heat-map has too many cells"),
-    "compute-time-exceeded": (422, "The computation took too long"),
-    "invalid-source": (422, "The policy version cannot be read"),
-    "text-too-large": (413, "Policy text too large"),
-    "internal-error": (500, "Internal server error"),
-}
-
-
-def problem_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """The problem object for ``code`` (also used inside batch results)."""
-    status, title = PROBLEMS[code]
-    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status,
+def problem_body(code: str, detail: str, errors: Iterable[Problem] | None = None, status: int | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    """The problem object for ``code``, a code of :data:`~ttlpolicy.errors.HTTP_PROBLEMS` (also
+    used inside batch results); ``errors`` lists each offending field, rendered by
+    :meth:`Problem.field_error`; ``status`` only for ``http-error``, whose status varies."""
+    registered, title = HTTP_PROBLEMS[code]
+    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status or registered,
                             "detail": detail, "code": code}
+    if errors is not None:
+        body["errors"] = [e.field_error() for e in errors]
     body.update(extra)
     return body
 
 
-def problem(code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
+def problem(code: str, detail: str, headers: Mapping[str, str] | None = None,
+            errors: Iterable[Problem] | None = None, **extra: Any) -> Response:
     """An ``application/problem+json`` response for ``code``."""
-    body = problem_body(code, detail, **extra)
+    body = problem_body(code, detail, errors, **extra)
     return Response(orjson.dumps(body), status_code=body["status"], headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def context_errors(problems: Iterable[Problem]) -> list[dict[str, str]]:
-    """``[{path, code, message}]`` for every problem of a refused context."""
-    return [{"path": p.path or "context", "code": p.code, "message": p.message} for p in problems]
+def context_errors(problems: Iterable[Problem]) -> list[Problem]:
+    """Every problem of a refused context, located under ``context`` when it has no path."""
+    return [p if p.path else Problem.field("context", p.code, p.message) for p in problems]

@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..decision import Decision
+from ..errors import Problem
 from ..state.emergency import EmergencyInputError
 from ..state.ratelimit import retry_after_seconds
 from ..state.revocation import KINDS, RevocationInputError, TokenFacts
@@ -78,6 +79,8 @@ class StateMetrics:
                                         multiprocess_mode="livemax")
         self.checks = Counter("ttlpolicy_token_checks_total", "Token checks by result.", ["result"],
                               registry=registry)
+        # Bound once: the check endpoint answers thousands of times a second, labels() is a lookup each.
+        self.checks_active, self.checks_revoked = self.checks.labels("active"), self.checks.labels("revoked")
         self.store_up.set(1)
 
 
@@ -217,14 +220,12 @@ class StateAPI:
             items = body["revocations"]
             if extra or not isinstance(items, list) or not items:
                 return problem("invalid-request", 'a bulk revocation is {"revocations": [{...}, ...]}',
-                               errors=[{"path": k, "code": "unknown-field", "message": "unknown field"} for k in extra]
-                               or [{"path": "revocations", "code": "invalid-field",
-                                    "message": "expected a non-empty list"}])
+                               errors=[Problem.field(k, "unknown-field", "unknown field") for k in extra]
+                               or [Problem.field("revocations", "invalid-field", "expected a non-empty list")])
             if len(items) > MAX_REVOCATIONS_PER_REQUEST:
                 return problem("invalid-request", f"at most {MAX_REVOCATIONS_PER_REQUEST} revocations per request, "
                                f"not {len(items)}; revoke a client, tenant or everything issued before a moment "
-                               "instead of listing tokens", errors=[{"path": "revocations", "code": "too-many-items",
-                                                                     "message": f"at most {MAX_REVOCATIONS_PER_REQUEST}"}])
+                               "instead of listing tokens", errors=[Problem.field("revocations", "too-many-items", f"at most {MAX_REVOCATIONS_PER_REQUEST}")])
             paths = [f"revocations[{i}]" for i in range(len(items))]
         elif isinstance(body, dict):
             items, paths = [body], [""]
@@ -232,15 +233,16 @@ class StateAPI:
             return problem("invalid-request", "a revocation is a JSON object")
         now = self.runtime.clock()
         registry = self.runtime.revocations
-        prepared, errors = [], []
+        prepared: list[Any] = []
+        errors: list[Problem] = []
         for item, path in zip(items, paths):
             if not isinstance(item, dict):
-                errors.append({"path": path, "code": "invalid-type", "message": "expected an object"})
+                errors.append(Problem.field(path, "invalid-type", "expected an object"))
                 continue
             try:
                 prepared.append(registry.prepare(item, self._who(caller), now, path))
             except RevocationInputError as exc:
-                errors.append(exc.to_dict())
+                errors.append(exc.problem())
         if errors:  # all or nothing: one bad item stores none of them
             return problem("invalid-revocation", f"{len(errors)} problem(s); nothing was revoked", errors=errors)
         try:
@@ -262,23 +264,23 @@ class StateAPI:
         if isinstance(caller, Response):
             return caller
         query = request.query_params
-        errors = [{"path": k, "code": "unknown-field", "message": "unknown query parameter"}
+        errors = [Problem.field(k, "unknown-field", "unknown query parameter")
                   for k in query if k not in ("kind", "value", "status", "limit", "cursor")]
         kind = query.get("kind")
         if kind is not None and kind not in KINDS:
-            errors.append({"path": "kind", "code": "invalid-field", "message": f"one of {', '.join(KINDS)}"})
+            errors.append(Problem.field("kind", "invalid-field", f"one of {', '.join(KINDS)}"))
         status = query.get("status", "active")
         if status not in ("active", "lifted", "all"):
-            errors.append({"path": "status", "code": "invalid-field", "message": "one of active, lifted, all"})
+            errors.append(Problem.field("status", "invalid-field", "one of active, lifted, all"))
         limit = _page_size(query.get("limit"), errors)
         if errors:
-            return problem("invalid-request", "; ".join(f"{e['path']}: {e['message']}" for e in errors), errors=errors)
+            return problem("invalid-request", "; ".join(f"{e.path}: {e.message}" for e in errors), errors=errors)
         try:
             page, cursor = self.runtime.guarded(lambda: self.runtime.revocations.listing(
                 self.runtime.clock(), kind=kind, value=query.get("value"), status=status,
                 cursor=query.get("cursor"), limit=limit))
         except RevocationInputError as exc:
-            return problem("invalid-request", str(exc), errors=[exc.to_dict()])
+            return problem("invalid-request", str(exc), errors=[exc.problem()])
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         return _json({"revocations": [r.to_dict() for r in page], "next_cursor": cursor})
@@ -304,7 +306,7 @@ class StateAPI:
         reason = request.query_params.get("reason")
         if reason is not None and len(reason) > 500:
             return problem("invalid-request", "reason: longer than 500 characters",
-                           errors=[{"path": "reason", "code": "too-long", "message": "longer than 500 characters"}])
+                           errors=[Problem.field("reason", "too-long", "longer than 500 characters")])
         try:
             lifted = self.runtime.guarded(lambda: self.runtime.revocations.lift(
                 revocation_id, by=self._who(caller), reason=reason, now=self.runtime.clock()))
@@ -343,7 +345,7 @@ class StateAPI:
         unknown = sorted(set(body) - _CHECK_FIELDS)
         if unknown:
             return problem("invalid-request", f"unknown field {unknown[0]!r}",
-                           errors=[{"path": k, "code": "unknown-field", "message": "unknown field"} for k in unknown])
+                           errors=[Problem.field(k, "unknown-field", "unknown field") for k in unknown])
         claims: dict[str, Any]
         if "token" in body:
             verifier = self.service.subject_tokens
@@ -354,7 +356,7 @@ class StateAPI:
                                "tenant and iat instead")
             if not isinstance(token, str) or not token:
                 return problem("invalid-request", "token: expected a JWT",
-                               errors=[{"path": "token", "code": "invalid-field", "message": "expected a JWT"}])
+                               errors=[Problem.field("token", "invalid-field", "expected a JWT")])
             from ..tokens import TokenInvalid
 
             try:
@@ -367,7 +369,7 @@ class StateAPI:
             errors = []
             for name in ("jti", "sid", "sub", "client_id", "tenant"):
                 if name in body and (not isinstance(body[name], str) or not body[name] or len(body[name]) > 512):
-                    errors.append({"path": name, "code": "invalid-field", "message": "expected a non-empty string"})
+                    errors.append(Problem.field(name, "invalid-field", "expected a non-empty string"))
             iat = body.get("iat")
             if iat is not None:
                 try:
@@ -375,18 +377,17 @@ class StateAPI:
 
                     body["iat"] = to_epoch(iat)
                 except ValueError as exc:
-                    errors.append({"path": "iat", "code": "invalid-field", "message": str(exc)})
+                    errors.append(Problem.field("iat", "invalid-field", str(exc)))
             if not any(body.get(n) for n in ("jti", "sid", "sub", "client_id", "tenant")) and not errors:
-                errors.append({"path": "", "code": "missing-field",
-                               "message": "give token, or at least one of jti, sid, sub, client_id, tenant"})
+                errors.append(Problem.field("", "missing-field", "give token, or at least one of jti, sid, sub, client_id, tenant"))
             if errors:
-                return problem("invalid-request", "; ".join(f"{e['path'] or 'body'}: {e['message']}" for e in errors),
+                return problem("invalid-request", "; ".join(f"{e.path or 'body'}: {e.message}" for e in errors),
                                errors=errors)
             claims = body
         facts = TokenFacts.from_claims(claims)
         revocation = self.runtime.revoked(facts)
         if revocation is not None:
-            self.metrics.checks.labels("revoked").inc()
+            self.metrics.checks_revoked.inc()
             return _json({"active": False, "reason": "revoked",
                           "revocation": {"id": revocation.id, "kind": revocation.kind, "reason": revocation.reason}})
         if not self.runtime.can_vouch():
@@ -394,7 +395,7 @@ class StateAPI:
             self.metrics.checks.labels("unavailable").inc()
             return problem("state-unavailable", "the state store cannot answer, so this token cannot be vouched for; "
                            "treat it as not active or retry", headers={"Retry-After": "1"})
-        self.metrics.checks.labels("active").inc()
+        self.metrics.checks_active.inc()
         out: dict[str, Any] = {"active": True}
         for name in ("iss", "sub", "client_id", "exp", "iat", "jti", "sid", "scope"):  # RFC 7662 §2.2 members
             if name in claims:
@@ -434,7 +435,7 @@ class StateAPI:
         status = request.query_params.get("status", "active")
         if status not in ("active", "ended", "all") or set(request.query_params) - {"status"}:
             return problem("invalid-request", "the only query parameter is status=active|ended|all",
-                           errors=[{"path": "status", "code": "invalid-field", "message": "one of active, ended, all"}])
+                           errors=[Problem.field("status", "invalid-field", "one of active, ended, all")])
         now = self.runtime.clock()
         try:
             entries = self.runtime.guarded(lambda: self.runtime.emergencies.listing(now, status))
@@ -474,11 +475,11 @@ class StateAPI:
         return _json(ended.to_dict(now))
 
 
-def _page_size(raw: str | None, errors: list[dict[str, str]]) -> int:
+def _page_size(raw: str | None, errors: list[Problem]) -> int:
     if raw is None:
         return 100
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        errors.append({"path": "limit", "code": "invalid-field", "message": f"an integer from 1 to {MAX_PAGE}"})
+        errors.append(Problem.field("limit", "invalid-field", f"an integer from 1 to {MAX_PAGE}"))
         return 100
     return int(raw)
 

@@ -74,16 +74,16 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data, default=str), status_code=status, media_type=JSON)
 
 
-def _invalid(errors: list[dict[str, str]]) -> Refused:
-    return Refused(problem("invalid-request", "; ".join(f"{e['path'] or 'body'}: {e['message']}" for e in errors),
+def _invalid(errors: list[Problem]) -> Refused:
+    return Refused(problem("invalid-request", "; ".join(f"{e.path or 'body'}: {e.message}" for e in errors),
                            errors=errors))
 
 
-def _error(path: str, message: str, code: str = "invalid-field") -> dict[str, str]:
-    return {"path": path, "code": code, "message": message}
+def _error(path: str, message: str, code: str = "invalid-field") -> Problem:
+    return Problem.field(path, code, message)
 
 
-def _service_only(context: Mapping[str, Any], path: str) -> list[dict[str, str]]:
+def _service_only(context: Mapping[str, Any], path: str) -> list[Problem]:
     """A context may not send what only the service sets, here as in POST /v1/decide."""
     return [_error(f"{path}.{name}", SERVICE_ONLY[name], "context-forbidden-attribute")
             for name in SERVICE_ONLY if name in context]
@@ -365,7 +365,7 @@ class Playground:
     async def grid(self, body: dict[str, Any]) -> Response:
         """POST /v1/playground/grid"""
         self._fields(body, {"version", "policy", "x", "y", "fixed", "now"})
-        errors: list[dict[str, str]] = []
+        errors: list[Problem] = []
         axes = self._axes(body, errors)
         fixed = self._fixed(body, errors)
         now = self._now(body, errors)
@@ -385,7 +385,7 @@ class Playground:
     async def diff(self, body: dict[str, Any]) -> Response:
         """POST /v1/playground/diff"""
         self._fields(body, {"base", "head", "policy", "x", "y", "fixed", "now"})
-        errors: list[dict[str, str]] = []
+        errors: list[Problem] = []
         axes = self._axes(body, errors)
         fixed = self._fixed(body, errors)
         now = self._now(body, errors)
@@ -433,7 +433,7 @@ class Playground:
             raise _invalid([_error(k, "unknown field", "unknown-field") for k in extra])
 
     @staticmethod
-    def _now(body: Mapping[str, Any], errors: list[dict[str, str]]) -> datetime | None:
+    def _now(body: Mapping[str, Any], errors: list[Problem]) -> datetime | None:
         if "now" not in body or body["now"] is None:
             return None
         try:
@@ -445,7 +445,7 @@ class Playground:
             return None
 
     @staticmethod
-    def _policy_name(body: Mapping[str, Any], errors: list[dict[str, str]]) -> str | None:
+    def _policy_name(body: Mapping[str, Any], errors: list[Problem]) -> str | None:
         name = body.get("policy")
         if name is not None and not isinstance(name, str):
             errors.append(_error("policy", "expected a policy name (string)"))
@@ -460,7 +460,7 @@ class Playground:
             raise Refused(problem("unknown-policy", str(exc), policy=exc.name, known=exc.known)) from None
 
     @staticmethod
-    def _axes(body: Mapping[str, Any], errors: list[dict[str, str]]) -> list[tuple[str, list[Any] | None]]:
+    def _axes(body: Mapping[str, Any], errors: list[Problem]) -> list[tuple[str, list[Any] | None]]:
         out: list[tuple[str, list[Any] | None]] = []
         for key in ("x", "y"):
             spec = body.get(key)
@@ -481,7 +481,7 @@ class Playground:
         return out
 
     @staticmethod
-    def _fixed(body: Mapping[str, Any], errors: list[dict[str, str]]) -> dict[str, Any]:
+    def _fixed(body: Mapping[str, Any], errors: list[Problem]) -> dict[str, Any]:
         fixed = body.get("fixed", {})
         if fixed is None:
             return {}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..durations import format_duration, parse_duration
+from ..errors import Location, Problem
 from .conditions import Program, compile_condition, holds
 from .records import RecordCollection
 from .store import StateStore
@@ -40,10 +41,10 @@ MAX_EMERGENCIES = 1000  # live at once; more is a runaway script, not an inciden
 
 
 class EmergencyInputError(ValueError):
-    """Bad emergency input; ``errors`` lists ``{path, code, message}`` (plus line/column for the scope)."""
+    """Bad emergency input; ``errors`` lists every problem (located at its line and column for the scope)."""
 
-    def __init__(self, errors: list[dict[str, Any]]):
-        super().__init__("; ".join(f"{e['path']}: {e['message']}" for e in errors))
+    def __init__(self, errors: list[Problem]):
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
         self.errors = errors
 
 
@@ -117,13 +118,13 @@ class EmergencyMatch:
     error: str | None = None
 
 
-def _duration(value: Any, path: str, errors: list[dict[str, Any]]) -> int | None:
+def _duration(value: Any, path: str, errors: list[Problem]) -> int | None:
     if value is None:
         return None
     try:
         return parse_duration(value)
     except ValueError as exc:
-        errors.append({"path": path, "code": "invalid-field", "message": str(exc)})
+        errors.append(Problem.field(path, "invalid-field", str(exc)))
         return None
 
 
@@ -223,33 +224,31 @@ class Emergencies:
         Fields: ``scope`` (CEL), ``reason``, ``ends_at`` (RFC 3339) or ``duration`` (``24h``),
         optional ``policies`` (names), and at least one of ``access_ttl``, ``refresh_ttl``
         (durations; ``0s`` turns refresh off), ``deny``, ``step_up`` (reasons)."""
-        errors: list[dict[str, Any]] = []
+        errors: list[Problem] = []
         allowed = {"scope", "reason", "ends_at", "duration", "policies", "access_ttl", "refresh_ttl", "deny", "step_up"}
         for field_name in sorted(set(body) - allowed):
-            errors.append({"path": field_name, "code": "unknown-field", "message": "unknown field"})
+            errors.append(Problem.field(field_name, "unknown-field", "unknown field"))
         scope = body.get("scope")
         if not isinstance(scope, str) or not scope.strip():
-            errors.append({"path": "scope", "code": "missing-field",
-                           "message": 'required: a CEL condition such as tier == "finance" (or "true" for every request)'})
+            errors.append(Problem.field("scope", "missing-field", 'required: a CEL condition such as tier == "finance" (or "true" for every request)'))
             scope = None
         elif len(scope) > MAX_SCOPE:
-            errors.append({"path": "scope", "code": "too-long", "message": f"longer than {MAX_SCOPE} characters"})
+            errors.append(Problem.field("scope", "too-long", f"longer than {MAX_SCOPE} characters"))
             scope = None
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
-            errors.append({"path": "reason", "code": "missing-field", "message": "required: the incident id or why"})
+            errors.append(Problem.field("reason", "missing-field", "required: the incident id or why"))
         elif len(reason) > MAX_REASON:
-            errors.append({"path": "reason", "code": "too-long", "message": f"longer than {MAX_REASON} characters"})
+            errors.append(Problem.field("reason", "too-long", f"longer than {MAX_REASON} characters"))
         names = body.get("policies")
         targets = list(policies)
         if names is not None:
             if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                errors.append({"path": "policies", "code": "invalid-field", "message": "expected a list of policy names"})
+                errors.append(Problem.field("policies", "invalid-field", "expected a list of policy names"))
             else:
                 unknown = [n for n in names if n not in policies]
                 for name in unknown:
-                    errors.append({"path": "policies", "code": "unknown-policy",
-                                   "message": f"no policy {name!r} (known: {', '.join(policies.names)})"})
+                    errors.append(Problem.field("policies", "unknown-policy", f"no policy {name!r} (known: {', '.join(policies.names)})"))
                 targets = [policies.get(n) for n in names if n in policies]
         access = _duration(body.get("access_ttl"), "access_ttl", errors)
         refresh = _duration(body.get("refresh_ttl"), "refresh_ttl", errors)
@@ -257,11 +256,11 @@ class Emergencies:
         for field_name in ("deny", "step_up"):
             value = body.get(field_name)
             if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON):
-                errors.append({"path": field_name, "code": "invalid-field", "message": "expected a reason (text)"})
+                errors.append(Problem.field(field_name, "invalid-field", "expected a reason (text)"))
             texts[field_name] = value if isinstance(value, str) and value.strip() else None
         if all(body.get(f) is None for f in ("access_ttl", "refresh_ttl", "deny", "step_up")):
-            errors.append({"path": "", "code": "missing-field", "message": "an emergency needs an effect: access_ttl, "
-                           "refresh_ttl, deny or step_up"})
+            errors.append(Problem.field("", "missing-field", "an emergency needs an effect: access_ttl, "
+                           "refresh_ttl, deny or step_up"))
         ends_at = self._end(body, now, errors)
         if scope is not None:
             found: dict[tuple[str, int, int, str], list[str]] = {}  # the same mistake once, with its policies
@@ -270,10 +269,10 @@ class Emergencies:
                 for issue in issues:
                     found.setdefault((issue.code, issue.line, issue.column, issue.message), []).append(policy.name)
             for (code, line, column, message), names in found.items():
-                errors.append({"path": "scope", "code": code, "line": line, "column": column, "policies": names,
-                               "message": message})
+                errors.append(Problem(code, f"{message} (policies: {', '.join(names)})", Location("scope", line, column),
+                                      path="scope"))
         if len(self.live(now)) >= MAX_EMERGENCIES:
-            errors.append({"path": "", "code": "too-many-items", "message": f"{MAX_EMERGENCIES} emergencies are live"})
+            errors.append(Problem.field("", "too-many-items", f"{MAX_EMERGENCIES} emergencies are live"))
         if errors:
             raise EmergencyInputError(errors)
         assert scope is not None and isinstance(reason, str) and ends_at is not None
@@ -281,31 +280,30 @@ class Emergencies:
                          access_ttl=access, refresh_ttl=refresh, deny=texts["deny"], step_up=texts["step_up"],
                          reason=reason.strip(), created_by=by, starts_at=now, ends_at=ends_at)
 
-    def _end(self, body: Mapping[str, Any], now: float, errors: list[dict[str, Any]]) -> float | None:
+    def _end(self, body: Mapping[str, Any], now: float, errors: list[Problem]) -> float | None:
         has_end, has_duration = body.get("ends_at") is not None, body.get("duration") is not None
         cap = f"at most {format_duration(int(self.max_duration))} (state.emergency_max_duration)"
         if has_end == has_duration:
-            errors.append({"path": "ends_at", "code": "missing-field",
-                           "message": f"give exactly one of ends_at or duration: an emergency must end, {cap} from now"})
+            errors.append(Problem.field("ends_at", "missing-field", f"give exactly one of ends_at or duration: an emergency must end, {cap} from now"))
             return None
         if has_duration:
             seconds = _duration(body["duration"], "duration", errors)
             if seconds is None:
                 return None
             if not 0 < seconds <= self.max_duration:
-                errors.append({"path": "duration", "code": "out-of-range", "message": f"must be above 0s and {cap}"})
+                errors.append(Problem.field("duration", "out-of-range", f"must be above 0s and {cap}"))
                 return None
             return now + seconds
         try:
             end = to_epoch(body["ends_at"])
         except ValueError as exc:
-            errors.append({"path": "ends_at", "code": "invalid-field", "message": str(exc)})
+            errors.append(Problem.field("ends_at", "invalid-field", str(exc)))
             return None
         if end <= now:
-            errors.append({"path": "ends_at", "code": "out-of-range", "message": "is in the past"})
+            errors.append(Problem.field("ends_at", "out-of-range", "is in the past"))
             return None
         if end - now > self.max_duration:
-            errors.append({"path": "ends_at", "code": "out-of-range", "message": f"is too far ahead: {cap}"})
+            errors.append(Problem.field("ends_at", "out-of-range", f"is too far ahead: {cap}"))
             return None
         return end
 

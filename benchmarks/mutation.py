@@ -64,7 +64,7 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
               "_limit", "dynamic_factor", "_apply_full", "_apply_tightening", "_apply_restrictions",
               "session_end_of"))),
     Group("evaluate", ("evaluate.py",), _EVALUATE_TESTS),
-    Group("program", ("program.py",), _EVALUATE_TESTS + ("tests/test_compile.py",)),
+    Group("program", ("program.py",), _EVALUATE_TESTS + ("tests/test_compile.py", "tests/test_program.py")),
     Group("decision", ("decision.py",), ("tests/test_evaluate.py", "tests/test_cases.py", "tests/test_decision.py",
                                          "tests/test_fastpath.py")),
     # generate.py runs when a policy is compiled: only tests that compile inside the test (not at

@@ -193,6 +193,26 @@ def test_every_case_decides_as_before(param: Any) -> None:
     assert [step.to_dict() for step in plain.trace] == golden["trace"]  # formatted from the compact data
 
 
+@pytest.mark.parametrize("param", [pytest.param(p, id=p.id) for p in _collect() if "expect_error" not in p.values[2]])
+def test_the_generated_code_decides_every_case_itself_unless_a_rule_failed(param: Any) -> None:
+    """No case is handed to the reference evaluator except for a failed rule: the generated code
+    validates, derives, combines and bounds on its own (and still decides as the reference)."""
+    file, spec, case = param.values
+    handed: list[bool] = []
+
+    def recorder(policy: CompiledPolicy, act: Any, now: datetime, explain: bool) -> Decision:
+        handed.append(explain)
+        return reference_decide(policy, act, now, explain)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
+        policies = _policy_set(spec)
+    decision = policies.decide(case["context"], policy=case.get("policy"), now=case.get("now", DEFAULT_NOW))
+    golden = GOLDEN[param.id]
+    assert decision.to_dict() == {k: v for k, v in golden.items() if k != "rules"}
+    assert handed == ([False] if golden["errors"] else [])
+
+
 def test_bundled_policies_and_cases_generate_fully() -> None:
     sets = [load_policies(ROOT / "policies")] + [_policy_set(p.values[1]) for p in _collect()]
     for policies in sets:

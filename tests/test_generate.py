@@ -250,6 +250,30 @@ def test_generated_source_is_safe_and_readable() -> None:
     assert decision.deny_reason == hostile
 
 
+def test_the_shown_source_is_the_program_python_runs_under_its_own_few_builtins() -> None:
+    import ast
+
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": [{"when": "true", "access_ttl": {"cap": 60}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    assert policy.program is not None
+    source = policy.program.source
+    ast.parse(source)  # what ``compile --show`` prints is Python, header comments included
+    assert source.startswith(f"# policy p ({policy.digest}), from p.yaml\n# 1 rules; 0 conditions called as "
+                             "closures\ndef decide(context, now, explain):\n")
+    builtins = policy.program.run.__globals__["__builtins__"]
+    assert {"min", "max", "len", "ValueError"} <= set(builtins) and not {"open", "__import__", "eval"} & set(builtins)
+
+
+def test_user_text_in_comments_is_escaped_and_cut_at_160_characters() -> None:
+    from ttlpolicy.generate import _comment
+
+    assert _comment("a\nb") == "a\\nb"
+    assert _comment("r" * 159) == "r" * 159
+    assert _comment("r" * 160) == "r" * 157 + "..."
+    assert _comment("\n" * 200) == "\\n" * 157 + "..."
+
+
 def test_a_large_policy_runs_its_rules_in_several_functions() -> None:
     """Compiled one function per RULES_PER_FUNCTION rules (memory), deciding as the reference does."""
     import ttlpolicy.generate

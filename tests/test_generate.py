@@ -195,8 +195,9 @@ def test_every_case_decides_as_before(param: Any) -> None:
 
 @pytest.mark.parametrize("param", [pytest.param(p, id=p.id) for p in _collect() if "expect_error" not in p.values[2]])
 def test_the_generated_code_decides_every_case_itself_unless_a_rule_failed(param: Any) -> None:
-    """No case is handed to the reference evaluator except for a failed rule: the generated code
-    validates, derives, combines and bounds on its own (and still decides as the reference)."""
+    """No case is handed to the reference evaluator except for a failed rule, and no case's context
+    to the slow validation: the generated code validates, derives, combines and bounds on its own
+    (and still decides as the reference)."""
     file, spec, case = param.values
     handed: list[bool] = []
 
@@ -207,10 +208,17 @@ def test_the_generated_code_decides_every_case_itself_unless_a_rule_failed(param
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
         policies = _policy_set(spec)
+    slow: list[Any] = []  # contexts the generated validation hands to ContextSchema.activation
+    for policy in policies:
+        assert policy.program is not None
+        namespace = policy.program.run.__globals__
+        namespace["_activation"] = functools.partial(
+            lambda validate, context, now: slow.append(context) or validate(context, now), namespace["_activation"])
     decision = policies.decide(case["context"], policy=case.get("policy"), now=case.get("now", DEFAULT_NOW))
     golden = GOLDEN[param.id]
     assert decision.to_dict() == {k: v for k, v in golden.items() if k != "rules"}
     assert handed == ([False] if golden["errors"] else [])
+    assert slow == []  # every case's context is validated by the generated code itself
 
 
 def test_bundled_policies_and_cases_generate_fully() -> None:

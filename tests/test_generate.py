@@ -300,3 +300,18 @@ def test_a_large_policy_runs_its_rules_in_several_functions() -> None:
         context = {"user": {"risk": risk}}
         assert _outcome(lambda: policy.decide(context, now)) == _outcome(lambda: _reference(policy, context, now))
     assert policy.decide({"user": {"risk": 0.99}}, now).rotation is True
+
+
+def test_an_unusual_context_goes_to_the_slow_validation_which_lists_every_problem() -> None:
+    from types import MappingProxyType
+
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": [{"when": "user.mfa", "access_ttl": {"cap": 60}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    for context, paths in [({"user": {"shoe": 44}}, ["user.shoe"]), ({"weather": "rain"}, ["weather"]),
+                           ({"user": "alice"}, ["user"]), ({"user": {"mfa": "yes"}, "tier": 3}, ["tier", "user.mfa"])]:
+        with pytest.raises(ContextError) as raised:
+            policy.decide(context, now)
+        assert sorted(p.path for p in raised.value.problems) == paths
+    assert policy.decide(MappingProxyType({"user": MappingProxyType({"mfa": True})}), now).access_ttl == 60

@@ -315,3 +315,35 @@ def test_an_unusual_context_goes_to_the_slow_validation_which_lists_every_proble
             policy.decide(context, now)
         assert sorted(p.path for p in raised.value.problems) == paths
     assert policy.decide(MappingProxyType({"user": MappingProxyType({"mfa": True})}), now).access_ttl == 60
+
+
+def test_the_generated_validation_accepts_and_refuses_exactly_what_the_context_schema_does() -> None:
+    """Value by value from tests/test_context.py's tables: the generated code's fast checks must
+    never let through what ContextSchema.activation refuses, nor refuse what it accepts."""
+    from test_context import INVALID, VALID
+
+    attributes = {name: {k: v for k, v in attribute.model_dump(exclude_none=True).items()
+                         if k in ("type", "values", "min", "max")}
+                  for name, attribute, _, _ in VALID + INVALID if name.startswith("x.")}
+    policy = load_sources({"p.yaml": yaml.safe_dump({
+        "apiVersion": "ttlpolicy/v1", "name": "p", "defaults": {"access_ttl": 3600, "refresh_ttl": 0},
+        "zones": {"office": ["10.0.0.0/24"]},  # location.ip is then checked and placed in one parse
+        "attributes": {name: {**spec, "values": list(spec["values"])} if "values" in spec else spec
+                       for name, spec in attributes.items()},
+        "rules": [{"name": "r", "when": "x.flag", "access_ttl": {"cap": 60}}]})}).get("p")
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+    def outcome(run: Any) -> Any:
+        try:
+            return run()
+        except ContextError as exc:
+            return sorted((p.path, p.message) for p in exc.problems)
+
+    for name, _, value, _ in VALID + INVALID:  # x.* as declared above, location.* and time.zone from the vocabulary
+        namespace, leaf = name.split(".")
+        context = {namespace: {leaf: value}}
+        expected = outcome(lambda: policy.context.activation(context, now))
+        decided = outcome(lambda: policy.decide(context, now))
+        assert isinstance(decided, list) == isinstance(expected, list), (name, value)
+        if isinstance(expected, list):
+            assert decided == expected, (name, value)

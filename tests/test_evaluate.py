@@ -11,30 +11,59 @@ reference evaluator) and without (the generated program), and the two must agree
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import yaml
 
+import ttlpolicy.compile
 from ttlpolicy import load_sources
 from ttlpolicy.durations import MAX_DURATION
 from ttlpolicy.evaluate import decide as reference_decide, error_text, seconds
+from ttlpolicy.generate import generate_program
 from ttlpolicy.policyset import PolicySet
 
 NOW = "2026-03-02T10:00:00Z"
 NOW_DT = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 
 
-def _policy(**document: Any) -> PolicySet:
-    return load_sources({"p.yaml": yaml.safe_dump({"apiVersion": "ttlpolicy/v1", "name": "p", **document})})
+class _Policy:
+    """A policy document, compiled afresh for every use: mutation testing forks its workers from
+    a process that imported this module, so a policy compiled at import would never meet a
+    mutant of the compiler or of the generated code (docs/mutation.md)."""
+
+    def __init__(self, document: dict[str, Any]):
+        self.text = yaml.safe_dump({"apiVersion": "ttlpolicy/v1", "name": "p", **document})
+
+    def compile(self) -> PolicySet:
+        return load_sources({"p.yaml": self.text})
+
+    def get(self, name: str) -> Any:
+        return self.compile().get(name)
 
 
-def _decide(policies: PolicySet, context: dict[str, Any], now: str = NOW) -> dict[str, Any]:
-    """The explained decision as JSON, after checking the unexplained one says the same."""
+def _policy(**document: Any) -> _Policy:
+    return _Policy(document)
+
+
+def _decide(policy: _Policy, context: dict[str, Any], now: str = NOW) -> dict[str, Any]:
+    """The explained decision as JSON, after checking the unexplained one says the same, and that
+    the generated code made it itself unless a rule failed (a recorder stands in for the reference)."""
+    handed: list[bool] = []
+
+    def recorder(compiled: Any, act: Any, instant: datetime, explain: bool) -> Any:
+        handed.append(explain)
+        return reference_decide(compiled, act, instant, explain)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
+        policies = policy.compile()
     explained = policies.decide(context, now=now, explain=True).to_dict()
     plain = policies.decide(context, now=now).to_dict()
     assert {k: v for k, v in explained.items() if k != "rules"} == plain
+    assert handed == [True] + ([False] if explained["errors"] else [])
     return explained
 
 

@@ -193,8 +193,9 @@ def test_every_case_decides_as_before(param: Any) -> None:
     assert [step.to_dict() for step in plain.trace] == golden["trace"]  # formatted from the compact data
 
 
+@pytest.mark.parametrize("rules_per_function", [64, 1])  # one function, or one per rule as for a large policy
 @pytest.mark.parametrize("param", [pytest.param(p, id=p.id) for p in _collect() if "expect_error" not in p.values[2]])
-def test_the_generated_code_decides_every_case_itself_unless_a_rule_failed(param: Any) -> None:
+def test_the_generated_code_decides_every_case_itself_unless_a_rule_failed(param: Any, rules_per_function: int) -> None:
     """No case is handed to the reference evaluator except for a failed rule, and no case's context
     to the slow validation: the generated code validates, derives, combines and bounds on its own
     (and still decides as the reference)."""
@@ -207,6 +208,7 @@ def test_the_generated_code_decides_every_case_itself_unless_a_rule_failed(param
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
+        patch.setattr(ttlpolicy.generate, "RULES_PER_FUNCTION", rules_per_function)
         policies = _policy_set(spec)
     slow: list[Any] = []  # contexts the generated validation hands to ContextSchema.activation
     for policy in policies:

@@ -162,8 +162,8 @@ DENIES = _policy(
     defaults={"access_ttl": "1h", "refresh_ttl": "1d", "refresh": {"rotation": True, "sender_constrained": True}},
     rules=[{"name": "b-deny", "when": "user.mfa", "deny": "second reason"},
            {"name": "a-deny", "when": "user.mfa", "deny": "first reason"},
-           {"name": "grace", "when": "true",
-            "refresh": {"reuse_grace": "30s", "rotation": True, "sender_constrained": True}}])
+           {"name": "grace", "when": "true", "refresh": {"reuse_grace": "30s"}},
+           {"name": "bind", "when": "user.mfa", "refresh": {"rotation": True, "sender_constrained": True}}])
 
 
 def test_every_deny_is_reported_and_the_first_by_name_takes_the_blame() -> None:

@@ -349,3 +349,30 @@ def test_the_generated_validation_accepts_and_refuses_exactly_what_the_context_s
         assert isinstance(decided, list) == isinstance(expected, list), (name, value)
         if isinstance(expected, list):
             assert decided == expected, (name, value)
+
+
+def test_a_missing_required_attribute_is_refused_by_the_generated_code_too() -> None:
+    policy = load_sources({"p.yaml": yaml.safe_dump({
+        "apiVersion": "ttlpolicy/v1", "name": "p", "defaults": {"access_ttl": 3600, "refresh_ttl": 0},
+        "attributes": {"user.badge": {"type": "string", "required": True},
+                       "tenant": {"type": "string", "required": True}},
+        "rules": [{"name": "r", "when": 'user.badge == "b1"', "access_ttl": {"cap": 60}}]})}).get("p")
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    for context, missing in [({}, ["tenant", "user.badge"]), ({"tenant": "acme"}, ["user.badge"]),
+                             ({"user": {"badge": "b1"}}, ["tenant"])]:
+        with pytest.raises(ContextError) as raised:
+            policy.decide(context, now)
+        assert sorted(p.path for p in raised.value.problems) == missing
+    assert policy.decide({"user": {"badge": "b1"}, "tenant": "acme"}, now).access_ttl == 60
+
+
+def test_the_source_of_a_policy_split_into_several_functions_is_python_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ast
+
+    monkeypatch.setattr(ttlpolicy.generate, "RULES_PER_FUNCTION", 1)
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": [{"when": "true", "access_ttl": {"cap": 60}}, {"when": "user.mfa", "access_ttl": {"cap": 30}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    assert policy.program is not None
+    ast.parse(policy.program.source)
+    assert policy.decide({"user": {"mfa": True}}, datetime(2026, 3, 2, tzinfo=timezone.utc)).access_ttl == 30

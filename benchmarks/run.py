@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ttlpolicy benchmarks: one entry point, writes benchmarks/RESULTS.md.
+"""ttlpolicy benchmarks: one entry point, writes benchmarks/RESULTS.md (and RESULTS-state.md).
 
     python benchmarks/run.py            # full run, about 3-5 minutes
     python benchmarks/run.py --quick    # about 30-60 seconds, fewer repeats and iterations
@@ -8,7 +8,9 @@
 Parts: in-process decisions on the bundled policy set and a synthetic 200-rule policy, side by
 side with hand-written Python, cel-python's interpreter, Rego (regorus, OPA) and Rust CEL (all
 engines must agree before anything is timed); load and lint time for 10/100/1,000 rules; HTTP
-``POST /v1/decide`` under wrk against a trivial Starlette endpoint. See benchmarks/README.md.
+``POST /v1/decide`` under wrk against a trivial Starlette endpoint; state (benchmarks/state.py:
+a decision with a rate limit and a revocation check on SQLite and Redis, the check endpoint).
+See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a ~30-60 s run with fewer repeats")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-state", action="store_true",
+                        help="skip benchmarks/state.py (rate limits, revocation, the check endpoint)")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
     args.repeats = 3 if args.quick else 7
@@ -347,6 +351,15 @@ def main(argv: list[str] | None = None) -> int:
                    "service's own per-request work (request checks, Prometheus metrics, the decision-log record, "
                    "response encoding). Both would have to shrink several-fold; see README for the server profile.",
                    ""]
+
+    # 5. state: a decision with a rate limit and a revocation check, the check endpoint
+    if not args.skip_state:
+        log("state: rate limits and revocation checks on SQLite and Redis (benchmarks/state.py)")
+        import state as state_bench
+
+        (HERE / "RESULTS-state.md").write_text("\n".join(state_bench.run(args.quick, args.skip_http)))
+        md += ["## State (rate limits, revocation, the check endpoint)", "",
+               "Written to [RESULTS-state.md](RESULTS-state.md) by the same run.", ""]
 
     md += [f"Total run time {time.perf_counter() - started:.0f} s; load average at the end: "
            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.", ""]

@@ -182,3 +182,30 @@ def test_decide_cli_counts_only_with_state_and_never_on_a_dry_run(tmp_path: Path
     assert all(allowed(*state, "--dry-run") for _ in range(5))
     assert [allowed(*state) for _ in range(4)] == [True, True, True, False]
     assert main([*base, "--dry-run"]) == 2
+
+
+def test_a_key_read_as_sent_is_the_key_the_activation_gives(policies) -> None:  # type: ignore[no-untyped-def]
+    """A key part that is a string attribute (user, client, IP) is read from the validated context
+    without building the activation again; it must be exactly the activation's value, or a limit
+    could be dodged by sending a key another way."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from contexts import workforce_contexts
+
+    from ttlpolicy.policyset import resolve_now
+
+    limits = {limit.name: limit for limit in policies.rate_limits["rl"]}
+    assert [p.path for p in limits["refresh-per-user"].key] == [("user", "id")]
+    assert [p.path for p in limits["per-ip"].key] == [("location", "ip"), None]  # caller: who called
+    assert limits["refresh-per-user"].needs_activation  # its `when` is an expression
+    compiled = policies.get("rl")
+    contexts = [c for c, _ in workforce_contexts(300, seed=5)] + [
+        {}, {"user": {}}, {"user": {"id": None}}, {"user": {"id": "Ünïcødé 名前"}}, {"user": {"id": ""}},
+        {"location": {"ip": "2001:DB8::1"}}, {"location": {"ip": "::ffff:192.0.2.1"}}]
+    for context in contexts:
+        keep = {"user": "id", "location": "ip", "grant": "type"}  # what the test policy declares
+        context = {ns: {f: v for f, v in context[ns].items() if f == keep[ns]} for ns in keep if ns in context}
+        activation = compiled.context.activation(context, resolve_now("2026-12-01T12:00:00Z"))
+        for limit in limits.values():
+            assert limit.key_values(activation, "api_key:x", context) == limit.key_values(activation, "api_key:x")

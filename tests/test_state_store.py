@@ -298,3 +298,13 @@ def test_an_older_database_is_moved_over(tmp_path: Path) -> None:
     tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert not tables & {"sets", "maps", "windows"} and check.execute("PRAGMA user_version").fetchone() == (1,)
     check.close()
+
+
+def test_a_script_runs_after_the_server_forgot_it(redis_url: str) -> None:
+    """After a restart or failover the script cache is empty: the next hit still counts once."""
+    with open_store(redis_url) as store:
+        assert store.window_hit("w", T0, [Window(2, 60)]).allowed
+        store.client.script_flush()  # type: ignore[attr-defined]
+        second = store.window_hit("w", T0 + 1, [Window(2, 60)])
+        assert second.allowed and second.counts == (2,)
+        assert not store.window_hit("w", T0 + 2, [Window(2, 60)]).allowed

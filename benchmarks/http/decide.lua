@@ -1,5 +1,5 @@
--- wrk script: POST /v1/decide with a rotating set of request bodies, optional API key,
--- and a one-line JSON summary (requests/s, p50/p99 latency in µs, errors) on stdout.
+-- wrk script: POST /v1/decide (or the path in WRK_PATH) with a rotating set of request bodies,
+-- optional API key, and a one-line JSON summary (requests/s, p50/p99 latency in µs, errors) on stdout.
 -- Bodies: one JSON document per line in the file named by WRK_BODIES.
 local bodies = {}
 local requests_list = {}
@@ -13,8 +13,10 @@ function init(args)
   local headers = {["Content-Type"] = "application/json"}
   local key = os.getenv("WRK_API_KEY")
   if key and #key > 0 then headers["Authorization"] = "Bearer " .. key end
+  local path = os.getenv("WRK_PATH")
+  if not path or #path == 0 then path = "/v1/decide" end
   for i, body in ipairs(bodies) do
-    requests_list[i] = wrk.format("POST", "/v1/decide", headers, body)
+    requests_list[i] = wrk.format("POST", path, headers, body)
   end
 end
 

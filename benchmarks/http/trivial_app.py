@@ -1,5 +1,7 @@
 """The baseline for the HTTP numbers: a Starlette ``POST /v1/decide`` that reads and parses the
-JSON body (the least any endpoint must do) and returns a fixed, hand-written decision.
+JSON body (the least any endpoint must do) and returns a fixed, hand-written decision; and a
+``POST /v1/tokens/check`` that does the same and answers ``{"active": true}`` (for
+benchmarks/state.py).
 
 Served by uvicorn with the same settings as ``ttlpolicy serve`` (uvloop and httptools when
 installed, no access log, no server header), so the difference to ttlpolicy is the policy service
@@ -37,4 +39,13 @@ async def decide(request: Request) -> Response:
     return Response(DECISION, media_type="application/json")
 
 
-app = Starlette(routes=[Route("/v1/decide", decide, methods=["POST"])])
+ACTIVE = orjson.dumps({"active": True})
+
+
+async def check(request: Request) -> Response:
+    orjson.loads(await request.body())
+    return Response(ACTIVE, media_type="application/json")
+
+
+app = Starlette(routes=[Route("/v1/decide", decide, methods=["POST"]),
+                        Route("/v1/tokens/check", check, methods=["POST"])])

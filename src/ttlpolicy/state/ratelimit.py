@@ -63,6 +63,12 @@ def parse_rate(text: str) -> Window:
 class KeyPart:
     text: str
     program: Program | None  # None for `caller`
+    # For a part that is a declared string attribute and nothing else (`user.id`, `client.id`,
+    # `location.ip`): where it is in the context. Its value in the activation is the value sent,
+    # unchanged (a string is validated, never normalised), so it is read from the context without
+    # building the activation again (~10 µs a decision). Anything else (an attribute with a
+    # default, another type, an expression) goes through the program.
+    path: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +89,46 @@ class CompiledRateLimit:
         source = f"rate limit {self.name} ({', '.join(self.rates)}; retry after {_retry(retry_after)})"
         return Ceiling("rate_limit", source, self.access_ttl, self.refresh_ttl, self.deny, self.step_up)
 
-    def key_values(self, activation: Mapping[str, Any], caller: str | None) -> list[str]:
+    @property
+    def needs_activation(self) -> bool:
+        """Whether counting this limit needs the request's activation (else the context will do)."""
+        return self.when.strip() != "true" or any(p.program is not None and p.path is None for p in self.key)
+
+    def key_values(self, activation: Mapping[str, Any] | None, caller: str | None,
+                   context: Mapping[str, Any] | None = None) -> list[str]:
+        """The key's values for a request: from ``activation``, or, for the parts that allow it
+        (:attr:`KeyPart.path`), from the ``context`` the policy has already validated."""
         values = []
         for part in self.key:
             if part.program is None:
                 values.append(caller or UNKNOWN)
                 continue
-            try:
-                value = part.program(activation)
-            except Exception:  # noqa: BLE001 - an absent attribute: count under the shared unknown value
-                value = None
+            if part.path is not None and context is not None:
+                value = _sent(context, part.path)
+            else:
+                try:
+                    value = part.program(activation or {})
+                except Exception:  # noqa: BLE001 - an absent attribute: count under the shared unknown value
+                    value = None
             values.append(UNKNOWN if value is None else str(value))
         return values
+
+
+def _sent(context: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+    value: Any = context
+    for name in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(name)
+    return value if isinstance(value, str) else None  # absent or JSON null: not known
+
+
+def _plain_string(text: str, attributes: Mapping[str, Attribute]) -> tuple[str, ...] | None:
+    """The context path of ``text`` when it names a sent string attribute without a default."""
+    attribute = attributes.get(text)
+    if attribute is None or attribute.type != "string" or attribute.derived or attribute.default is not None:
+        return None
+    return tuple(text.split("."))
 
 
 def _retry(seconds: float) -> str:
@@ -184,7 +218,7 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
                 report(issue.code, issue.message, base + ("key", i), limit.file, raw if text == raw else None,
                        issue.line, issue.column)
             if program is not None:
-                parts.append(KeyPart(text, program))
+                parts.append(KeyPart(text, program, _plain_string(text, attributes)))
         windows = []
         for i, rate in enumerate(limit.rate):
             try:

@@ -71,21 +71,21 @@ class TokenFacts:
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> TokenFacts:
-        def first(kind: str) -> str | None:
-            for claim in CLAIMS[kind]:
-                value = claims.get(claim)
-                if isinstance(value, str) and value:
-                    return value
-            return None
-
         iat = claims.get("iat")
-        return cls(jti=first("token"), family=first("family"), subject=first("subject"), client=first("client"),
-                   tenant=first("tenant"),
+        return cls(jti=_claim(claims, "jti"), family=_claim(claims, "sid"), subject=_claim(claims, "sub"),
+                   client=_claim(claims, "client_id") or _claim(claims, "azp"),
+                   tenant=_claim(claims, "tenant") or _claim(claims, "tid"),
                    issued_at=float(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None)
 
     def value(self, kind: str) -> str | None:
         return {"token": self.jti, "family": self.family, "subject": self.subject, "client": self.client,
                 "tenant": self.tenant}.get(kind)
+
+
+def _claim(claims: Mapping[str, Any], name: str) -> str | None:
+    """A non-empty string claim (the names are those of CLAIMS), else None."""
+    value = claims.get(name)
+    return value if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,11 +172,15 @@ class StateRuntime:
         live = self.emergencies.live(now)
         if not limits and not live and self.health.ok:
             return decision  # the common case: nothing to read, nothing to add
-        activation = compiled.context.activation(context, instant)
+        # The policy has validated the context; the activation is built again only when something
+        # needs it (an emergency's scope, a rate limit's condition or a key that is more than a
+        # string attribute as sent).
+        activation = (compiled.context.activation(context, instant)
+                      if live or any(limit.needs_activation for limit in limits) else None)
         ceilings: list[Ceiling] = []
         extra: dict[str, Any] = {}
         if limits and consume:
-            outcomes = self._count(compiled.name, limits, activation, caller, instant.timestamp())
+            outcomes = self._count(compiled.name, limits, activation, context, caller, instant.timestamp())
             if outcomes is not None:
                 extra["rate_limits"] = [o.to_dict() for o in outcomes]
                 exceeded = [o for o in outcomes if not o.hit.allowed]
@@ -185,7 +189,7 @@ class StateRuntime:
                 if exceeded:
                     retry = [retry_after_seconds(o.hit.retry_after) for o in exceeded]
                     extra["retry_after"] = None if None in retry else max(r for r in retry if r is not None)
-        matches = self.emergencies.matching(compiled, activation, now) if live else []
+        matches = self.emergencies.matching(compiled, activation, now) if live and activation is not None else []
         if matches:
             extra["emergencies"] = [_emergency_entry(m) for m in matches]
             for match in matches:
@@ -198,17 +202,17 @@ class StateRuntime:
                                     self.degraded_access, self.degraded_refresh))
         return tighten(decision, ceilings, extra)
 
-    def _count(self, policy: str, limits: tuple[Any, ...], activation: Mapping[str, Any], caller: str | None,
-               at: float) -> list[RateLimitOutcome] | None:
+    def _count(self, policy: str, limits: tuple[Any, ...], activation: Mapping[str, Any] | None,
+               context: Mapping[str, Any], caller: str | None, at: float) -> list[RateLimitOutcome] | None:
         """Count one event per matching limit, in one round trip; None when the store is down."""
         matching = []
         for limit in limits:
             try:
-                holds = limit.condition(activation)
+                holds = limit.condition(activation) if activation is not None else True  # None: `when` is "true"
             except Exception:  # noqa: BLE001 - fail safe: a limit whose condition errs counts
                 holds = True
             if holds is not False:
-                matching.append((limit, key_digest(limit.key_values(activation, caller))))
+                matching.append((limit, key_digest(limit.key_values(activation, caller, context))))
         if not matching:
             return []
         if not self.health.ok:

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test lint bench typecheck clean
+.PHONY: run test lint bench typecheck mutation clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ bench: $(BIN)/.installed
 	# OPA's Go engine: its wheel declares Python >= 3.14 but works on 3.11 (see benchmarks/README.md)
 	-$(BIN)/python -m pip install --quiet --ignore-requires-python --no-deps 'opa-golib-python-bindings>=0.4.4'
 	$(BIN)/python benchmarks/run.py
+
+# Mutation testing of the decision path (docs/mutation.md): about an hour on 2 cores; writes
+# benchmarks/MUTATION.md. `make mutation GROUPS="evaluate diffing"` runs only those groups.
+GROUPS ?=
+mutation: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	nice -n 10 $(BIN)/python benchmarks/mutation.py --max-children 2 $(GROUPS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .hypothesis

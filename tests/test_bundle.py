@@ -51,8 +51,8 @@ def test_cli_round_trip_with_the_bundled_policies(tmp_path: Path, key: Any, caps
     assert main(["bundle", "inspect", str(out), "--format", "json"]) == 0
     manifest = json.loads(capsys.readouterr().out)["manifest"]
     assert manifest["set_digest"] == built["digest"] and manifest["lint"]["errors"] == 0
-    assert set(manifest["files"]) == {"baseline.yaml", "machine.yaml", "workforce.yaml", "tests/machine.yaml",
-                                      "tests/workforce.yaml"}
+    assert set(manifest["files"]) == {"baseline.yaml", "machine.yaml", "workforce.yaml", "tests/invariants.yaml",
+                                      "tests/machine.yaml", "tests/workforce.yaml"}
     assert manifest["tests"]["coverage"] == 100.0
     assert main(["bundle", "verify", str(out), "--public-key", str(public)]) == 1  # unsigned, keys given
     assert "signature-missing" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -132,6 +133,36 @@ def test_directionless_fields_are_changes_that_never_loosen(key: str) -> None:
     found = change_kinds(_outcome(**{key: a}, **extra), _outcome(**{key: b}, **extra))
     assert [k for k, _ in found] == [DECISION_FIELDS[key].labels[0]]
     assert not set(k for k, _ in found) & LOOSEN
+
+
+def test_magnitudes_are_seconds_for_durations_infinite_for_a_limit_that_goes_and_zero_otherwise() -> None:
+    found = change_kinds(_outcome(), _outcome(**{"access_ttl": 1200, "refresh.rotation": True,
+                                                 "refresh.idle_timeout": None, "tier": "finance"}))
+    assert found == [("access longer", 600.0), ("rotation added", 0.0), ("idle timeout longer", math.inf),
+                     ("tier changed", 0.0)]
+
+
+def test_a_change_without_a_direction_does_not_hide_the_fields_after_it() -> None:
+    # no reuse grace means the issuer's default, which may be up to the 5m maximum: same rank as 5m
+    found = change_kinds(_outcome(**{"refresh.reuse_grace": None}),
+                         _outcome(**{"refresh.reuse_grace": 300, "step_up": False, "step_up_reasons": ()}))
+    assert found == [("refresh.reuse_grace changed", 0.0), ("step-up removed", 0.0)]
+    both_denied = {"allow": False, "access_ttl": 0, "refresh_ttl": 0}
+    found = change_kinds(_outcome(**both_denied, deny_reason="a"), _outcome(**both_denied, deny_reason="b", tier="x"))
+    assert found == [("deny reason changed", 0.0), ("tier changed", 0.0)]
+
+
+def test_a_step_up_flip_is_one_change_not_also_a_changed_reason() -> None:
+    found = change_kinds(_outcome(), _outcome(step_up=False, step_up_reasons=(), access_ttl=60, tier="finance"))
+    assert found == [("access shorter", 540.0), ("step-up removed", 0.0), ("tier changed", 0.0)]
+
+
+def test_a_context_only_one_side_accepts_is_the_one_change() -> None:
+    refused = Outcome((), frozenset(), "user.risk: not a number")
+    assert change_kinds(_outcome(), refused) == [("context refused", math.inf)]
+    assert change_kinds(refused, _outcome()) == [("context accepted", math.inf)]
+    assert change_kinds(refused, Outcome((), frozenset(), "user.risk: out of range")) == []
+    assert change_kinds(refused, refused) == []
 
 
 # -- policy changes, one field at a time: loosening fails the gate, tightening is reported ----------
@@ -366,3 +397,166 @@ def test_the_compared_values_are_the_decisions_json_values() -> None:
         for part in key.split("."):
             expected = expected[part]
         assert value == (tuple(expected) if isinstance(expected, list) else expected), key
+
+
+# -- the pieces of the report: headline, grid addresses, replayed logs -----------------------------
+
+def _report(kinds: list[str], added: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> Any:
+    from ttlpolicy.diffing import DiffReport, Group
+
+    return DiffReport([], [Group("p", kind, ()) for kind in kinds], list(added), list(removed))
+
+
+@pytest.mark.parametrize(("kinds", "added", "removed", "headline"), [
+    ([], (), (), "no decision changes"),
+    (["access longer"], (), (), "LOOSENS: 1 kind of decision now lives longer or is allowed more (access longer)"),
+    (["refresh longer", "access longer"], (), (),
+     "LOOSENS: 2 kinds of decision now live longer or are allowed more (access longer, refresh longer)"),
+    (["access shorter"], (), (), "tightens only: 1 kind of decision now lives shorter or is refused more (access shorter)"),
+    (["access shorter", "allow→deny"], (), (),
+     "tightens only: 2 kinds of decision now live shorter or are refused more (access shorter, allow→deny)"),
+    (["access shorter", "tier changed"], (), (),
+     "changes: 1 kind of decision now lives shorter or is refused more (access shorter); "
+     "1 kind of decision changed without a direction (tier changed)"),
+    (["tier changed", "deny reason changed"], (), (),
+     "changes: 2 kinds of decision changed without a direction (deny reason changed, tier changed)"),
+    ([], ("a",), (), "LOOSENS: 1 policy added (a): every decision is new"),
+    ([], ("a", "b"), ("c",), "LOOSENS: 2 policies added (a, b): every decision is new; 1 policy removed"),
+    ([], (), ("c", "d"), "changes: 2 policies removed"),
+])
+def test_the_headline(kinds: list[str], added: tuple[str, ...], removed: tuple[str, ...], headline: str) -> None:
+    assert _report(kinds, added, removed).headline() == headline
+
+
+def test_grid_addresses_sit_inside_each_zone_at_its_edges_and_outside_all() -> None:
+    from ttlpolicy.diffing import boundary_addresses, zone_addresses
+
+    policy = load_sources({"p.yaml": HEAD.replace("zones:\n  office: [10.0.0.0/24]",
+                                                  "zones:\n  office: [10.0.0.0/24]\n  vpn: [192.168.7.9/32]\n"
+                                                  "  lab: [203.0.113.0/24]") + "  []\n"}).get("p")
+    assert zone_addresses(policy) == {"office": "10.0.0.1", "vpn": "192.168.7.9", "lab": "203.0.113.1",
+                                      "none": "192.0.2.7"}
+    found = boundary_addresses(policy)
+    for address in ("9.255.255.255", "10.0.0.0", "10.0.0.1", "10.0.0.255", "10.0.1.0", "192.168.7.8",
+                    "192.168.7.9", "192.168.7.10", "203.0.112.255", "203.0.113.0", "203.0.113.1", "203.0.113.255",
+                    "203.0.114.0", "192.0.2.7"):
+        assert address in found, address
+    assert len(found) == 14
+
+
+def test_values_are_described_as_a_reader_writes_them() -> None:
+    from ttlpolicy.diffing import ABSENT, describe_value
+
+    assert describe_value(ABSENT) == "(absent)"
+    assert describe_value(("age", 3600)) == "now - 3600s"
+    assert [describe_value((day, 9)) for day in range(7)] == [
+        "mon 09:30", "tue 09:30", "wed 09:30", "thu 09:30", "fri 09:30", "sat 09:30", "sun 09:30"]
+    assert describe_value("managed") == "managed"
+
+
+def test_a_replayed_log_skips_blank_lines_and_names_its_policy(tmp_path: Path) -> None:
+    from ttlpolicy.diffing import read_replay
+
+    log = tmp_path / "decisions.jsonl"
+    log.write_text("\n".join([
+        json.dumps({"context": {"user": {"mfa": True}}, "time": "2026-03-02T10:00:00Z", "policy": "p"}),
+        "",
+        json.dumps({"context": {}, "time": "2026-03-02T11:00:00Z", "policy": {"name": "q", "digest": "x"}}),
+        json.dumps({"context": {}, "time": "2026-03-02T12:00:00Z", "policy": 7}),
+        json.dumps({"context": {}, "time": "2026-03-02T13:00:00Z"}),
+    ]) + "\n", encoding="utf-8")
+    records = list(read_replay(log))
+    assert [(r[0], r[3]) for r in records] == [(f"{log}:1", "p"), (f"{log}:3", "q"), (f"{log}:4", None),
+                                               (f"{log}:5", None)]
+    assert records[0][1] == {"user": {"mfa": True}}
+    assert records[1][2] == datetime(2026, 3, 2, 11, 0, tzinfo=timezone.utc)
+    log.write_text(json.dumps({"context": [1], "time": "2026-03-02T10:00:00Z"}) + "\n")
+    with pytest.raises(ValueError, match=r":1: not a decision log record \(context is not an object\)$"):
+        list(read_replay(log))
+
+
+def _group(*scenarios: dict[str, Any], source: str = "grid") -> Any:
+    from ttlpolicy.diffing import Change, Group
+
+    now = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    outcome = _outcome()
+    return Group("p", "access longer", (), [(Change(source, s, {}, now, outcome, outcome), 1.0) for s in scenarios])
+
+
+def test_a_group_is_explained_by_the_grid_values_it_is_limited_to() -> None:
+    from ttlpolicy.diffing import ABSENT, Grid, _common
+
+    grid = Grid({"device.trust": ["managed", "unmanaged", ABSENT], "user.mfa": [True, False]}, "UTC")
+    only_unmanaged = _group({"device.trust": "unmanaged", "user.mfa": True}, {"device.trust": "unmanaged", "user.mfa": False})
+    assert _common(only_unmanaged, (grid, True)) == {"device.trust": "unmanaged"}
+    two_of_three = _group({"device.trust": "unmanaged", "user.mfa": True}, {"device.trust": ABSENT, "user.mfa": True})
+    assert _common(two_of_three, (grid, True)) == {"device.trust": ["unmanaged", "(absent)"], "user.mfa": True}
+    # a sampled grid: 2 scenarios are too few to say a dimension's missing values mean anything
+    assert _common(two_of_three, (grid, False)) == {}
+    many = _group(*[{"device.trust": "unmanaged", "user.mfa": mfa} for mfa in [True, False] * 5])
+    assert _common(many, (grid, False)) == {"device.trust": "unmanaged"}
+
+
+def test_replayed_contexts_are_explained_by_the_values_they_all_share() -> None:
+    from ttlpolicy.diffing import _common
+
+    group = _group({"user.mfa": True, "device.trust": "managed", "tier": "gold"},
+                   {"user.mfa": True, "device.trust": "unmanaged"},
+                   {"user.mfa": True, "device.trust": "managed", "tier": "gold"}, source="replay:1")
+    assert _common(group, None) == {"user.mfa": True}
+    one = _group({"user.mfa": False, "time": (0, 9)}, source="replay:1")
+    assert _common(one, None) == {"time": "mon 09:30", "user.mfa": False}
+    assert _common(_group({"user.mfa": 1}, {"user.mfa": True}, source="replay:1"), None) == {}  # 1 == True, not the same
+
+
+def test_grid_addresses_stop_at_the_ends_of_the_address_space_v4_before_v6() -> None:
+    from ttlpolicy.diffing import boundary_addresses, zone_addresses
+
+    policy = load_sources({"p.yaml": HEAD.replace(
+        "zones:\n  office: [10.0.0.0/24]",
+        'zones:\n  low: [0.0.0.0/31]\n  high: [255.255.255.254/31]\n'
+        '  v6: ["2001:db8::/126", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127", "::/127"]') + "  []\n"}).get("p")
+    assert zone_addresses(policy) == {"low": "0.0.0.0", "high": "255.255.255.254", "v6": "2001:db8::1",
+                                      "none": "203.0.113.7"}
+    assert boundary_addresses(policy) == [
+        "0.0.0.0", "0.0.0.1", "0.0.0.2", "203.0.113.7", "255.255.255.253", "255.255.255.254", "255.255.255.255",
+        "::", "::1", "::2", "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8::", "2001:db8::1", "2001:db8::3",
+        "2001:db8::4", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffd", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
+
+
+def test_a_scenario_becomes_a_nested_context_at_half_past_its_hour_in_the_policy_zone() -> None:
+    from ttlpolicy.diffing import ABSENT, scenario_context
+
+    context, now = scenario_context({"device.trust": "managed", "user.mfa": ABSENT, "tier": "gold",
+                                     "user.auth_time": ("age", 7200)}, "Europe/Berlin")
+    assert now == datetime(2025, 1, 8, 12, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # a Wednesday noon by default
+    assert context == {"device": {"trust": "managed"}, "tier": "gold",
+                       "user": {"auth_time": "2025-01-08T10:30:00+01:00"}}
+    _, monday_morning = scenario_context({"time.now": (0, 9)}, "UTC")
+    assert monday_morning == datetime(2025, 1, 6, 9, 30, tzinfo=ZoneInfo("UTC"))
+
+
+def test_each_side_decides_on_the_attributes_it_declares_and_a_refusal_says_why() -> None:
+    from ttlpolicy.diffing import decide_outcome
+
+    policy = load_sources({"p.yaml": HEAD + '  - {name: mfa, when: "user.mfa", access_ttl: {cap: 5m}}\n'}).get("p")
+    now = datetime(2025, 1, 8, 12, 30, tzinfo=timezone.utc)
+    outcome = decide_outcome(policy, {"user": {"mfa": True, "shoe_size": 44}, "weather": "rain",
+                                      "tier": "finance", "office": {"floor": 3}}, now)
+    assert outcome.refused is None and outcome.matched == frozenset({"mfa"})
+    assert outcome["access_ttl"] == 300 and outcome["tier"] == "finance"
+    refused = decide_outcome(policy, {"user": {"mfa": "yes"}, "tier": "nope"}, now)
+    assert refused.values == () and refused.matched == frozenset()
+    assert refused.refused == "user.mfa: expected a boolean, got string; tier: 'nope' is not one of standard, finance"
+
+
+def test_a_field_added_to_the_comparison_is_read_from_the_decision_s_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ttlpolicy import diffing
+
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "policy.name", diffing.DecisionField(("renamed",)))  # type: ignore[index]
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "expires_at.access", diffing.DecisionField(("moved",)))  # type: ignore[index]
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "matched", diffing.DecisionField(("rules",)))  # type: ignore[index]
+    decision = load_sources({"p.yaml": HEAD + "  []\n"}).decide({}, now="2026-03-02T10:00:00Z")
+    values = diffing.decision_values(decision)
+    assert (values["policy.name"], values["expires_at.access"], values["matched"]) == ("p", "2026-03-02T11:00:00Z", ())

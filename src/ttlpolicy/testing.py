@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable
 
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -39,6 +39,9 @@ from .errors import ContextError, Location, PolicyError, Problem, ProblemCollect
 from .load import Document, parse_document, read_source
 from .policyset import PolicySet, load_policies
 from .suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from .prove.invariants import InvariantResult
 
 TEST_SUFFIXES = (".yaml", ".yml")
 # Without a `now`, a case would depend on the wall clock (off-hours rules!). Tests must be
@@ -96,12 +99,30 @@ class Case(_Strict):
     expect: Expect
 
 
+class InvariantSpec(_Strict):
+    """A property of every decision, proved by ``ttlpolicy test`` and ``ttlpolicy verify``
+    (see :mod:`ttlpolicy.prove.invariants`)."""
+
+    name: str
+    policy: str | None = None
+    when: str = "true"
+    always: str
+    timeout: float | None = Field(default=None, gt=0, description="seconds per solver query")
+
+
 class TestFile(_Strict):
     policies: str | None = None
     policy: str | None = None
     now: Timestamp | None = None
     description: str = ""
-    cases: list[Case] = Field(min_length=1)
+    cases: list[Case] = []
+    invariants: list[InvariantSpec] = []
+
+    @pydantic.model_validator(mode="after")
+    def _something_to_test(self) -> "TestFile":
+        if not self.cases and not self.invariants:
+            raise ValueError("a test file needs at least one case or invariant")
+        return self
 
 
 @dataclass
@@ -115,6 +136,15 @@ class Suite:
 
     def case_location(self, index: int) -> Location:
         return self.document.location(("cases", index, "name"))
+
+    def invariant_location(self, index: int, part: str | None = None, line: int = 1, column: int = 1) -> Location:
+        """Where invariant ``index`` is, or a place inside its ``when``/``always`` expression."""
+        if part is None or ("invariants", index, part) not in self.document.value_marks:
+            return self.document.location(("invariants", index, "name"))
+        text = getattr(self.model.invariants[index], part)
+        lines = text.split("\n")
+        offset = sum(len(x) + 1 for x in lines[: line - 1]) + column - 1
+        return self.document.string_location(("invariants", index, part), offset)
 
 
 @dataclass
@@ -171,14 +201,20 @@ class Coverage:
 class Report:
     results: list[CaseResult]
     coverage: Coverage
+    invariants: list[InvariantResult] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CaseResult]:
         return [r for r in self.results if not r.ok]
 
     @property
+    def failed_invariants(self) -> list[InvariantResult]:
+        """Invariants not proved: refuted, unknown or wrong."""
+        return [r for r in self.invariants if not r.ok]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.failed_invariants
 
 
 def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
@@ -246,7 +282,7 @@ def parse_test_file(file: str, text: str, policies: str | Path | None = None) ->
 
 # The mapping a key sits in, by the key that holds that mapping: for "did you mean" on an unknown key.
 _MODELS: dict[str | None, type[BaseModel]] = {None: TestFile, "cases": Case, "expect": Expect,
-                                              "refresh": ExpectedRefresh}
+                                              "refresh": ExpectedRefresh, "invariants": InvariantSpec}
 _TYPE_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number", "string": "a string",
                "list": "a list", "dict": "a mapping", "model": "a mapping"}
 
@@ -268,12 +304,15 @@ def _explain(error: Any) -> str:
 
 
 def run_tests(suites: Iterable[Suite], loader: Callable[[Path], PolicySet] = load_policies,
-              select: Callable[[str], bool] | None = None) -> Report:
-    """Run every case of ``suites`` (those whose name ``select`` accepts); loads each policy directory once.
+              select: Callable[[str], bool] | None = None, *, cases: bool = True, invariants: bool = True,
+              timeout: float | None = None) -> Report:
+    """Run every case and invariant of ``suites`` (those whose name ``select`` accepts); loads each
+    policy directory once. ``timeout`` (seconds per solver query) overrides the invariants' own.
 
     Raises :class:`PolicyError` when a policy directory does not load, and
     :class:`UnknownPolicyError` when a test names a policy the set does not hold.
     """
+    suites = list(suites)
     sets: dict[Path, PolicySet] = {}
     results: list[CaseResult] = []
     coverage = Coverage()
@@ -284,7 +323,7 @@ def run_tests(suites: Iterable[Suite], loader: Callable[[Path], PolicySet] = loa
             for policy in sets[key]:
                 coverage.rules[policy.name] = [rule.name for rule in policy.rules]
         policy_set = sets[key]
-        for index, case in enumerate(suite.model.cases):
+        for index, case in enumerate(suite.model.cases if cases else ()):
             if select is not None and not select(case.name):
                 continue
             name = case.policy or suite.model.policy
@@ -292,7 +331,33 @@ def run_tests(suites: Iterable[Suite], loader: Callable[[Path], PolicySet] = loa
             result = _run_case(policy_set, policy.name, case, case.now or suite.model.now or DEFAULT_NOW,
                                suite, index, coverage)
             results.append(result)
-    return Report(results, coverage)
+    report = Report(results, coverage)
+    if invariants:
+        report.invariants = _run_invariants(suites, sets, select, timeout)
+    return report
+
+
+def _run_invariants(suites: list[Suite], sets: dict[Path, PolicySet], select: Callable[[str], bool] | None,
+                    timeout: float | None) -> list[InvariantResult]:
+    from .prove.invariants import check_invariant
+    from .prove.solve import DEFAULT_TIMEOUT
+
+    out: list[InvariantResult] = []
+    for suite in suites:
+        policy_set = sets[suite.policy_dir.resolve()]
+        for index, spec in enumerate(suite.model.invariants):
+            if select is not None and not select(spec.name):
+                continue
+            name = spec.policy or suite.model.policy
+            policy_set.get(name)  # UnknownPolicyError for a typo, as for cases
+
+            def locate(part: str, line: int, column: int, index: int = index) -> Location:
+                return suite.invariant_location(index, part, line, column)
+
+            out.append(check_invariant(policy_set, name, spec.name, spec.when, spec.always,
+                                       suite.invariant_location(index), locate,
+                                       timeout=timeout or spec.timeout or DEFAULT_TIMEOUT))
+    return out
 
 
 def _run_case(policy_set: PolicySet, policy: str, case: Case, now: str, suite: Suite, index: int,
@@ -348,5 +413,5 @@ def compare(expect: Expect, decision: Decision) -> list[tuple[str, Any, Any]]:
     return out
 
 
-__all__ = ["Case", "Coverage", "Expect", "Report", "Suite", "TestFile", "compare", "discover", "load_test_file",
-           "parse_test_file", "run_tests"]
+__all__ = ["Case", "Coverage", "Expect", "InvariantSpec", "Report", "Suite", "TestFile", "compare", "discover",
+           "load_test_file", "parse_test_file", "run_tests"]

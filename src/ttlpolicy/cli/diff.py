@@ -17,18 +17,22 @@ import math
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..diffing import (DECISION_FIELDS, Change, DiffReport, Group, Outcome, Progress, diff_policies,
                         read_replay)
 from ..durations import format_duration
 from ..errors import PolicyError, render_text
 from ..policyset import POLICY_SUFFIXES, PolicySet, load_policies, load_sources
-from .output import colourise, fail, write_json
+from .output import colourise, decision_text, fail, write_json
+
+if TYPE_CHECKING:
+    from ..prove.diff import PolicyProof
 
 
 EXAMPLES = (
     'ttlpolicy diff --git origin/main --fail-on loosen   # what this branch changes; fail if a token lives longer',
+    "ttlpolicy diff --prove policies-old policies --fail-on loosen   # prove it for every request (SMT), or show one",
     'ttlpolicy diff policies-old policies --format markdown > diff.md   # two directories, as a PR comment',
     "ttlpolicy diff --git HEAD~1 --replay decisions.jsonl   # also replay yesterday's decision log",
 )
@@ -56,6 +60,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text",
                         help="text for people (default), json, markdown for a pull-request comment, or html: one "
                              "self-contained page with change maps (see --x, --y) and every group")
+    parser.add_argument("--prove", action="store_true",
+                        help="also prove, field by field, that HEAD never loosens a decision for any valid request, "
+                             "or show one that it does (SMT solver; see docs/proofs.md); --fail-on loosen then uses "
+                             "the proof where it is complete and the grid elsewhere, and says which")
+    parser.add_argument("--prove-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="with --prove: time limit per solver query; past it a field is 'unknown' (default: 10)")
     parser.add_argument("--x", default="time.hour", metavar="ATTR", help="html: change maps across ATTR (time.hour)")
     parser.add_argument("--y", default="device.trust", metavar="ATTR", help="html: change maps down ATTR (device.trust)")
     parser.set_defaults(run=run)
@@ -95,12 +105,27 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot read replay log: {exc.strerror or exc}")
     except ValueError as exc:
         return fail(str(exc))
+    if args.prove_timeout <= 0:
+        return fail("--prove-timeout must be more than 0 seconds")
     report = diff_policies(base, head, max_scenarios=args.max_scenarios, seed=args.seed, replay=replay,
                            only=args.policy, progress=terminal_progress(sys.stderr))
+    proofs = None
+    if args.prove:
+        from ..prove.diff import prove_diff
+
+        proofs = prove_diff(base, head, only=args.policy, timeout=args.prove_timeout, grid=report)
+    verdict = loosening_verdict(report, proofs)
     if args.format == "json":
-        write_json(report_dict(report), sys.stdout)
+        out = report_dict(report)
+        if proofs is not None:
+            out["proof"] = [p.to_dict() for p in proofs]
+            out["loosening_decided_by"] = verdict[1]
+            out["loosening"] = verdict[0]
+        write_json(out, sys.stdout)
     elif args.format == "markdown":
         sys.stdout.write(markdown(report))
+        if proofs is not None:
+            sys.stdout.write(proof_markdown(proofs, verdict))
     elif args.format == "html":
         from .diff_html import html_report
 
@@ -108,9 +133,74 @@ def run(args: argparse.Namespace) -> int:
                                      outcome_text))
     else:
         sys.stdout.write(colourise(text(report)))
+        if proofs is not None:
+            sys.stdout.write(colourise(proof_text(proofs, verdict)))
     if args.fail_on == "any" and report.changed:
         return 1
-    return 1 if args.fail_on == "loosen" and report.loosening else 0
+    return 1 if args.fail_on == "loosen" and verdict[0] else 0
+
+
+def loosening_verdict(report: DiffReport, proofs: list[PolicyProof] | None) -> tuple[bool, dict[str, str]]:
+    """Whether the change loosens, and for each policy what says so: ``proof`` where every field
+    is proved or refuted, else ``grid`` (the sampled scenarios), with the reason."""
+    if proofs is None:
+        return report.loosening, {p.policy: "grid" for p in report.policies}
+    by: dict[str, str] = {}
+    loosens = bool(report.added)
+    for proof in proofs:
+        if proof.decided:
+            by[proof.policy] = "proof"
+            loosens = loosens or proof.loosens
+        else:
+            unknown = [f.field for f in proof.fields if f.status == "unknown"]
+            by[proof.policy] = f"grid ({', '.join(unknown)} not decided by the proof)"
+            loosens = loosens or proof.loosens or any(g.loosening for g in report.groups if g.policy == proof.policy)
+    return loosens, by
+
+
+_STATUS = {"equivalent": "equivalent", "never loosens": "never loosens (proved)", "loosens": "LOOSENS",
+           "changes": "changes", "unknown": "unknown", "not proved": "not proved"}
+
+
+def _proof_lines(proof: PolicyProof) -> list[str]:
+    lines: list[str] = []
+    for f in proof.fields:
+        if f.status == "equivalent" and f.how in ("digest", "constant", "smt"):
+            continue  # listed together below
+        reason = f" — {f.location}: {f.reason}" if f.location is not None else f" — {f.reason}" if f.reason else ""
+        how = {"smt": "solver", "grid": "grid"}.get(f.how, f.how)
+        lines.append(f"  {f.field}: {_STATUS[f.status]}" + (f" [{how}]" if how else "") + reason)
+        if f.counterexample is not None:
+            ce = f.counterexample
+            lines.append(f"    counterexample: {json.dumps(ce.context, sort_keys=True)} at {ce.now.isoformat()}")
+            for side, decision in (("base", ce.base), ("head", ce.head)):
+                lines.append(f"    {side}:")
+                lines += ["      " + line for line in decision_text(decision.to_dict()).splitlines()]
+    same = [f.field for f in proof.fields if f.status == "equivalent"]
+    if same:
+        lines.append(f"  equivalent (proved): {', '.join(same)}")
+    return lines
+
+
+def proof_text(proofs: list[PolicyProof], verdict: tuple[bool, dict[str, str]]) -> str:
+    """The proof section of the text report: per policy, each field's verdict and counterexamples."""
+    lines = ["", "proof (for every valid request; docs/proofs.md says what is and is not proved):"]
+    for proof in proofs:
+        state = ("LOOSENS" if proof.loosens else "equivalent" if proof.equivalent else
+                 "never loosens" if proof.decided else "not fully decided")
+        lines.append(f"policy {proof.policy}: {state} ({proof.seconds:.1f}s)")
+        lines += _proof_lines(proof)
+    lines.append("--fail-on loosen decided by: " + "; ".join(f"{k}: {v}" for k, v in verdict[1].items()))
+    return "\n".join(lines) + "\n"
+
+
+def proof_markdown(proofs: list[PolicyProof], verdict: tuple[bool, dict[str, str]]) -> str:
+    lines = ["", "#### Proof (every valid request)", "", "| policy | field | verdict |", "|---|---|---|"]
+    for proof in proofs:
+        for f in proof.fields:
+            lines.append(f"| {proof.policy} | {f.field} | {_STATUS[f.status]}{' — ' + f.reason if f.reason else ''} |")
+    lines += ["", "`--fail-on loosen` decided by: " + "; ".join(f"{k}: {v}" for k, v in verdict[1].items()), ""]
+    return "\n".join(lines)
 
 
 def terminal_progress(stream: TextIO) -> Progress | None:

@@ -20,7 +20,7 @@ from .. import __version__
 # Subcommand modules, each with ``register(subparsers)`` and ``EXAMPLES``; imported lazily
 # inside the subcommand's ``run`` so that ``ttlpolicy lint`` does not pay for the HTTP stack.
 COMMANDS = ("init", "lint", "fmt", "test", "decide", "eval", "diff", "serve", "schema", "heatmap", "report",
-            "compile", "bundle", "revoke", "revocations", "emergency", "completion")
+            "verify", "compile", "bundle", "revoke", "revocations", "emergency", "completion")
 
 DESCRIPTION = "Adaptive token lifetimes as declarative, type-checked policy."
 MAIN_EXAMPLES = (

@@ -12,11 +12,14 @@ import json
 import os
 import sys
 import xml.etree.ElementTree as ET
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..durations import format_duration
 from ..errors import PolicyError, Problem, UnknownPolicyError, render_text
 from ..testing import CaseResult, Report, Suite, discover, load_test_file, run_tests
+
+if TYPE_CHECKING:
+    from ..prove.invariants import InvariantResult
 from .output import colourise, decision_text, fail, missing_policies_hint, plural, write_json
 
 
@@ -48,7 +51,14 @@ def register(sub: Any) -> None:
                              "(case-insensitive)")
     parser.add_argument("--watch", action="store_true",
                         help="run again whenever a test or policy file changes (Ctrl-C stops)")
+    add_timeout(parser)
     parser.set_defaults(run=run)
+
+
+def add_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="time limit per solver query when proving invariants; past it an invariant is "
+                             "'unknown' (default: each invariant's `timeout`, else 10)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,9 +106,11 @@ def selector(pattern: str | None) -> Callable[[str], bool] | None:
     return lambda name: wanted in name.lower()
 
 
-def run_once(args: argparse.Namespace) -> int:
+def run_once(args: argparse.Namespace, *, cases: bool = True) -> int:
     if not 0 <= args.min_coverage <= 100:
         return fail("--min-coverage must be between 0 and 100")
+    if args.timeout is not None and args.timeout <= 0:
+        return fail("--timeout must be more than 0 seconds")
     files, problems = discover(args.paths)
     suites: list[Suite] = []
     sources: dict[str, str] = {}
@@ -116,23 +128,28 @@ def run_once(args: argparse.Namespace) -> int:
                 print(f"ttlpolicy: error: cannot test {path}{hint}", file=sys.stderr)
         return code
     try:
-        report = run_tests(suites, select=selector(args.run_pattern))
+        report = run_tests(suites, select=selector(args.run_pattern), cases=cases, timeout=args.timeout)
     except PolicyError as exc:
         return _usage_problems(exc.problems, exc.sources, args.format)
     except UnknownPolicyError as exc:
         return fail(str(exc))
-    if args.run_pattern is not None and not report.results:
+    if args.run_pattern is not None and not report.results and not report.invariants:
         return fail(f"no case name matches --run {args.run_pattern!r}")
-    low = report.coverage.percent < args.min_coverage
+    low = cases and report.coverage.percent < args.min_coverage
     if args.format == "json":
-        write_json({"ok": report.ok and not low, "passed": len(report.results) - len(report.failed),
-                    "failed": len(report.failed), "cases": [r.to_dict() for r in report.results],
-                    "coverage": {**report.coverage.to_dict(), "min": args.min_coverage}}, sys.stdout)
+        out: dict[str, Any] = {"ok": report.ok and not low}
+        if cases:
+            out.update({"passed": len(report.results) - len(report.failed), "failed": len(report.failed),
+                        "cases": [r.to_dict() for r in report.results],
+                        "coverage": {**report.coverage.to_dict(), "min": args.min_coverage}})
+        out["invariants"] = [r.to_dict() for r in report.invariants]
+        write_json(out, sys.stdout)
     elif args.format == "junit":
         sys.stdout.write(junit_xml(report))
     else:
-        print(colourise(text_report(report, args.min_coverage, args.verbose)))
-    return 1 if report.failed or low else 0
+        text = text_report(report, args.min_coverage, args.verbose) if cases else invariants_text(report, args.verbose)
+        print(colourise(text))
+    return 1 if not report.ok or low else 0
 
 
 def _usage_problems(problems: list[Problem], sources: dict[str, str], fmt: str) -> int:
@@ -182,6 +199,30 @@ def text_report(report: Report, min_coverage: float = 0.0, verbose: bool = False
         lines.append(f"coverage {cov.percent:g}% is below the minimum {min_coverage:g}%")
     failed = len(report.failed)
     lines.append(f"{len(report.results) - failed} passed, {failed} failed")
+    if report.invariants:
+        lines.append(invariants_text(report, verbose))
+    return "\n".join(lines)
+
+
+def invariant_text(result: InvariantResult) -> str:
+    """One invariant's outcome; a refutation with its counterexample and the decision's trace."""
+    head = {"proved": "PROVED", "refuted": "REFUTED", "unknown": "UNKNOWN", "error": "ERROR"}[result.status]
+    how = f" ({'by the scenario grid' if result.how == 'grid' else 'by the SMT solver'})" if result.how else ""
+    lines = [f"{head} {result.location}: {result.name} (policy {result.policy}){how}"]
+    if result.reason:
+        where = f"{result.where}: " if result.where is not None else ""
+        lines.append(f"  {where}{result.reason}")
+    if result.context is not None and result.now is not None:
+        lines.append(f"  counterexample: {json.dumps(result.context, sort_keys=True)} at {result.now.isoformat()}")
+        if result.decision is not None:
+            lines += ["    " + line for line in decision_text(result.decision.to_dict()).splitlines()]
+    return "\n".join(lines)
+
+
+def invariants_text(report: Report, verbose: bool = False) -> str:
+    lines = [invariant_text(r) for r in report.invariants if verbose or not r.ok]
+    proved = sum(r.ok for r in report.invariants)
+    lines.append(f"invariants: {proved} proved, {len(report.invariants) - proved} not proved")
     return "\n".join(lines)
 
 
@@ -203,5 +244,25 @@ def junit_xml(report: Report) -> str:
                 summary = "; ".join(f"{k}: expected {_show(k, e)}, got {_show(k, a)}" for k, e, a in result.mismatches)
                 failure = ET.SubElement(case, "failure", message=summary, type="mismatch")
                 failure.text = failure_text(result)
+    if report.invariants:
+        by_invariant_file: dict[str, list[InvariantResult]] = {}
+        for inv in report.invariants:
+            by_invariant_file.setdefault(inv.location.file, []).append(inv)
+        for file, invariants in by_invariant_file.items():
+            failures = sum(r.status == "refuted" for r in invariants)
+            errors = sum(r.status in ("unknown", "error") for r in invariants)
+            suite = ET.SubElement(root, "testsuite", name=f"{file} (invariants)", tests=str(len(invariants)),
+                                  failures=str(failures), errors=str(errors), skipped="0")
+            for inv in invariants:
+                case = ET.SubElement(suite, "testcase", name=inv.name, classname=f"{inv.policy}.invariants",
+                                     file=file, line=str(inv.location.line), time=f"{inv.seconds:.3f}")
+                if inv.status == "refuted":
+                    failure = ET.SubElement(case, "failure", message="refuted by a counterexample", type="refuted")
+                    failure.text = invariant_text(inv)
+                elif inv.status in ("unknown", "error"):
+                    error = ET.SubElement(case, "error", message=inv.reason or inv.status, type=inv.status)
+                    error.text = invariant_text(inv)
+        root.set("tests", str(len(report.results) + len(report.invariants)))
+        root.set("failures", str(len(report.failed) + sum(r.status == "refuted" for r in report.invariants)))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

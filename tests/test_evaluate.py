@@ -226,7 +226,8 @@ def test_a_failed_condition_applies_only_its_tightening_effects_and_names_them()
 
 
 SESSIONS = _policy(
-    defaults={"access_ttl": "1h", "refresh_ttl": "1d", "refresh": {"max_session": "8h", "idle_timeout": "12h"}},
+    defaults={"access_ttl": "1h", "refresh_ttl": "1d",
+              "refresh": {"max_session": "8h", "idle_timeout": "12h", "reuse_grace": "1m"}},
     rules=[{"name": "short-session", "when": "user.mfa == false", "refresh": {"max_session": "2h", "idle_timeout": "90m"}}])
 
 
@@ -259,6 +260,7 @@ def test_one_second_of_session_left_bounds_both_lifetimes() -> None:
 
 def test_without_a_session_start_the_cap_bounds_each_token() -> None:
     decision = _decide(SESSIONS, {"user": {"mfa": True}})
+    assert decision["refresh"]["reuse_grace"] == 60  # the default, no rule sets one
     assert decision["expires_at"]["session"] is None
     assert decision["trace"][2:] == [_step("refresh_ttl", "idle_timeout", 43200, 43200, source="defaults"),
                                      _step("refresh_ttl", "session", 28800, 28800, source="defaults")]

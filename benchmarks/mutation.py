@@ -253,6 +253,9 @@ def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
                          f"{row.finished} on {machine} |")
         elif name in kept:
             lines.append(kept[name])
+    missing = [name for name in GROUPS if name not in rows and name not in kept]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
     lines += ["", "Equivalent mutants are listed with their reasons in tests/mutation/equivalent.txt "
               f"({len(equivalent)} entries).", ""]
     survivors: dict[str, list[str]] = {}  # function -> the numbers of its unexplained survivors

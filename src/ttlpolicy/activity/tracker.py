@@ -153,16 +153,25 @@ class ActivityTracker:
         reads = self.queue_observe(batch, request)
         return reads.values(batch.execute())
 
-    def _queue_request_writes(self, batch: Batch, request: Request) -> None:
+    def queue_requests(self, batch: Batch, requests: Iterable[Request]) -> int:
+        """Queue the recording of decided requests (no reads) on ``batch``, oldest first so the
+        newest stamp wins whatever order they arrive in; returns how many operations."""
+        return sum(self._queue_request_writes(batch, r) for r in sorted(requests, key=lambda r: r.now))
+
+    def _queue_request_writes(self, batch: Batch, request: Request) -> int:
         subject, now = request.subject, request.now
         if subject is None:
-            return
+            return 0
         stamp = repr(now)
+        queued = 1
         if request.country is not None:
             batch.map_put(subject_key(subject, "countries"), request.country, stamp, COUNTRY_MEMORY)
+            queued += 1
         if request.ip is not None:
             batch.map_put(subject_key(subject, "ips"), request.ip, stamp, DAY)
+            queued += 1
         batch.put(subject_key(subject, "last"), stamp, COUNTRY_MEMORY)
+        return queued
 
     # -- events -----------------------------------------------------------------------------
 

@@ -1,17 +1,19 @@
 """The recording of decided requests off the decide path: a policy that reads no ``activity.*``
-costs no write transaction (and no activity read) per decision, its requests are still recorded
+costs no store round trip per decision (actions in force come from memory), its requests are still recorded
 (in the background, and on shutdown), a policy that reads activity sees every request before it,
 and what cannot be recorded is counted, never lost silently."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+from ttlpolicy.activity.responses import ActionStore
 from ttlpolicy.server import Settings, activity_api, create_app
 from ttlpolicy.state import StoreUnavailable, open_store
 
@@ -66,6 +68,10 @@ class _CountingStore:
         return [ops for thread, ops in self.executed[since:] if not thread.startswith("ttlpolicy-")]
 
 
+DETECTOR = {"name": "refresh-burst", "events": ["token.refreshed"], "per": "subject",
+            "threshold": {"count": 2, "within": "10m"}, "respond": ["disable_refresh"], "for": "1h"}
+
+
 def make_client(tmp_path: Path) -> tuple[TestClient, _CountingStore, str]:
     policies = tmp_path / "policies"
     policies.mkdir()
@@ -73,7 +79,7 @@ def make_client(tmp_path: Path) -> tuple[TestClient, _CountingStore, str]:
     (policies / "plain.yaml").write_text(PLAIN)
     url = f"sqlite:///{tmp_path}/state.db"
     settings = {"policies": str(policies), "decision_log": {"sink": "off"}, "reload": {"watch": False},
-                "state": url}
+                "state": url, "activity": {"detectors": [DETECTOR]}}
     client = TestClient(create_app(Settings.model_validate(settings)), raise_server_exceptions=False)
     runtime = client.app.state.service.state.runtime  # type: ignore[attr-defined]
     counting = _CountingStore(runtime.store)
@@ -105,8 +111,7 @@ def test_a_policy_without_activity_writes_nothing_on_the_decide_path_and_is_reco
         for country in ("DE", "FR", "BR"):
             assert "activity" not in decide(client, "plain", country)
         on_path = counting.decide_path(since)
-        # One read of the actions in force per decision (subject and client), no write, no activity read.
-        assert on_path == [["map_get_all", "map_get_all"]] * 3
+        assert on_path == []  # no store round trip on the decide path: actions in force are in memory
         assert countries(url) == set()  # still waiting for the writer
     assert countries(url) == {"DE", "FR", "BR"}  # written on shutdown, in one transaction
     written = [ops for thread, ops in counting.executed if ops and set(ops) <= WRITES]
@@ -162,3 +167,30 @@ def test_what_cannot_be_recorded_is_counted(tmp_path: Path, monkeypatch: pytest.
         assert 'ttlpolicy_activity_unrecorded_total{reason="store_unavailable"} 2.0' in metrics
         assert client.get("/readyz").json()["state"]["status"] == "degraded"
     assert countries(url) == set()
+
+
+def test_actions_in_force_apply_without_a_round_trip_and_follow_take_and_undo(tmp_path: Path) -> None:
+    client, counting, url = make_client(tmp_path)
+    with client:
+        assert decide(client, "plain", "DE")["refresh_ttl"] == 86400
+        now = time.time()
+        events = [{"id": f"r-{i}", "type": "token.refreshed", "subject": "alice", "client": "web",
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 10 + i))} for i in range(2)]
+        fired = client.post("/v1/events", json={"events": events}).json()["detections"]
+        action_id = fired[0]["actions"][0]
+        since = len(counting.executed)
+        after = decide(client, "plain", "DE")  # the service that took the action applies it at once
+        assert after["refresh_ttl"] == 0 and after["activity"]["actions"] == [action_id]
+        assert counting.decide_path(since) == []
+        assert client.delete(f"/v1/actions/{action_id}").status_code == 200
+        assert decide(client, "plain", "DE")["refresh_ttl"] == 86400
+        # An action taken by another replica applies here once the version poll sees it.
+        api = client.app.state.service.activity  # type: ignore[attr-defined]
+        other = open_store(url)
+        try:
+            taken = ActionStore(other).take("step_up", "subject", "alice", "detector elsewhere", {}, time.time(), 600)
+        finally:
+            other.close()
+        api.refresh_actions()
+        elsewhere = decide(client, "plain", "DE")
+        assert elsewhere["step_up"] and elsewhere["activity"]["actions"] == [taken.id]

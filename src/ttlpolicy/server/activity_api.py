@@ -13,8 +13,10 @@ The decide path asks :meth:`ActivityAPI.observe` before the policy and
 :meth:`ActivityAPI.after_decision` after it (actions applied as trace steps that only tighten;
 counting). For a policy that reads ``activity.*``, ``observe`` is one store round trip: the
 recordings still waiting (below), the activity values, the actions in force, and the recording of
-this request, so the policy sees every request before it. For a policy that reads none, it only
-reads the actions in force (a read, no write transaction) and hands the recording to a writer
+this request, so the policy sees every request before it. For a policy that reads none, it
+makes no round trip at all: the actions in force come from a copy in memory (reloaded when
+``actions:version`` changes, polled once a second and right after this service takes or undoes
+one; without a loaded copy they are read from the store) and the recording goes to a writer
 thread that records the waiting requests in one transaction every ``WRITE_EVERY`` seconds
 (bounded: what does not fit, or what the store refuses, is counted in
 ``ttlpolicy_activity_unrecorded``; the rest is written on shutdown). When the store cannot answer,
@@ -182,6 +184,11 @@ class ActivityAPI:
         self._write_lock = threading.Lock()
         self._writer: threading.Thread | None = None
         self._writer_stop = threading.Event()
+        # The actions in force in memory, {(per, key): [(id, kind, until)]}, and the version they
+        # were read at; None until loaded (the decide path then reads them from the store).
+        self._actions: dict[tuple[str, str], list[tuple[str, str, float]]] | None = None
+        self._actions_version: str | None = None
+        self._actions_lock = threading.Lock()
         service.metrics.add_scrape_time(_ActiveTokens(self))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -193,6 +200,7 @@ class ActivityAPI:
         self._flusher = threading.Thread(target=self._flush_loop, name="ttlpolicy-active-tokens", daemon=True)
         self._flusher.start()
         if self.settings.enabled:
+            self.refresh_actions()
             self._writer_stop.clear()
             self._writer = threading.Thread(target=self._write_loop, name="ttlpolicy-activity-writer", daemon=True)
             self._writer.start()
@@ -248,14 +256,21 @@ class ActivityAPI:
             return Observation(None, error=health.reason or "the state store does not answer", client=client_id)
         store = self.runtime.store
         if compiled is not None and self._writer is not None and not self._reads(compiled):
-            batch = store.batch()  # reads only: no write transaction on the event loop
-            queued = ActionStore(store).queue_in_force(batch, subject, client_id)
-            try:
-                results = batch.execute()
-            except StoreUnavailable as exc:
-                return self._unavailable_observation(exc, client_id)
+            known = self._actions
+            if known is not None:  # no round trip
+                in_force = sorted((action_id, kind) for per, key in (("subject", subject), ("client", client_id))
+                                  if key is not None for action_id, kind, until in known.get((per, key), ())
+                                  if request.now < until)
+            else:
+                batch = store.batch()  # reads only: no write transaction on the event loop
+                ActionStore(store).queue_in_force(batch, subject, client_id)
+                try:
+                    results = batch.execute()
+                except StoreUnavailable as exc:
+                    return self._unavailable_observation(exc, client_id)
+                in_force = ActionStore.in_force(results, request.now)
             self._enqueue(request)
-            return Observation({}, ActionStore.in_force(results, request.now), client=client_id)
+            return Observation({}, in_force, client=client_id)
         tracker = ActivityTracker(store)
         with self._write_lock:
             pending = self._take_pending()
@@ -270,6 +285,21 @@ class ActivityAPI:
                 return self._unavailable_observation(exc, client_id)
         return Observation(reads.values(results), ActionStore.in_force(results[offset:offset + queued], request.now),
                            client=client_id)
+
+    def refresh_actions(self, force: bool = False) -> None:
+        """Reload the actions in force into memory when their version changed (or ``force``).
+        When the store cannot answer, the copy in memory keeps applying (actions only tighten)."""
+        store = self.runtime.store
+        with self._actions_lock:
+            try:
+                actions = ActionStore(store)
+                if not force and self._actions is not None and actions.version() == self._actions_version:
+                    return
+                self._actions_version, self._actions = actions.all_in_force(time.time())
+            except StoreUnavailable:
+                return  # the state layer's poller reports the store; the next tick tries again
+            except Exception:  # e.g. an unreadable record: keep the copy, say so, never kill the caller
+                log.exception("automatic actions not reloaded")
 
     def _unavailable_observation(self, exc: StoreUnavailable, client_id: str | None) -> Observation:
         self.metrics.unavailable.inc()
@@ -363,6 +393,8 @@ class ActivityAPI:
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(1.0):
+            if self.settings.enabled:
+                self.refresh_actions()
             self._flush_tokens()
             self._announce_ended_emergencies()
 
@@ -531,6 +563,7 @@ class ActivityAPI:
             log.warning("automatic %s for %s %s not made: %s", kind, per, key, exc)
             evidence["error"] = f"the state layer refused the {kind}: {exc}"
         action = ActionStore(store).take(kind, per, key, cause, evidence, now, seconds, refs)
+        self.refresh_actions(force=True)  # in force here from the next decision on
         self.metrics.actions.labels(kind, source).inc()
         self.alert("action.applied", action.to_dict())
         return action
@@ -677,6 +710,7 @@ class ActivityAPI:
         undone = ActionStore(store).undo(action_id, by, now)
         if undone is None or undone.undone_at != now:
             return undone  # unknown, or undone before (idempotent)
+        self.refresh_actions(force=True)
         for ref in undone.refs:
             if undone.kind == "emergency":
                 ended = self.runtime.emergencies.end(ref, by=by, now=now)

@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from ttlpolicy.activity.responses import ActionStore
+from ttlpolicy.activity.tracker import ActivityTracker, Request
 from ttlpolicy.server import Settings, activity_api, create_app
 from ttlpolicy.state import StoreUnavailable, open_store
 
@@ -194,3 +195,19 @@ def test_actions_in_force_apply_without_a_round_trip_and_follow_take_and_undo(tm
         api.refresh_actions()
         elsewhere = decide(client, "plain", "DE")
         assert elsewhere["step_up"] and elsewhere["activity"]["actions"] == [taken.id]
+
+
+def test_a_batch_of_recordings_keeps_each_fields_newest_time_whatever_the_order(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    try:
+        now = time.time()
+        requests = [Request("alice", "web", "DE", "203.0.113.9", now), Request("alice", None, "DE", None, now - 50),
+                    Request("alice", "web", "FR", None, now - 20), Request(None, "web", "BR", None, now + 1)]
+        batch = store.batch()
+        assert ActivityTracker(store).queue_requests(batch, reversed(requests)) == 4  # last, DE, FR, the IP
+        batch.execute()
+        assert store.map_get_all("act:s:alice:countries") == {"DE": repr(now), "FR": repr(now - 20)}
+        assert store.get("act:s:alice:last") == repr(now)
+        assert store.map_get_all("act:s:alice:ips") == {"203.0.113.9": repr(now)}
+    finally:
+        store.close()

@@ -154,24 +154,39 @@ class ActivityTracker:
         return reads.values(batch.execute())
 
     def queue_requests(self, batch: Batch, requests: Iterable[Request]) -> int:
-        """Queue the recording of decided requests (no reads) on ``batch``, oldest first so the
-        newest stamp wins whatever order they arrive in; returns how many operations."""
-        return sum(self._queue_request_writes(batch, r) for r in sorted(requests, key=lambda r: r.now))
+        """Queue the recording of decided requests (no reads) on ``batch``; returns how many
+        operations. Each map field and last-activity time keeps only its newest stamp, whatever
+        order the requests arrive in, so it is written once per batch, not per request."""
+        latest: dict[tuple[str, str], float] = {}  # (key, map field or "") -> newest time
+        for r in requests:
+            if r.subject is None:
+                continue
+            fields = [(subject_key(r.subject, "last"), "")]
+            if r.country is not None:
+                fields.append((subject_key(r.subject, "countries"), r.country))
+            if r.ip is not None:
+                fields.append((subject_key(r.subject, "ips"), r.ip))
+            for name in fields:
+                if latest.get(name, float("-inf")) < r.now:
+                    latest[name] = r.now
+        keeps = {"countries": COUNTRY_MEMORY, "ips": DAY}
+        for (key, field), at in latest.items():
+            if field:
+                batch.map_put(key, field, repr(at), keeps[key.rsplit(":", 1)[1]])
+            else:
+                batch.put(key, repr(at), COUNTRY_MEMORY)
+        return len(latest)
 
-    def _queue_request_writes(self, batch: Batch, request: Request) -> int:
+    def _queue_request_writes(self, batch: Batch, request: Request) -> None:
         subject, now = request.subject, request.now
         if subject is None:
-            return 0
+            return
         stamp = repr(now)
-        queued = 1
         if request.country is not None:
             batch.map_put(subject_key(subject, "countries"), request.country, stamp, COUNTRY_MEMORY)
-            queued += 1
         if request.ip is not None:
             batch.map_put(subject_key(subject, "ips"), request.ip, stamp, DAY)
-            queued += 1
         batch.put(subject_key(subject, "last"), stamp, COUNTRY_MEMORY)
-        return queued
 
     # -- events -----------------------------------------------------------------------------
 

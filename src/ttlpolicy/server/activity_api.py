@@ -76,7 +76,7 @@ MAX_LABELS = 200  # distinct client labels per metric; the rest are counted as "
 _ACTIVE_KEEP = 400 * 86_400.0  # longest token lifetime tracked for active-token counts
 _UTC = timezone.utc
 MAX_PENDING = 10_000  # decided requests waiting for the writer thread; more are counted, not kept
-WRITE_EVERY = 0.02  # seconds between the writer thread's transactions
+WRITE_EVERY = 0.1  # seconds between the writer thread's transactions
 
 
 class ActivityMetrics:

@@ -16,11 +16,13 @@ closures and generated code; ``reference`` runs cel-python's interpreter, for co
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import gc
 import hashlib
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -123,7 +125,22 @@ def compile_sources(sources: Mapping[str, bytes | str], backend: Backend = "nati
     c = Compilation(sources, backend, problems=list(problems or []))
     with _cyclic_gc_paused():
         _run_stages(c)
+    _return_freed_memory()
     return c
+
+
+def _return_freed_memory() -> None:
+    """Give the heap pages the stages freed back to the system. glibc keeps them for the process
+    otherwise (YAML marks, parse trees and compile()'s syntax trees are freed in between the
+    compiled policy's own objects): ~5 MiB of resident memory after loading 1,000 rules. Only
+    glibc has ``malloc_trim``; elsewhere this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # musl and other C libraries without it
+        return
+    trim(0)
 
 
 @contextlib.contextmanager

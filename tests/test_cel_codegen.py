@@ -39,7 +39,10 @@ def paths(draw: Draw) -> str:
 
 @st.composite
 def leaf_tests(draw: Draw) -> str:
-    kind = draw(st.integers(-3, 4))
+    kind = draw(st.integers(-4, 4))
+    if kind == -4:
+        op = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
+        return f"size({draw(paths())}) {op} {draw(st.sampled_from(['0', '1', '2', '1.0', '-1']))}"
     if kind <= 0:
         op = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in"]))
         return f"{draw(paths())} {op} {draw(LITERALS)}"
@@ -48,7 +51,8 @@ def leaf_tests(draw: Draw) -> str:
     if kind == 2:
         return draw(paths())
     if kind == 3:
-        return draw(st.sampled_from(['"a"', "1"])) + " in " + draw(paths())
+        left = draw(st.sampled_from(['"a"', "1", "a.x", "t"]))
+        return f"{left} in {draw(paths())}"
     return draw(st.sampled_from(["true", "false"]))
 
 
@@ -103,7 +107,8 @@ def test_generated_condition_equals_its_closure(text: str, acts: list[dict[str, 
 def test_common_shapes_are_generated() -> None:
     for text in ['device.trust == "unmanaged"', 'tier in ["finance", "government"]', "user.risk >= 0.9",
                  'has(client.type) && client.type == "public"', '!(location.zone in ["corporate", "vpn"])',
-                 'resource.sensitivity == "restricted" && !user.mfa', '"admins" in user.groups']:
+                 'resource.sensitivity == "restricted" && !user.mfa', '"admins" in user.groups',
+                 "size(location.expected_countries) > 0", "location.country in location.expected_countries"]:
         assert compile_expression(parse(text)).__name__ == "condition", text
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from ttlpolicy.decision import Decision, RuleOutcome, Step, step_dict
 
@@ -75,3 +78,15 @@ def test_expiry_instants_are_utc_whole_seconds_and_absent_for_what_is_not_issued
     assert denied.expires_at() == {"access": None, "refresh": None, "session": None}
     no_refresh = _decision(refresh_ttl=0)
     assert no_refresh.expires_at()["refresh"] is None and no_refresh.expires_at()["access"] == "2026-03-02T10:15:00Z"
+
+
+def test_expiry_instants_are_utc_whatever_the_machine_s_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        berlin = timezone(timedelta(hours=1))
+        decision = _decision(issued_at=datetime(2026, 3, 2, 11, 0, tzinfo=berlin))
+        assert decision.expires_at()["access"] == "2026-03-02T10:15:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

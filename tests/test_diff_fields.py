@@ -495,6 +495,8 @@ def test_a_group_is_explained_by_the_grid_values_it_is_limited_to() -> None:
     assert _common(two_of_three, (grid, False)) == {}
     many = _group(*[{"device.trust": "unmanaged", "user.mfa": mfa} for mfa in [True, False] * 5])
     assert _common(many, (grid, False)) == {"device.trust": "unmanaged"}
+    just_enough = _group(*[{"device.trust": "unmanaged", "user.mfa": mfa} for mfa in [True, False, True] * 3])
+    assert _common(just_enough, (grid, False)) == {"device.trust": "unmanaged"}  # 9 = 3 per value of the 3
 
 
 def test_replayed_contexts_are_explained_by_the_values_they_all_share() -> None:
@@ -507,6 +509,9 @@ def test_replayed_contexts_are_explained_by_the_values_they_all_share() -> None:
     one = _group({"user.mfa": False, "time": (0, 9)}, source="replay:1")
     assert _common(one, None) == {"time": "mon 09:30", "user.mfa": False}
     assert _common(_group({"user.mfa": 1}, {"user.mfa": True}, source="replay:1"), None) == {}  # 1 == True, not the same
+    built = "".join(["un", "managed"])  # equal to the literal, not the same object
+    assert _common(_group({"device.trust": built}, {"device.trust": "unmanaged"}, source="replay:1"), None) == {
+        "device.trust": "unmanaged"}
 
 
 def test_grid_addresses_stop_at_the_ends_of_the_address_space_v4_before_v6() -> None:
@@ -560,3 +565,164 @@ def test_a_field_added_to_the_comparison_is_read_from_the_decision_s_json(monkey
     decision = load_sources({"p.yaml": HEAD + "  []\n"}).decide({}, now="2026-03-02T10:00:00Z")
     values = diffing.decision_values(decision)
     assert (values["policy.name"], values["expires_at.access"], values["matched"]) == ("p", "2026-03-02T11:00:00Z", ())
+
+
+# -- the grid: values only one side mentions, sampling, and which policies are compared ------------
+
+def test_the_grid_holds_literals_and_tiers_only_the_new_version_mentions() -> None:
+    from ttlpolicy.diffing import build_grid
+
+    declared = HEAD.replace("rules:\n", "attributes:\n  user.department: {type: string}\nrules:\n")
+    base = load_sources({"p.yaml": declared + '  - {name: a, when: \'user.department == "eng"\', access_ttl: {cap: 5m}}\n'})
+    head = load_sources({"p.yaml": declared.replace("finance: {access_ttl: 15m, max_access_ttl: 30m}",
+                                                    "finance: {access_ttl: 15m, max_access_ttl: 30m}, gold: {}")
+                         + '  - {name: a, when: \'user.department == "ops"\', access_ttl: {cap: 5m}}\n'})
+    grid = build_grid(base.get("p"), head.get("p"))
+    assert {"eng", "ops"} <= set(grid.dimensions["user.department"])
+    assert {"standard", "finance", "gold"} <= set(grid.dimensions["tier"])
+
+
+def test_a_grid_within_the_budget_is_tried_whole_and_a_larger_one_is_sampled_without_repeats() -> None:
+    from ttlpolicy.diffing import Grid
+
+    grid = Grid({"a": [1, 2, 3], "b": ["x", "y"], "c": [True, False]}, "UTC")
+    whole = list(grid.scenarios(12))
+    assert len(whole) == 12 and whole[0] == {"a": 1, "b": "x", "c": True}
+    sample = list(grid.scenarios(11, seed=3))
+    assert len(sample) == 11 and len({tuple(s.values()) for s in sample}) == 11
+    assert sample == list(grid.scenarios(11, seed=3)) and sample != list(grid.scenarios(11, seed=4))
+    # the focus dimensions' combinations come first, each once, when they fit in half the budget
+    focused = list(grid.scenarios(11, focus={"a"}))
+    assert sorted(s["a"] for s in focused[:3]) == [1, 2, 3]
+    first = list(grid.scenarios(10, focus={"b", "c"}))[:4]
+    assert {(s["b"], s["c"]) for s in first} == {("x", True), ("x", False), ("y", True), ("y", False)}
+
+
+def test_only_one_policy_is_compared_when_asked_and_the_largest_loosening_comes_first() -> None:
+    two = {"p.yaml": HEAD.replace("name: p", "name: p\ndefault: true") + '  - {name: a, when: "user.mfa", access_ttl: {multiply: 2}}\n',
+           "q.yaml": HEAD.replace("name: p", "name: q") + '  - {name: a, when: "user.mfa", access_ttl: {multiply: 2}}\n'}
+    two["q.yaml"] = two["q.yaml"].replace("multiply: 2", "multiply: 3")
+    looser = {"p.yaml": two["p.yaml"].replace("multiply: 2", "multiply: 3"),
+              "q.yaml": two["q.yaml"].replace("multiply: 3", "multiply: 4")}
+    report = diff_policies(load_sources(two), load_sources(looser), only="q")
+    assert [p.policy for p in report.policies] == ["q"] and {g.policy for g in report.groups} == {"q"}
+    assert {g.magnitude for g in report.groups} == {3600.0}  # 3h to 4h, against q's own base version
+    both = diff_policies(load_sources(two), load_sources(looser))
+    assert [p.policy for p in both.policies] == ["p", "q"]
+    assert [g.policy for g in both.groups if g.kind == "access longer"] == ["p", "q"]  # 1h longer each: by name
+    assert all(p.changed > 0 and p.scenarios == p.grid_size for p in both.policies)
+
+
+@pytest.mark.parametrize(("condition", "days", "hours"), [
+    ("time.hour >= 18", 1, 24), ("time.minute < 30", 1, 24), ("time.weekday == \"sat\"", 7, 24),
+    ("time.date == \"2025-01-11\"", 7, 1), ("time.now > timestamp(\"2025-01-01T00:00:00Z\")", 1, 24),
+    ("time.zone == \"UTC\"", 0, 0),
+])
+def test_the_grid_tries_every_hour_and_day_a_time_condition_can_tell_apart(condition: str, days: int,
+                                                                           hours: int) -> None:
+    from ttlpolicy.diffing import build_grid
+
+    policy = load_sources({"p.yaml": HEAD + f"  - {{name: t, when: '{condition}', access_ttl: {{cap: 5m}}}}\n"}).get("p")
+    instants = build_grid(policy, policy).dimensions.get("time.now", [])
+    assert len({day for day, _ in instants}) == days and len({hour for _, hour in instants}) == hours
+    if days == 1:
+        assert {day for day, _ in instants} == {2}  # a Wednesday
+    if hours == 1:
+        assert {hour for _, hour in instants} == {12}
+
+
+def test_the_grid_has_an_address_dimension_when_a_rule_reads_the_zone_and_a_tier_one_side_has() -> None:
+    from ttlpolicy.diffing import ABSENT, build_grid
+
+    no_tiers = HEAD.replace("  tier: standard\n", "").replace(
+        "tiers: {standard: {}, finance: {access_ttl: 15m, max_access_ttl: 30m}}\n", "")
+    base = load_sources({"p.yaml": no_tiers + "  []\n"}).get("p")
+    head = load_sources({"p.yaml": HEAD + '  - {name: z, when: \'location.zone == "office"\', access_ttl: {cap: 5m}}\n'}).get("p")
+    grid = build_grid(base, head)
+    assert "10.0.0.1" in grid.dimensions["location.ip"] and grid.dimensions["location.ip"][-1] is ABSENT
+    assert "location.zone" not in grid.dimensions  # derived from the address
+    assert {"standard", "finance"} <= set(grid.dimensions["tier"])
+    assert "location.ip" not in build_grid(base, base).dimensions
+
+
+def test_a_new_rule_is_added_not_redefined_and_groups_come_largest_first_with_their_counts() -> None:
+    base = load_sources({"p.yaml": HEAD + '  - {name: keep, when: "user.mfa", access_ttl: {cap: 30m}}\n'})
+    head = load_sources({"p.yaml": HEAD + '  - {name: keep, when: "user.mfa", access_ttl: {cap: 50m}}\n'
+                                          '  - {name: new, when: \'tier == "finance"\', deny: "no"}\n'})
+    report = diff_policies(base, head)
+    rules = {(g.kind, g.rules) for g in report.groups}
+    assert rules == {("allow→deny", ("+new",)), ("allow→deny", ("+new", "~keep")), ("access longer", ("~keep",))}
+    order = [(not g.loosening, -g.magnitude, -g.count) for g in report.groups]
+    assert order == sorted(order) and report.groups[0].loosening
+    assert report.policies[0].policy == "p" and report.policies[0].changed > 0
+    assert 0 < report.seconds < 120
+
+
+def test_progress_is_reported_for_large_grids_and_replays_go_to_their_own_policy(tmp_path: Path) -> None:
+    from ttlpolicy.diffing import PROGRESS_EVERY
+
+    rules = '  - {name: a, when: \'user.mfa && time.hour >= 18 && location.zone == "office"\', access_ttl: {cap: 30m}}\n'
+    two = {"p.yaml": HEAD.replace("name: p", "name: p\ndefault: true") + rules,
+           "q.yaml": HEAD.replace("name: p", "name: q") + rules}
+    looser = {name: text.replace("cap: 30m", "cap: 50m") for name, text in two.items()}
+    calls: list[tuple[str, int, int]] = []
+    evening = datetime(2026, 3, 2, 20, tzinfo=timezone.utc)
+    office = {"user": {"mfa": True}, "location": {"ip": "10.0.0.9"}, "tier": "standard"}
+    replay = [("log:1", office, evening, "q"), ("log:2", office, evening, None), ("log:3", office, evening, "q")]
+    report = diff_policies(load_sources(two), load_sources(looser), replay=replay,
+                           max_scenarios=PROGRESS_EVERY + 5, progress=lambda *call: calls.append(call))
+    assert {p.policy: p.replayed for p in report.policies} == {"p": 1, "q": 2}
+    sizes = {p.policy: (p.scenarios, p.grid_size) for p in report.policies}
+    for name, (count, size) in sizes.items():
+        if count >= PROGRESS_EVERY:
+            assert (name, PROGRESS_EVERY, min(size, PROGRESS_EVERY + 5)) in calls and (name, count, count) in calls
+        else:
+            assert not [c for c in calls if c[0] == name]
+    assert calls  # these grids are larger than PROGRESS_EVERY
+    replayed = [c for g in report.groups for c, _ in g.changes if c.source.startswith("log:")]
+    assert {c.source for c in replayed} == {"log:1", "log:2", "log:3"}
+    assert all(c.scenario == {"user.mfa": True, "location.ip": "10.0.0.9", "tier": "standard"} for c in replayed)
+
+
+def test_grid_addresses_cover_every_cidr_of_a_zone_and_the_last_addresses_before_the_ends() -> None:
+    from ttlpolicy.diffing import boundary_addresses, zone_addresses
+
+    zones = ('zones:\n  small: [10.9.0.0/30, 10.3.0.0/30]\n  edge: [0.0.0.1/32, 255.255.255.254/32, '
+             '"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128"]\n  doc1: [203.0.113.0/24]\n  doc2: [192.0.2.0/24]\n'
+             '  bench: [198.18.0.0/15]')
+    policy = load_sources({"p.yaml": HEAD.replace("zones:\n  office: [10.0.0.0/24]", zones) + "  []\n"}).get("p")
+    assert zone_addresses(policy)["small"] == "10.9.0.1" and zone_addresses(policy)["none"] == "100.64.0.7"
+    found = boundary_addresses(policy)
+    for address in ("10.3.0.1", "0.0.0.0", "255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"):
+        assert address in found, address
+    bench_only = load_sources({"p.yaml": HEAD.replace("zones:\n  office: [10.0.0.0/24]", zones.replace(
+        "  bench: [198.18.0.0/15]", "")) + "  []\n"}).get("p")
+    assert zone_addresses(bench_only)["none"] == "198.18.0.7"
+
+
+def test_the_focus_of_a_change_is_what_its_rules_read() -> None:
+    from ttlpolicy.diffing import focus_dimensions
+
+    base = load_sources({"p.yaml": HEAD + "  []\n"}).get("p")
+    head = load_sources({"p.yaml": HEAD.replace("rules:\n", "attributes:\n  user.risk: {type: double}\nrules:\n")
+                         + '  - {name: z, when: \'location.zone == "office" && time.hour > 18\','
+                           ' access_ttl: {multiply: {expr: "1.0 - user.risk", min: 0.1}}}\n'}).get("p")
+    assert focus_dimensions(base, head) == {"location.zone", "location.ip", "time.hour", "time.now", "user.risk"}
+    assert focus_dimensions(head, base) == focus_dimensions(base, head)
+
+
+def test_a_sample_is_the_same_for_the_same_seed_and_focuses_within_half_the_budget() -> None:
+    from ttlpolicy.diffing import Grid
+
+    grid = Grid({"a": [1, 2, 3], "b": ["x", "y"], "c": [True, False]}, "UTC")
+    assert list(grid.scenarios(11)) == list(grid.scenarios(11, seed=0))
+    first = list(grid.scenarios(9, seed=5, focus={"b", "c"}))[:4]  # 4 combinations, 9 // 2 = 4: they fit
+    assert {(s["b"], s["c"]) for s in first} == {("x", True), ("x", False), ("y", True), ("y", False)}
+
+
+def test_a_description_is_not_behaviour_a_rule_whose_description_changed_is_not_redefined() -> None:
+    base = load_sources({"p.yaml": HEAD + '  - {name: a, description: one, when: "user.mfa", access_ttl: {cap: 30m}}\n'
+                                          '  - {name: b, when: "user.mfa", access_ttl: {cap: 40m}}\n'})
+    head = load_sources({"p.yaml": HEAD + '  - {name: a, description: two, when: "user.mfa", access_ttl: {cap: 30m}}\n'
+                                          '  - {name: b, when: "user.mfa", access_ttl: {cap: 20m}}\n'})
+    assert {g.rules for g in diff_policies(base, head).groups} == {("~b",)}

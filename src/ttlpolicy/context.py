@@ -377,9 +377,18 @@ class ContextSchema:
         """The IANA zone ``name`` (already validated as one)."""
         return self._tz.get(name) or self._tz.setdefault(name, zone_info(name))
 
+    @property
+    def has_zones(self) -> bool:
+        return bool(self._zones)
+
     def zone_of(self, ip: str | None) -> str:
         if not ip or not self._zones:
             return NO_ZONE
+        return self.ip_zone(ip)
+
+    def ip_zone(self, ip: str) -> str:
+        """The zone of the address ``ip``; ``ValueError`` for text that is not one (as the
+        ``location.ip`` check): the generated program validates and places an address with one parse."""
         version, value = parse_ip(ip)
         for zone_version, start, end, name in self._zones:
             if zone_version == version and start <= value <= end:

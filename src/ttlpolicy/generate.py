@@ -39,7 +39,7 @@ from .decision import Decision
 from .evaluate import bound_idle, bound_session, decide as reference_decide, deny, seconds, session_end_of
 from .model import Attribute
 from .program import CompiledPolicy, CompiledRule, ParsedExpression, Program, TtlOps
-from .vocabulary import WEEKDAYS
+from .vocabulary import NO_ZONE, WEEKDAYS
 
 Reference = Callable[[CompiledPolicy, Mapping[str, Any], datetime, bool], Decision]
 _INT64 = (-(2**63), 2**63 - 1)
@@ -143,6 +143,7 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> None:
     w.depth += 1
     w.line(f"if type(context) is not dict or not context.keys() <= {w.const(sendable_top, 'keys')}:")
     w.line("    raise _Slow")
+    w.line(f"zone = {w.const(NO_ZONE, 'no_zone')}  # location.zone, unless location.ip places the request")
     variables = {}
     for index, (namespace, fields) in enumerate(namespaces.items()):
         var = f"ns{index}"
@@ -160,7 +161,8 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> None:
         w.line(f"if type(x) is not dict or not x.keys() <= {w.const(frozenset(sendable), 'keys')}:")
         w.line("    raise _Slow")
         for leaf, attribute in sendable.items():
-            _check(w, f"{namespace}.{leaf}", attribute, "x", leaf, f"{var}[{_key(leaf)}]")
+            _check(w, f"{namespace}.{leaf}", attribute, "x", leaf, f"{var}[{_key(leaf)}]",
+                   zone_finder=schema.ip_zone if schema.has_zones else None)
         w.depth -= 1
     w.line("act = {" + ", ".join(f"{_key(ns)}: {var}" for ns, var in variables.items()) + "}")
     for name, attribute in top.items():
@@ -183,11 +185,20 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> None:
     w.depth -= 1
 
 
+_IP = "location.ip"
+
+
 def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, target: str,
-           default: str | None = None) -> None:
+           default: str | None = None, zone_finder: Callable[[str], str] | None = None) -> None:
     """Assign the sent value of one attribute if it is plainly valid; otherwise ``_Slow``."""
     w.line(f"v = {source}.get({_key(key)})")
     w.line("if v is not None:")
+    if name == _IP and zone_finder is not None and attribute.default is None:
+        # ip_zone checks the address as the location.ip check does, and finds its zone: one parse.
+        w.line(f"    if not (type(v) is str and len(v) <= {MAX_STRING}): raise _Slow")
+        w.line(f"    zone = {w.const(zone_finder, 'ip_zone')}(v)  # ValueError for a bad address")
+        w.line(f"    {target} = v")
+        return
     test = _plain_test(w, name, attribute)
     if test is None:  # timestamps, lists, IP addresses, ...: the shared checker (raises ValueError)
         w.line(f"    {target} = {w.const(value_checker(name, attribute), 'check')}(v)")
@@ -236,7 +247,10 @@ def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]
     w.line(f"t['weekday'] = {w.const(WEEKDAYS, 'weekdays')}[local.weekday()]")
     w.line("t['date'] = local.date().isoformat()")
     w.line("location = act.setdefault('location', {})")
-    w.line(f"location['zone'] = {w.const(schema.zone_of, 'zone_of')}(location.get('ip'))")
+    if _IP in schema.attributes and schema.has_zones and schema.attributes[_IP].default is None:
+        w.line("location['zone'] = zone")
+    else:
+        w.line(f"location['zone'] = {w.const(schema.zone_of, 'zone_of')}(location.get('ip'))")
 
 
 # ------------------------------------------------------------------------------- rules

@@ -135,9 +135,18 @@ class _Generator:
         op = op_tree.data
         path = self.path(op_tree.children[0])
         if path is None:
+            sized = self.size_of(op_tree.children[0])
+            if sized is not None:
+                return self.size_relation(op, sized, right_tree)
             return self.literal_in(op, op_tree.children[0], right_tree)
         _, const, value, _ = self.leaf(right_tree)
         if not const:
+            container = self.path(right_tree)
+            if op == "relation_in" and container is not None:  # `location.country in location.expected`
+                v, w = self.variable(), self.variable()
+                # As the closure's `in_`: found is true; not found is false when every item is a string.
+                return (f"((True if {v} in {w} else _lacks({w})) if type({v} := {path}) is str "
+                        f"and type({w} := {container}) is list else _slow_())")
             return None
         v = self.variable()
         if op == "relation_in":
@@ -154,6 +163,25 @@ class _Generator:
         # As the closure's `_rel_const`: plain Python only when the value has the literal's type.
         k = self.constant(value)
         return f"({v} {_COMPARE[op]} {k} if type({v} := {path}) is {_SIMPLE[type(value)]} else _slow_())"
+
+    def size_of(self, t: lark.Tree) -> str | None:
+        """The attribute path ``p`` of ``size(p)``, else ``None``."""
+        while t.data in _LINKS and len(t.children) == 1:
+            t = t.children[0]
+        if t.data != "ident_arg" or str(t.children[0]) != "size" or len(t.children) != 2:
+            return None
+        args = t.children[1].children
+        return self.path(args[0]) if len(args) == 1 else None
+
+    def size_relation(self, op: str, path: str, right_tree: lark.Tree) -> str | None:
+        """``size(user.groups) > 0``: the length of a list or string compared with an int literal
+        (as the closure: ``size`` gives an int, and int against int is plain Python)."""
+        _, const, value, _ = self.leaf(right_tree)
+        if not const or type(value) is not int or op not in _COMPARE:
+            return None
+        v = self.variable()
+        k = self.constant(value)
+        return f"(len({v}) {_COMPARE[op]} {k} if type({v} := {path}) is list or type({v}) is str else _slow_())"
 
     def literal_in(self, op: str, left_tree: lark.Tree, right_tree: lark.Tree) -> str | None:
         """``"admins" in user.groups``: a string literal in a list attribute."""
@@ -195,7 +223,7 @@ def _code(source: str) -> CodeType:
 # What a condition's source may name besides its constants and ``act`` (the activation).
 HELPERS: dict[str, Any] = {"_slow_": _slow_, "_lacks": _lacks}
 BUILTINS: dict[str, Any] = {"type": type, "str": str, "int": int, "float": float, "bool": bool, "dict": dict,
-                            "list": list, "Exception": Exception}
+                            "list": list, "len": len, "Exception": Exception}
 
 
 def condition_source(tree: lark.Tree, leaf: Callable[[lark.Tree], Any], prefix: str = "_k"

@@ -559,9 +559,9 @@ def test_each_side_decides_on_the_attributes_it_declares_and_a_refusal_says_why(
 def test_a_field_added_to_the_comparison_is_read_from_the_decision_s_json(monkeypatch: pytest.MonkeyPatch) -> None:
     from ttlpolicy import diffing
 
-    monkeypatch.setitem(diffing.DECISION_FIELDS, "policy.name", diffing.DecisionField(("renamed",)))  # type: ignore[index]
-    monkeypatch.setitem(diffing.DECISION_FIELDS, "expires_at.access", diffing.DecisionField(("moved",)))  # type: ignore[index]
-    monkeypatch.setitem(diffing.DECISION_FIELDS, "matched", diffing.DecisionField(("rules",)))  # type: ignore[index]
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "policy.name", diffing.Comparison(("renamed",)))  # type: ignore[index]
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "expires_at.access", diffing.Comparison(("moved",)))  # type: ignore[index]
+    monkeypatch.setitem(diffing.DECISION_FIELDS, "matched", diffing.Comparison(("rules",)))  # type: ignore[index]
     decision = load_sources({"p.yaml": HEAD + "  []\n"}).decide({}, now="2026-03-02T10:00:00Z")
     values = diffing.decision_values(decision)
     assert (values["policy.name"], values["expires_at.access"], values["matched"]) == ("p", "2026-03-02T11:00:00Z", ())

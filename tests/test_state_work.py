@@ -89,3 +89,18 @@ def test_revoking_one_at_a_time_does_the_same_work_each_time(runtime: StateRunti
     other.poll()
     assert len(other.revocations.index.selectors) == 200
     other.close()
+
+
+def test_a_poll_that_finds_nothing_changed_is_one_round_trip(runtime: StateRuntime) -> None:
+    """Every process polls a few times a second: revocations' and emergencies' versions together."""
+    runtime.revocations.revoke("subject", "alice", reason="INC-3", by="test", now=time.time())
+    runtime.poll()
+    with counting(runtime.store) as work:
+        for _ in range(5):
+            assert runtime.poll()
+    assert work.round_trips == 5
+    other = StateRuntime(open_store(runtime.store.display_url))
+    other.revocations.revoke("subject", "bob", reason="INC-3", by="test", now=time.time())
+    other.close()
+    runtime.poll()  # another process changed the revocations: this poll reloads them
+    assert runtime.revoked(TokenFacts(subject="bob", issued_at=time.time() - 60)) is not None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Union
+from datetime import datetime
+from typing import Any, Callable, ClassVar, Mapping, Union
 
 # One trace step as compact data, formatted into a :class:`Step` only when asked (``trace``,
 # ``to_dict``): (target, step, value, result, rule, source). The evaluator appends these on the
@@ -111,44 +113,151 @@ class Decision:
         return [(s.target, s.step, s.value, s.result, s.rule, s.source) for s in self._trace]
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "allow": self.allow,
-            "access_ttl": self.access_ttl,
-            "refresh_ttl": self.refresh_ttl,
-            "refresh": {"rotation": self.rotation, "idle_timeout": self.idle_timeout,
-                        "max_session": self.max_session, "reuse_grace": self.reuse_grace,
-                        "on_reuse": self.ON_REUSE, "sender_constrained": self.sender_constrained},
-            "expires_at": self.expires_at(),
-            "step_up": self.step_up,
-            "step_up_reasons": self.step_up_reasons,
-            "deny_reason": self.deny_reason,
-            "matched": self.matched,
-            "errors": [e.to_dict() for e in self.errors],
-            "tier": self.tier,
-            "trace": ([step_dict(entry) for entry in self.steps] if self._trace is None
-                      else [step.to_dict() for step in self._trace]),
-            "policy": {"name": self.policy_name, "digest": self.policy_digest},
-        }
-        if self.rules is not None:
-            out["rules"] = [r.to_dict() for r in self.rules]
-        out.update(self.extra)
-        return out
+        """The decision as JSON: every field of :data:`FIELDS` (``rules`` with explain), then ``extra``."""
+        return _to_dict(self)
+
+    def trace_dicts(self) -> list[dict[str, Any]]:
+        """The trace as the JSON objects of ``to_dict()["trace"]``."""
+        if self._trace is None:
+            return [step_dict(entry) for entry in self.steps]
+        return [step.to_dict() for step in self._trace]
 
     def expires_at(self) -> dict[str, str | None]:
         """Absolute expiry instants (RFC 3339, UTC, whole seconds) of what this decision allows:
         ``access`` and ``refresh`` (``None`` when not issued) and ``session`` (``None`` when the
         session end is unknown). Lifetimes were already cut to the session end."""
-        issued = self.issued_at
-        return {
-            "access": _rfc3339(issued + timedelta(seconds=self.access_ttl)) if self.allow else None,
-            "refresh": _rfc3339(issued + timedelta(seconds=self.refresh_ttl)) if self.refresh_ttl else None,
-            "session": _rfc3339(self.session_end) if self.session_end is not None else None,
-        }
+        out: dict[str, str | None] = self.to_dict()["expires_at"]
+        return out
 
 
-def _rfc3339(instant: datetime) -> str:
-    """``2026-03-02T10:00:00Z``: UTC, whole seconds (truncated). Called three times per decision,
-    so the usual case (already UTC) skips the conversion; isoformat's "+00:00" becomes "Z"."""
-    if instant.tzinfo is not timezone.utc:
-        instant = instant.astimezone(timezone.utc)
-    return instant.isoformat(timespec="seconds")[:-6] + "Z"
+# -- the decision's fields, defined once ---------------------------------------------------------
+
+_INSTANT = {"type": ["string", "null"], "format": "date-time"}
+RULE_OUTCOME_SCHEMA: Mapping[str, Any] = {
+    "type": "object", "required": ["rule", "outcome"],
+    "properties": {"rule": {"type": "string"}, "outcome": {"enum": ["matched", "no_match", "error"]},
+                   "message": {"type": "string"}, "applied": {"type": "string"}},
+}
+STEP_SCHEMA: Mapping[str, Any] = {
+    "type": "object", "required": ["target", "step", "value", "result"],
+    "properties": {"target": {"type": "string"}, "step": {"type": "string"},
+                   "value": {"type": ["number", "string", "null"]}, "result": {"type": "integer"},
+                   "rule": {"type": "string"}, "source": {"type": "string"}},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionField:
+    """One field of a decision's JSON form (``to_dict()``, the API's body): where it sits (``key``,
+    dotted for nested objects), its JSON Schema, and how it is read from a :class:`Decision`:
+    ``source`` is the expression ``to_dict`` is generated from, ``attribute`` the Decision
+    attribute behind it (what ``diff`` compares and the token SDK's view reads), if any."""
+
+    key: str
+    schema: Mapping[str, Any]
+    source: str
+    attribute: str | None = None
+    optional: bool = False  # present only sometimes (``rules``: with explain)
+
+
+def _attribute(key: str, schema: Mapping[str, Any], attribute: str | None = None) -> DecisionField:
+    name = attribute or key.rpartition(".")[2]
+    return DecisionField(key, schema, f"d.{name}", name)
+
+
+# The one definition of a decision's fields. to_dict() is generated from it (below), the OpenAPI
+# document's Decision schema is built from it, diff compares (or names as not compared) each of
+# its keys, and the token SDK's DecisionView reads its attributes through it.
+FIELDS: tuple[DecisionField, ...] = (
+    _attribute("allow", {"type": "boolean"}),
+    _attribute("access_ttl", {"type": "integer", "minimum": 0, "description": "seconds"}),
+    _attribute("refresh_ttl", {"type": "integer", "minimum": 0, "description": "seconds; 0 = no refresh token"}),
+    _attribute("refresh.rotation", {"type": "boolean"}),
+    _attribute("refresh.idle_timeout", {"type": ["integer", "null"], "description": "seconds"}),
+    _attribute("refresh.max_session", {"type": ["integer", "null"], "description": "seconds"}),
+    _attribute("refresh.reuse_grace", {"type": ["integer", "null"], "description": "seconds a rotated refresh token "
+                                       "may be presented again (null: the issuer's default)"}),
+    _attribute("refresh.on_reuse", {"enum": ["revoke_family"], "description": "after the grace window"}, "ON_REUSE"),
+    _attribute("refresh.sender_constrained", {"type": "boolean", "description": "tokens must be bound (DPoP, mTLS)"}),
+    DecisionField("expires_at.access", {**_INSTANT, "description": "null when denied"},
+                  "_utc(issued + d.access_ttl) if d.allow else None"),
+    DecisionField("expires_at.refresh", {**_INSTANT, "description": "null when no refresh token is issued"},
+                  "_utc(issued + d.refresh_ttl) if d.refresh_ttl else None"),
+    DecisionField("expires_at.session", {**_INSTANT, "description": "null when the session end is unknown"},
+                  "None if d.session_end is None else _utc(int(d.session_end.timestamp()))", "session_end"),
+    _attribute("step_up", {"type": "boolean"}),
+    _attribute("step_up_reasons", {"type": "array", "items": {"type": "string"}}),
+    _attribute("deny_reason", {"type": ["string", "null"]}),
+    _attribute("matched", {"type": "array", "items": {"type": "string"}}),
+    DecisionField("errors", {"type": "array", "items": RULE_OUTCOME_SCHEMA},
+                  "[e.to_dict() for e in d.errors] if d.errors else []", "errors"),
+    _attribute("tier", {"type": ["string", "null"]}),
+    DecisionField("trace", {"type": "array", "items": STEP_SCHEMA},
+                  "[step_dict(e) for e in d.steps] if d._trace is None else d.trace_dicts()"),
+    _attribute("policy.name", {"type": "string"}, "policy_name"),
+    _attribute("policy.digest", {"type": "string"}, "policy_digest"),
+    DecisionField("rules", {"type": "array", "items": RULE_OUTCOME_SCHEMA,
+                            "description": "every rule's outcome, with explain"},
+                  "[r.to_dict() for r in d.rules]", "rules", optional=True),
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc(second: int) -> str:
+    """``2026-03-02T10:00:00Z`` for epoch ``second``. Memoized (a pure function of one int, safe
+    to share between threads): decisions made in the same second expire in the same few seconds,
+    and formatting costs ten times the lookup."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
+
+
+def _generate_to_dict() -> Callable[[Decision], dict[str, Any]]:
+    """``Decision.to_dict`` written out from FIELDS as one dict display (nested by the dotted
+    keys), so it costs no loop and no lookup per field. Only FIELDS' own constant sources are
+    compiled; nothing from a policy or a request."""
+    tree: dict[str, Any] = {}
+    for spec in FIELDS:
+        if spec.optional:
+            continue
+        *parents, leaf = spec.key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = spec.source
+
+    def display(node: Mapping[str, Any]) -> str:
+        return "{" + ", ".join(f"{key!r}: {display(value) if isinstance(value, dict) else value}"
+                               for key, value in node.items()) + "}"
+
+    # Whole seconds, truncated as the RFC 3339 texts are (a naive instant is local time, as in datetime).
+    lines = ["def to_dict(d):", "    issued = int(d.issued_at.timestamp())", f"    out = {display(tree)}"]
+    for spec in FIELDS:
+        if spec.optional:
+            assert "." not in spec.key and spec.attribute, spec  # an optional field is a top-level attribute
+            lines += [f"    if d.{spec.attribute} is not None:", f"        out[{spec.key!r}] = {spec.source}"]
+    lines += ["    if d.extra:", "        out.update(d.extra)", "    return out"]
+    namespace: dict[str, Any] = {"_utc": _utc, "step_dict": step_dict}
+    exec(compile("\n".join(lines) + "\n", "<ttlpolicy.decision.FIELDS>", "exec"), namespace)
+    to_dict: Callable[[Decision], dict[str, Any]] = namespace["to_dict"]
+    return to_dict
+
+
+def decision_schema() -> dict[str, Any]:
+    """The JSON Schema of ``to_dict()``, built from :data:`FIELDS` (nested by the dotted keys)."""
+    schema: dict[str, Any] = {"type": "object", "required": [], "properties": {}}
+    for spec in FIELDS:
+        node = schema
+        *parents, leaf = spec.key.split(".")
+        for part in parents:
+            if part not in node["properties"]:
+                node["properties"][part] = {"type": "object", "required": [], "properties": {}}
+                node["required"].append(part)
+            node = node["properties"][part]
+        node["properties"][leaf] = dict(spec.schema)
+        if not spec.optional:
+            node["required"].append(leaf)
+    return schema
+
+
+_to_dict = _generate_to_dict()

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from .analysis import ABSENT, attribute_candidates, collect_literals
 from .cel.parse import CelSyntaxError, parse
 from .cel.typecheck import check
-from .decision import Decision
+from .decision import FIELDS, Decision
 from .program import CompiledPolicy
 from .errors import ContextError
 from .policyset import PolicySet
@@ -212,7 +212,7 @@ INFINITE = math.inf  # "no limit" for limits that may be absent (idle timeout, s
 
 
 @dataclass(frozen=True)
-class DecisionField:
+class Comparison:
     """How one field of the decision compares between two versions.
 
     ``rank`` maps the field's value to a number where **larger is looser** for the token's holder
@@ -246,26 +246,26 @@ def _session_end(value: Any) -> float:
 
 _ON_REUSE_STRENGTH = {"revoke_family": 0.0}  # any other action is weaker than revoking the family
 
-# The one place that defines "loosens": every field of the decision (its JSON form, flattened to
-# dotted keys) is either here or in NOT_COMPARED with the reason; a test fails when a field is
+# The one place that defines "loosens": every field of the decision (decision.FIELDS, by its
+# dotted key) is either here or in NOT_COMPARED with the reason; a test fails when a field is
 # added to the decision and to neither.
-DECISION_FIELDS: Mapping[str, DecisionField] = {
-    "allow": DecisionField(("deny→allow", "allow→deny"), lambda v: float(bool(v)), when_denied=True),
-    "deny_reason": DecisionField(("deny reason changed",), when_denied=True),
-    "access_ttl": DecisionField(("access longer", "access shorter"), _seconds),
-    "refresh_ttl": DecisionField(("refresh longer", "refresh shorter"), _seconds),
-    "refresh.rotation": DecisionField(("rotation removed", "rotation added"), lambda v: float(not v)),
-    "refresh.idle_timeout": DecisionField(("idle timeout longer", "idle timeout shorter"), _limit),
-    "refresh.max_session": DecisionField(("max session longer", "max session shorter"), _limit),
-    "refresh.reuse_grace": DecisionField(("reuse grace longer", "reuse grace shorter"), _grace),
-    "refresh.on_reuse": DecisionField(("on-reuse weaker", "on-reuse stronger"),
+DECISION_FIELDS: Mapping[str, Comparison] = {
+    "allow": Comparison(("deny→allow", "allow→deny"), lambda v: float(bool(v)), when_denied=True),
+    "deny_reason": Comparison(("deny reason changed",), when_denied=True),
+    "access_ttl": Comparison(("access longer", "access shorter"), _seconds),
+    "refresh_ttl": Comparison(("refresh longer", "refresh shorter"), _seconds),
+    "refresh.rotation": Comparison(("rotation removed", "rotation added"), lambda v: float(not v)),
+    "refresh.idle_timeout": Comparison(("idle timeout longer", "idle timeout shorter"), _limit),
+    "refresh.max_session": Comparison(("max session longer", "max session shorter"), _limit),
+    "refresh.reuse_grace": Comparison(("reuse grace longer", "reuse grace shorter"), _grace),
+    "refresh.on_reuse": Comparison(("on-reuse weaker", "on-reuse stronger"),
                                       lambda v: _ON_REUSE_STRENGTH.get(v, 1.0)),
-    "refresh.sender_constrained": DecisionField(("binding no longer required", "binding required"),
+    "refresh.sender_constrained": Comparison(("binding no longer required", "binding required"),
                                                 lambda v: float(not v)),
-    "expires_at.session": DecisionField(("session ends later", "session ends earlier"), _session_end),
-    "step_up": DecisionField(("step-up removed", "step-up added"), lambda v: float(not v)),
-    "step_up_reasons": DecisionField(("step-up reason changed",)),
-    "tier": DecisionField(("tier changed",), when_denied=True),
+    "expires_at.session": Comparison(("session ends later", "session ends earlier"), _session_end),
+    "step_up": Comparison(("step-up removed", "step-up added"), lambda v: float(not v)),
+    "step_up_reasons": Comparison(("step-up reason changed",)),
+    "tier": Comparison(("tier changed",), when_denied=True),
 }
 NOT_COMPARED: Mapping[str, str] = {
     "expires_at.access": "access_ttl from the same instant",
@@ -283,14 +283,9 @@ LOOSEN = frozenset({f.labels[0] for f in DECISION_FIELDS.values() if f.rank is n
 TIGHTEN = frozenset({f.labels[1] for f in DECISION_FIELDS.values() if f.rank is not None} | {"context refused"})
 
 
-# Fields read straight from the Decision (the hot path of a diff decides every scenario twice);
-# any other compared field is read from its JSON form, so a new field is compared all the same.
-_ATTRIBUTES = {"allow": "allow", "deny_reason": "deny_reason", "access_ttl": "access_ttl",
-               "refresh_ttl": "refresh_ttl", "refresh.rotation": "rotation", "refresh.idle_timeout": "idle_timeout",
-               "refresh.max_session": "max_session", "refresh.reuse_grace": "reuse_grace",
-               "refresh.on_reuse": "ON_REUSE", "refresh.sender_constrained": "sender_constrained",
-               "expires_at.session": "session_end", "step_up": "step_up", "step_up_reasons": "step_up_reasons",
-               "tier": "tier"}
+# Fields read straight from the Decision (the hot path of a diff decides every scenario twice),
+# by the attribute decision.FIELDS names; a compared field without one is read from the JSON form.
+_ATTRIBUTES = {spec.key: spec.attribute for spec in FIELDS if spec.key in DECISION_FIELDS and spec.attribute}
 
 
 def decision_values(decision: Decision) -> dict[str, Any]:

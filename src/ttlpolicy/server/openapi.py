@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import PolicySet, __version__
 from ..context import context_json_schema
+from ..decision import RULE_OUTCOME_SCHEMA, STEP_SCHEMA, decision_schema
 from . import state_openapi
 from .config import Settings
 from .request_model import decide_request_schema
@@ -49,6 +50,19 @@ _BODY_RESPONSES = {"400": _problem("Body is not valid JSON, or not the expected 
 
 _AUDIT_RESPONSES = {"503": _problem("`decision-log-unavailable`: the decision log cannot be written and "
                                      "`decision_log.on_failure` is refuse; retry after `Retry-After`.")}
+
+def _service_decision() -> dict[str, Any]:
+    """The decision's own fields (decision.FIELDS), plus what the service adds to each."""
+    schema = decision_schema()
+    schema["properties"]["decision_id"] = {"type": "string", "format": "uuid"}
+    schema["properties"]["policy_set"] = {
+        "type": "object", "required": ["digest"], "description": "digest of the whole set that made this decision",
+        "properties": {"digest": {"type": "string"},
+                       "revision": {"type": "string", "description": "the bundle's (or manifest's) revision, when "
+                                    "the set has one"}}}
+    schema["required"] += ["decision_id", "policy_set"]
+    return schema
+
 
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -92,46 +106,9 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "DecideRequest": decide_request_schema(),  # written once, as the validator's model
-    "RuleOutcome": {
-        "type": "object", "required": ["rule", "outcome"],
-        "properties": {"rule": {"type": "string"}, "outcome": {"enum": ["matched", "no_match", "error"]},
-                       "message": {"type": "string"}, "applied": {"type": "string"}},
-    },
-    "Step": {
-        "type": "object", "required": ["target", "step", "value", "result"],
-        "properties": {"target": {"type": "string"}, "step": {"type": "string"},
-                       "value": {"type": ["number", "string", "null"]}, "result": {"type": "integer"},
-                       "rule": {"type": "string"}, "source": {"type": "string"}},
-    },
-    "Decision": {
-        "type": "object",
-        "required": ["allow", "access_ttl", "refresh_ttl", "refresh", "step_up", "step_up_reasons", "deny_reason",
-                     "matched", "errors", "tier", "trace", "policy", "decision_id", "policy_set"],
-        "properties": {
-            "allow": {"type": "boolean"},
-            "access_ttl": {"type": "integer", "minimum": 0, "description": "seconds"},
-            "refresh_ttl": {"type": "integer", "minimum": 0, "description": "seconds; 0 = no refresh token"},
-            "refresh": {"type": "object", "required": ["rotation", "idle_timeout", "max_session"],
-                        "properties": {"rotation": {"type": "boolean"}, "idle_timeout": _nullable("integer"),
-                                       "max_session": _nullable("integer")}},
-            "step_up": {"type": "boolean"},
-            "step_up_reasons": {"type": "array", "items": {"type": "string"}},
-            "deny_reason": _nullable("string"),
-            "matched": {"type": "array", "items": {"type": "string"}},
-            "errors": {"type": "array", "items": _ref("RuleOutcome")},
-            "tier": _nullable("string"),
-            "trace": {"type": "array", "items": _ref("Step")},
-            "policy": {"type": "object", "required": ["name", "digest"],
-                       "properties": {"name": {"type": "string"}, "digest": {"type": "string"}}},
-            "rules": {"type": "array", "items": _ref("RuleOutcome"), "description": "only with explain"},
-            "decision_id": {"type": "string", "format": "uuid"},
-            "policy_set": {"type": "object", "required": ["digest"],
-                           "properties": {"digest": {"type": "string"},
-                                          "revision": {"type": "string", "description": "the bundle's (or "
-                                                       "manifest's) revision, when the set has one"}},
-                           "description": "digest of the whole set that made this decision"},
-        },
-    },
+    "RuleOutcome": dict(RULE_OUTCOME_SCHEMA),
+    "Step": dict(STEP_SCHEMA),
+    "Decision": _service_decision(),
     "BatchResult": {
         "oneOf": [
             {"type": "object", "required": ["status", "decision"], "additionalProperties": False,

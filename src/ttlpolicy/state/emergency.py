@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from ..durations import format_duration, parse_duration
 from ..errors import Location, Problem
 from .conditions import Program, compile_condition, holds
-from .records import RecordCollection
+from .records import UNREAD, RecordCollection
 from .store import StateStore
 from .timefmt import rfc3339, to_epoch
 
@@ -145,9 +145,10 @@ class Emergencies:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def sync(self, now: float, force: bool = False) -> bool:
+    def sync(self, now: float, force: bool = False, version: str | None = UNREAD) -> bool:
         """Reload from the store when another process changed it (raises StoreUnavailable)."""
-        version = self.collection.version()
+        if version is UNREAD:
+            version = self.collection.version()
         if version == self._version and not force and self.synced_at is not None:
             self.synced_at = now
             return False

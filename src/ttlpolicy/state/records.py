@@ -40,6 +40,11 @@ class Written(NamedTuple):
     version: str | None
 
 
+# ``sync(now, version=UNREAD)``: the collection's version has not been read yet (a poller that
+# reads several collections' versions in one round trip passes what it read instead).
+UNREAD: Any = object()
+
+
 class RecordCollection:
     """``records`` (id → dict) of one named collection; writes are atomic and bump the version."""
 
@@ -77,8 +82,12 @@ class RecordCollection:
         raw = self.store.map_get(self.name, record_id)
         return None if raw is None else _decode(raw)
 
+    @property
+    def version_key(self) -> str:
+        return f"{self.name}:version"
+
     def version(self) -> str | None:
-        return self.store.get(f"{self.name}:version")
+        return self.store.get(self.version_key)
 
     def load(self) -> tuple[str | None, dict[str, dict[str, Any]]]:
         """``(version, records)`` read together in one round trip."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
 from ..errors import Problem
-from .records import RecordCollection, Written
+from .records import UNREAD, RecordCollection, Written
 from .store import StateStore
 
 audit_log = logging.getLogger("ttlpolicy.audit")
@@ -231,10 +231,11 @@ class Revocations:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def sync(self, now: float, force: bool = False) -> bool:
+    def sync(self, now: float, force: bool = False, version: str | None = UNREAD) -> bool:
         """Reload from the store if another process changed it; True if reloaded. Raises
         :class:`~.store.StoreUnavailable` (and keeps the copy in memory)."""
-        version = self.collection.version()
+        if version is UNREAD:
+            version = self.collection.version()
         if version == self._version and not force and self.synced_at is not None:
             self.synced_at = now
             return False

@@ -131,8 +131,12 @@ class StateRuntime:
         """Sync revocations and emergencies; track health. True when the store answered."""
         now = self.clock()
         try:
-            self.revocations.sync(now)
-            self.emergencies.sync(now)
+            batch = self.store.batch()  # both versions in one round trip; a collection reloads only if changed
+            batch.get(self.revocations.collection.version_key)
+            batch.get(self.emergencies.collection.version_key)
+            revocations, emergencies = batch.execute()
+            self.revocations.sync(now, version=revocations)
+            self.emergencies.sync(now, version=emergencies)
         except StoreUnavailable as exc:
             self.health.failed(str(exc), now)
             return False

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import jwt
 
 from ..context import parse_timestamp
+from ..decision import FIELDS
 from .keys import ASYMMETRIC_ALGORITHMS, algorithms_for, load_private_key
 from .verify import _epoch
 
@@ -71,17 +72,15 @@ class DecisionView:
         if isinstance(decision, DecisionView):
             return decision
         data = decision if isinstance(decision, Mapping) else decision.to_dict()
-        refresh = data.get("refresh") or {}
-        policy = data.get("policy") or {}
+        value = {name: _lookup(data, key) for name, key in _VIEW_KEYS.items()}
         expires = data.get("expires_at")
         return cls(
             allow=bool(data["allow"]), access_ttl=int(data["access_ttl"]), refresh_ttl=int(data["refresh_ttl"]),
-            rotation=bool(refresh.get("rotation", False)), idle_timeout=refresh.get("idle_timeout"),
-            max_session=refresh.get("max_session"), step_up=bool(data.get("step_up", False)),
-            step_up_reasons=tuple(data.get("step_up_reasons") or ()), deny_reason=data.get("deny_reason"),
-            policy=str(policy.get("name", "")), digest=str(policy.get("digest", "")),
-            decision_id=data.get("decision_id"), reuse_grace=refresh.get("reuse_grace"),
-            sender_constrained=bool(refresh.get("sender_constrained", False)),
+            rotation=bool(value["rotation"]), idle_timeout=value["idle_timeout"], max_session=value["max_session"],
+            step_up=bool(value["step_up"]), step_up_reasons=tuple(value["step_up_reasons"] or ()),
+            deny_reason=value["deny_reason"], policy=str(value["policy"] or ""), digest=str(value["digest"] or ""),
+            decision_id=data.get("decision_id"), reuse_grace=value["reuse_grace"],
+            sender_constrained=bool(value["sender_constrained"]),
             expires_at=expires if isinstance(expires, Mapping) else {})
 
     def instant(self, name: str) -> int | None:
@@ -96,6 +95,23 @@ class DecisionView:
         if self.step_up and not step_up_satisfied:
             raise IssuanceDenied("step-up authentication required: " + "; ".join(self.step_up_reasons),
                                  step_up=True, reasons=self.step_up_reasons)
+
+
+# Where each part of the view sits in a decision's JSON, from the decision's own field table (the
+# view's names are the Decision's attribute names; policy and digest are policy_name and policy_digest).
+_RENAMED = {"policy_name": "policy", "policy_digest": "digest"}
+_VIEW_KEYS = {_RENAMED.get(spec.attribute, spec.attribute): spec.key for spec in FIELDS
+              if spec.attribute and _RENAMED.get(spec.attribute, spec.attribute) in DecisionView.__dataclass_fields__
+              and _RENAMED.get(spec.attribute, spec.attribute) not in ("expires_at",)}
+
+
+def _lookup(data: Mapping[str, Any], key: str) -> Any:
+    """``data["refresh"]["rotation"]`` for ``refresh.rotation``; ``None`` where a part is missing
+    (a decision JSON from an older service has no ``refresh.reuse_grace``)."""
+    value: Any = data
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def session_end(claims: Mapping[str, Any], decision: Any, session_exp: int | float | datetime | None = None

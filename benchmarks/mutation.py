@@ -64,13 +64,13 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
               "_limit", "dynamic_factor", "_apply_full", "_apply_tightening", "_apply_restrictions",
               "session_end_of"))),
     Group("evaluate", ("evaluate.py",), _EVALUATE_TESTS),
-    Group("program", ("program.py",), _EVALUATE_TESTS + ("tests/test_compile.py",)),
+    Group("program", ("program.py",), _EVALUATE_TESTS + ("tests/test_compile.py", "tests/test_program.py")),
     Group("decision", ("decision.py",), ("tests/test_evaluate.py", "tests/test_cases.py", "tests/test_decision.py",
                                          "tests/test_fastpath.py")),
     # generate.py runs when a policy is compiled: only tests that compile inside the test (not at
     # import, before mutmut forks) can notice its mutants
-    Group("generate", ("generate.py",), ("tests/test_generate.py", "tests/test_cases.py",
-                                         "tests/test_fastpath.py::test_fast_path_on_random_policies", "--deselect",
+    Group("generate", ("generate.py",), ("tests/test_generate.py", "tests/test_cases.py", "tests/test_evaluate.py",
+                                         "--deselect",
                                          "tests/test_generate.py::test_generated_equals_closures_equals_cel_python")),
     Group("context", ("context.py", "vocabulary.py"), ("tests/test_context.py", "tests/test_cases.py",
                                                         "tests/test_public_api.py", "tests/test_server_openapi.py")),
@@ -79,7 +79,8 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
     Group("cel", ("cel/native.py", "cel/native_functions.py", "cel/codegen.py"),
           ("tests/test_cel_native.py", "tests/test_cel_conformance.py")),
     Group("refresh", ("tokens/refresh.py", "state/tighten.py"),
-          ("tests/test_tokens.py", "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision")),
+          ("tests/test_tokens.py", "tests/test_tighten.py",
+           "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision")),
 )}
 
 

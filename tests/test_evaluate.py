@@ -11,30 +11,59 @@ reference evaluator) and without (the generated program), and the two must agree
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import yaml
 
+import ttlpolicy.compile
 from ttlpolicy import load_sources
 from ttlpolicy.durations import MAX_DURATION
 from ttlpolicy.evaluate import decide as reference_decide, error_text, seconds
+from ttlpolicy.generate import generate_program
 from ttlpolicy.policyset import PolicySet
 
 NOW = "2026-03-02T10:00:00Z"
 NOW_DT = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 
 
-def _policy(**document: Any) -> PolicySet:
-    return load_sources({"p.yaml": yaml.safe_dump({"apiVersion": "ttlpolicy/v1", "name": "p", **document})})
+class _Policy:
+    """A policy document, compiled afresh for every use: mutation testing forks its workers from
+    a process that imported this module, so a policy compiled at import would never meet a
+    mutant of the compiler or of the generated code (docs/mutation.md)."""
+
+    def __init__(self, document: dict[str, Any]):
+        self.text = yaml.safe_dump({"apiVersion": "ttlpolicy/v1", "name": "p", **document})
+
+    def compile(self) -> PolicySet:
+        return load_sources({"p.yaml": self.text})
+
+    def get(self, name: str) -> Any:
+        return self.compile().get(name)
 
 
-def _decide(policies: PolicySet, context: dict[str, Any], now: str = NOW) -> dict[str, Any]:
-    """The explained decision as JSON, after checking the unexplained one says the same."""
+def _policy(**document: Any) -> _Policy:
+    return _Policy(document)
+
+
+def _decide(policy: _Policy, context: dict[str, Any], now: str = NOW) -> dict[str, Any]:
+    """The explained decision as JSON, after checking the unexplained one says the same, and that
+    the generated code made it itself unless a rule failed (a recorder stands in for the reference)."""
+    handed: list[bool] = []
+
+    def recorder(compiled: Any, act: Any, instant: datetime, explain: bool) -> Any:
+        handed.append(explain)
+        return reference_decide(compiled, act, instant, explain)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
+        policies = policy.compile()
     explained = policies.decide(context, now=now, explain=True).to_dict()
     plain = policies.decide(context, now=now).to_dict()
     assert {k: v for k, v in explained.items() if k != "rules"} == plain
+    assert handed == [True] + ([False] if explained["errors"] else [])
     return explained
 
 
@@ -133,7 +162,8 @@ DENIES = _policy(
     defaults={"access_ttl": "1h", "refresh_ttl": "1d", "refresh": {"rotation": True, "sender_constrained": True}},
     rules=[{"name": "b-deny", "when": "user.mfa", "deny": "second reason"},
            {"name": "a-deny", "when": "user.mfa", "deny": "first reason"},
-           {"name": "grace", "when": "true", "refresh": {"reuse_grace": "30s"}}])
+           {"name": "grace", "when": "true", "refresh": {"reuse_grace": "30s"}},
+           {"name": "bind", "when": "user.mfa", "refresh": {"rotation": True, "sender_constrained": True}}])
 
 
 def test_every_deny_is_reported_and_the_first_by_name_takes_the_blame() -> None:
@@ -196,7 +226,8 @@ def test_a_failed_condition_applies_only_its_tightening_effects_and_names_them()
 
 
 SESSIONS = _policy(
-    defaults={"access_ttl": "1h", "refresh_ttl": "1d", "refresh": {"max_session": "8h", "idle_timeout": "12h"}},
+    defaults={"access_ttl": "1h", "refresh_ttl": "1d",
+              "refresh": {"max_session": "8h", "idle_timeout": "12h", "reuse_grace": "1m"}},
     rules=[{"name": "short-session", "when": "user.mfa == false", "refresh": {"max_session": "2h", "idle_timeout": "90m"}}])
 
 
@@ -229,6 +260,7 @@ def test_one_second_of_session_left_bounds_both_lifetimes() -> None:
 
 def test_without_a_session_start_the_cap_bounds_each_token() -> None:
     decision = _decide(SESSIONS, {"user": {"mfa": True}})
+    assert decision["refresh"]["reuse_grace"] == 60  # the default, no rule sets one
     assert decision["expires_at"]["session"] is None
     assert decision["trace"][2:] == [_step("refresh_ttl", "idle_timeout", 43200, 43200, source="defaults"),
                                      _step("refresh_ttl", "session", 28800, 28800, source="defaults")]

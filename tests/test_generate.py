@@ -193,6 +193,36 @@ def test_every_case_decides_as_before(param: Any) -> None:
     assert [step.to_dict() for step in plain.trace] == golden["trace"]  # formatted from the compact data
 
 
+@pytest.mark.parametrize("rules_per_function", [64, 1])  # one function, or one per rule as for a large policy
+@pytest.mark.parametrize("param", [pytest.param(p, id=p.id) for p in _collect() if "expect_error" not in p.values[2]])
+def test_the_generated_code_decides_every_case_itself_unless_a_rule_failed(param: Any, rules_per_function: int) -> None:
+    """No case is handed to the reference evaluator except for a failed rule, and no case's context
+    to the slow validation: the generated code validates, derives, combines and bounds on its own
+    (and still decides as the reference)."""
+    file, spec, case = param.values
+    handed: list[bool] = []
+
+    def recorder(policy: CompiledPolicy, act: Any, now: datetime, explain: bool) -> Decision:
+        handed.append(explain)
+        return reference_decide(policy, act, now, explain)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
+        patch.setattr(ttlpolicy.generate, "RULES_PER_FUNCTION", rules_per_function)
+        policies = _policy_set(spec)
+    slow: list[Any] = []  # contexts the generated validation hands to ContextSchema.activation
+    for policy in policies:
+        assert policy.program is not None
+        namespace = policy.program.run.__globals__
+        namespace["_activation"] = functools.partial(
+            lambda validate, context, now: slow.append(context) or validate(context, now), namespace["_activation"])
+    decision = policies.decide(case["context"], policy=case.get("policy"), now=case.get("now", DEFAULT_NOW))
+    golden = GOLDEN[param.id]
+    assert decision.to_dict() == {k: v for k, v in golden.items() if k != "rules"}
+    assert handed == ([False] if golden["errors"] else [])
+    assert slow == []  # every case's context is validated by the generated code itself
+
+
 def test_bundled_policies_and_cases_generate_fully() -> None:
     sets = [load_policies(ROOT / "policies")] + [_policy_set(p.values[1]) for p in _collect()]
     for policies in sets:
@@ -230,6 +260,30 @@ def test_generated_source_is_safe_and_readable() -> None:
     assert decision.deny_reason == hostile
 
 
+def test_the_shown_source_is_the_program_python_runs_under_its_own_few_builtins() -> None:
+    import ast
+
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": [{"when": "true", "access_ttl": {"cap": 60}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    assert policy.program is not None
+    source = policy.program.source
+    ast.parse(source)  # what ``compile --show`` prints is Python, header comments included
+    assert source.startswith(f"# policy p ({policy.digest}), from p.yaml\n# 1 rules; 0 conditions called as "
+                             "closures\ndef decide(context, now, explain):\n")
+    builtins = policy.program.run.__globals__["__builtins__"]
+    assert {"min", "max", "len", "ValueError"} <= set(builtins) and not {"open", "__import__", "eval"} & set(builtins)
+
+
+def test_user_text_in_comments_is_escaped_and_cut_at_160_characters() -> None:
+    from ttlpolicy.generate import _comment
+
+    assert _comment("a\nb") == "a\\nb"
+    assert _comment("r" * 159) == "r" * 159
+    assert _comment("r" * 160) == "r" * 157 + "..."
+    assert _comment("\n" * 200) == "\\n" * 157 + "..."
+
+
 def test_a_large_policy_runs_its_rules_in_several_functions() -> None:
     """Compiled one function per RULES_PER_FUNCTION rules (memory), deciding as the reference does."""
     import ttlpolicy.generate
@@ -248,3 +302,77 @@ def test_a_large_policy_runs_its_rules_in_several_functions() -> None:
         context = {"user": {"risk": risk}}
         assert _outcome(lambda: policy.decide(context, now)) == _outcome(lambda: _reference(policy, context, now))
     assert policy.decide({"user": {"risk": 0.99}}, now).rotation is True
+
+
+def test_an_unusual_context_goes_to_the_slow_validation_which_lists_every_problem() -> None:
+    from types import MappingProxyType
+
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": [{"when": "user.mfa", "access_ttl": {"cap": 60}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    for context, paths in [({"user": {"shoe": 44}}, ["user.shoe"]), ({"weather": "rain"}, ["weather"]),
+                           ({"user": "alice"}, ["user"]), ({"user": {"mfa": "yes"}, "tier": 3}, ["tier", "user.mfa"])]:
+        with pytest.raises(ContextError) as raised:
+            policy.decide(context, now)
+        assert sorted(p.path for p in raised.value.problems) == paths
+    assert policy.decide(MappingProxyType({"user": MappingProxyType({"mfa": True})}), now).access_ttl == 60
+
+
+def test_the_generated_validation_accepts_and_refuses_exactly_what_the_context_schema_does() -> None:
+    """Value by value from tests/test_context.py's tables: the generated code's fast checks must
+    never let through what ContextSchema.activation refuses, nor refuse what it accepts."""
+    from test_context import INVALID, VALID
+
+    attributes = {name: {k: v for k, v in attribute.model_dump(exclude_none=True).items()
+                         if k in ("type", "values", "min", "max")}
+                  for name, attribute, _, _ in VALID + INVALID if name.startswith("x.")}
+    policy = load_sources({"p.yaml": yaml.safe_dump({
+        "apiVersion": "ttlpolicy/v1", "name": "p", "defaults": {"access_ttl": 3600, "refresh_ttl": 0},
+        "zones": {"office": ["10.0.0.0/24"]},  # location.ip is then checked and placed in one parse
+        "attributes": {name: {**spec, "values": list(spec["values"])} if "values" in spec else spec
+                       for name, spec in attributes.items()},
+        "rules": [{"name": "r", "when": "x.flag", "access_ttl": {"cap": 60}}]})}).get("p")
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+    def outcome(run: Any) -> Any:
+        try:
+            return run()
+        except ContextError as exc:
+            return sorted((p.path, p.message) for p in exc.problems)
+
+    for name, _, value, _ in VALID + INVALID:  # x.* as declared above, location.* and time.zone from the vocabulary
+        namespace, leaf = name.split(".")
+        context = {namespace: {leaf: value}}
+        expected = outcome(lambda: policy.context.activation(context, now))
+        decided = outcome(lambda: policy.decide(context, now))
+        assert isinstance(decided, list) == isinstance(expected, list), (name, value)
+        if isinstance(expected, list):
+            assert decided == expected, (name, value)
+
+
+def test_a_missing_required_attribute_is_refused_by_the_generated_code_too() -> None:
+    policy = load_sources({"p.yaml": yaml.safe_dump({
+        "apiVersion": "ttlpolicy/v1", "name": "p", "defaults": {"access_ttl": 3600, "refresh_ttl": 0},
+        "attributes": {"user.badge": {"type": "string", "required": True},
+                       "tenant": {"type": "string", "required": True}},
+        "rules": [{"name": "r", "when": 'user.badge == "b1"', "access_ttl": {"cap": 60}}]})}).get("p")
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    for context, missing in [({}, ["tenant", "user.badge"]), ({"tenant": "acme"}, ["user.badge"]),
+                             ({"user": {"badge": "b1"}}, ["tenant"])]:
+        with pytest.raises(ContextError) as raised:
+            policy.decide(context, now)
+        assert sorted(p.path for p in raised.value.problems) == missing
+    assert policy.decide({"user": {"badge": "b1"}, "tenant": "acme"}, now).access_ttl == 60
+
+
+def test_the_source_of_a_policy_split_into_several_functions_is_python_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ast
+
+    monkeypatch.setattr(ttlpolicy.generate, "RULES_PER_FUNCTION", 1)
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": [{"when": "true", "access_ttl": {"cap": 60}}, {"when": "user.mfa", "access_ttl": {"cap": 30}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    assert policy.program is not None
+    ast.parse(policy.program.source)
+    assert policy.decide({"user": {"mfa": True}}, datetime(2026, 3, 2, tzinfo=timezone.utc)).access_ttl == 30

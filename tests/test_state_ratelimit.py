@@ -209,3 +209,19 @@ def test_a_key_read_as_sent_is_the_key_the_activation_gives(policies) -> None:  
         activation = compiled.context.activation(context, resolve_now("2026-12-01T12:00:00Z"))
         for limit in limits.values():
             assert limit.key_values(activation, "api_key:x", context) == limit.key_values(activation, "api_key:x")
+
+
+def test_one_address_written_several_ways_is_one_key(runtime: StateRuntime, policies) -> None:  # type: ignore[no-untyped-def]
+    """A per-IP limit cannot be dodged by spelling the same address differently."""
+    spellings = ["2001:DB8::1", "2001:db8:0:0::1", "2001:0db8::0001", "2001:db8::1"]
+    def request(ip: str) -> dict[str, object]:
+        return {"grant": {"type": "authorization_code"}, "location": {"ip": ip}}
+
+    outcomes = [runtime.decide(policies, request(ip), now=T0, caller="api_key:a").to_dict()
+                for ip in [*spellings, "2001:db8::1"]]
+    assert [o["step_up"] for o in outcomes] == [False, False, False, False, True]  # per-ip: 4 per 10m
+    assert [e["name"] for e in outcomes[-1]["rate_limits"] if e["exceeded"]] == ["per-ip"]
+    mapped = [runtime.decide(policies, request(ip), now=T0, caller="api_key:b").to_dict()
+              for ip in ("192.0.2.7", "::ffff:192.0.2.7")]
+    keys = [next(e["key"] for e in d["rate_limits"] if e["name"] == "per-ip") for d in mapped]
+    assert keys[0] == keys[1]

@@ -29,10 +29,12 @@ shared value ``<unknown>``: a limit never disappears because a field is missing.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from ..context import parse_ip
 from ..durations import format_duration, parse_duration
 from ..errors import Location, Problem
 from ..model import Attribute, RateLimit
@@ -41,6 +43,9 @@ from .store import Window, WindowHit
 from .tighten import Ceiling
 
 RATE = re.compile(r"^\s*(\d+)\s+per\s+(\S+)\s*$")
+# The vocabulary's IP address attribute (validated by context.parse_ip): its key values are
+# written one way per address (canonical_ip).
+IP_ATTRIBUTES = frozenset({"location.ip"})
 SHORTHANDS = {"user": "user.id", "client": "client.id", "ip": "location.ip"}
 CALLER = "caller"
 UNKNOWN = "<unknown>"
@@ -110,8 +115,24 @@ class CompiledRateLimit:
                     value = part.program(activation or {})
                 except Exception:  # noqa: BLE001 - an absent attribute: count under the shared unknown value
                     value = None
-            values.append(UNKNOWN if value is None else str(value))
+            if value is None:
+                values.append(UNKNOWN)
+            elif part.text in IP_ATTRIBUTES and isinstance(value, str):
+                values.append(canonical_ip(value))
+            else:
+                values.append(str(value))
         return values
+
+
+def canonical_ip(text: str) -> str:
+    """One spelling per address, so that a per-IP limit cannot be dodged by writing the same
+    address another way: ``2001:DB8::1``, ``2001:db8:0::1`` → ``2001:db8::1``;
+    ``::ffff:192.0.2.1`` → ``192.0.2.1`` (as the policy's own IP checks read it)."""
+    try:
+        version, value = parse_ip(text)
+    except ValueError:
+        return text  # not reached for a validated context; counted under what was sent
+    return str(ipaddress.IPv4Address(value)) if version == 4 else ipaddress.IPv6Address(value).compressed
 
 
 def _sent(context: Mapping[str, Any], path: tuple[str, ...]) -> str | None:

@@ -166,3 +166,10 @@ def test_a_widened_declaration_no_rule_reads_is_a_context_accepted() -> None:
     narrowed = proof(rule, rule, wide.replace("rules:\n", "") + "rules:\n", narrow.replace("rules:\n", "") + "rules:\n")
     assert narrowed.decided and not narrowed.loosens
     assert statuses(narrowed)["context"] == "never loosens"
+
+
+def test_a_constant_beyond_the_solvers_alphabet_is_unknown_not_a_proof() -> None:
+    rule = '  - {name: r, when: "client.id == \'\\U00030000\'", access_ttl: {cap: 10m}}\n'
+    result = proof(rule, rule.replace("10m", "20m"))
+    unknown = next(f for f in result.fields if f.field == "access_ttl")
+    assert unknown.status == "unknown" and "U+2FFFF" in unknown.reason and unknown.location is not None

@@ -182,6 +182,8 @@ def _value_constraint(name: str, attribute: Attribute, variable: Variable) -> An
     parts: list[Any] = []
     if kind == "string":
         if attribute.values is not None:
+            if any(ord(c) > 0x2FFFF for v in attribute.values for c in v):  # see prove.cel.MAX_CODE_POINT
+                raise Unsupported(f"a value of {name} has a character beyond U+2FFFF, which the prover does not model")
             parts.append(z3.Or(*[term == z3.StringVal(v) for v in attribute.values]) if attribute.values
                          else z3.BoolVal(False))
         else:

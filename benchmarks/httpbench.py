@@ -4,7 +4,10 @@ Each configuration starts a fresh server process (``ttlpolicy serve`` or uvicorn
 benchmarks/http/trivial_app.py with the same settings), waits until it answers, runs a warm-up,
 then one measured ``wrk`` run (64 connections, one wrk thread so that the server keeps the other
 core). ttlpolicy runs as in production: Prometheus metrics on, the decision log written to a
-file, and optionally API-key credentials. Server RSS is read from /proc after the warm-up.
+file, activity tracking on (its default) in a fresh SQLite state store, and optionally API-key
+credentials; and both once more with activity off, to show what its per-decision store round trip
+costs.
+Server RSS is read from /proc after the warm-up.
 """
 
 from __future__ import annotations
@@ -129,20 +132,24 @@ def run_http(contexts: list[tuple[dict[str, Any], str]], seconds: float, warmup:
                 "--loop", "auto", "--http", "auto"], None, None))
             if ttlpolicy is None:
                 continue
-            for auth in (False, True):
-                config = tmpdir / f"serve-{workers}-{auth}.yaml"
-                decision_log = tmpdir / f"decisions-{workers}-{auth}.jsonl"
+            for auth, activity in ((False, True), (True, True), (False, False), (True, False)):
+                config = tmpdir / f"serve-{workers}-{auth}-{activity}.yaml"
+                decision_log = tmpdir / f"decisions-{workers}-{auth}-{activity}.jsonl"
                 settings: dict[str, Any] = {
                     "policies": str(ROOT / "policies"), "workers": workers, "log_level": "warning",
                     "access_log": False, "reload": {"watch": False},
                     "decision_log": {"sink": "file", "path": str(decision_log)},
+                    # a fresh store per run: the default one ($XDG_STATE_HOME) keeps other runs' activity
+                    "state": {"url": f"sqlite:///{tmpdir}/state-{workers}-{auth}-{activity}.db"},
+                    "activity": {"enabled": activity},
                 }
                 if auth:
                     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
                     settings["auth"] = {"api_keys": [{"name": "bench", "hash": f"sha256:{digest}",
                                                       "scopes": ["decide"]}]}
                 config.write_text(json.dumps(settings))
-                label = "ttlpolicy serve, metrics + decision log" + (" + API key" if auth else "")
+                label = ("ttlpolicy serve, metrics + decision log" + (" + API key" if auth else "")
+                         + ("" if activity else ", activity off"))
                 configs.append((label, [ttlpolicy, "serve", "--config", str(config)],
                                 API_KEY if auth else None, decision_log))
         for label, command, key, decision_log in configs:
@@ -172,3 +179,82 @@ def run_http(contexts: list[tuple[dict[str, Any], str]], seconds: float, warmup:
             results.append(HttpResult(label, workers, summary["rps"], summary["p50_us"] / 1000,
                                       summary["p99_us"] / 1000, rss, errors, summary["requests"], note))
     return results, notes
+
+
+TARGET_HTTP_SHARE, TARGET_HTTP_SHARE_AUTH, TARGET_P99_RATIO = 0.70, 0.65, 2.0  # p99: × the trivial endpoint's
+
+
+def http_markdown(http: list[HttpResult], notes: list[str], seconds: float, decision_us: float | None = None
+                  ) -> list[str]:
+    """The HTTP section of the results: the table, the targets (issue 12) and what limits them."""
+    md = ["## HTTP: `POST /v1/decide`", "",
+          f"wrk, 1 thread, 64 connections, {seconds:g} s after a warm-up, on loopback; 200 different workforce "
+          "request bodies in rotation. Same uvicorn settings for both servers (uvloop, httptools, no access log). "
+          "ttlpolicy: metrics on, decision log to a file, activity tracking on (its default) in a fresh SQLite "
+          "state store, unless the row says otherwise.", "",
+          "| server | workers | requests/s | share of trivial | p50 ms | p99 ms | p99 × trivial | RSS MiB | errors | note |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    trivial = {r.workers: r for r in http if r.label.startswith("trivial")}
+    for r in http:
+        base = trivial.get(r.workers)
+        share = f"{r.rps / base.rps:.0%}" if base and base is not r else "—"
+        p99 = f"{r.p99_ms / base.p99_ms:.1f}" if base and base is not r else "—"
+        md.append(f"| {r.label} | {r.workers} | {r.rps:,.0f} | {share} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {p99} | "
+                  f"{r.rss_mb:.0f} | {r.errors} | {r.note} |")
+    md += [""] + [f"- {n}" for n in notes] + [""]
+    md += ["**HTTP targets** (1 worker)", "", "| target | measured | met |", "|---|---|---|"]
+    for r in http:
+        base = trivial.get(r.workers)
+        if r.workers != 1 or r.label.startswith("trivial") or base is None:
+            continue
+        goal = TARGET_HTTP_SHARE_AUTH if "API key" in r.label else TARGET_HTTP_SHARE
+        share, ratio = r.rps / base.rps, r.p99_ms / base.p99_ms
+        md.append(f"| {r.label}: ≥ {goal:.0%} of trivial req/s | {share:.0%} | {'met' if share >= goal else 'NOT met'} |")
+        md.append(f"| {r.label}: p99 ≤ {TARGET_P99_RATIO:g}× the trivial endpoint's | {r.p99_ms:.2f} ms = "
+                  f"{ratio:.1f}× | {'met' if ratio <= TARGET_P99_RATIO else 'NOT met'} |")
+    md.append("")
+    base1 = trivial.get(1)
+    served = [r for r in http if r.workers == 1 and not r.label.startswith("trivial")]
+    if base1 is not None and served:
+        per_request = 1e6 / base1.rps
+        md += [f"Server time per request (1 worker): the trivial endpoint {per_request:,.0f} µs "
+               f"({base1.rps:,.0f} req/s); 70 % of its rate leaves {per_request / 0.7 - per_request:,.0f} µs per "
+               "request for everything ttlpolicy adds. ttlpolicy adds: "
+               + "; ".join(f"{1e6 / r.rps - per_request:,.0f} µs ({r.label.removeprefix('ttlpolicy serve, ')})"
+                           for r in served)
+               + (f". The in-process decision with `to_dict` is {decision_us:,.0f} µs of it in this run."
+                  if decision_us is not None else "."), ""]
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/httpbench.py``: the HTTP part alone, written to RESULTS-http.md."""
+    import argparse
+
+    from contexts import workforce_contexts
+    from run import machine
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS-http.md")
+    args = parser.parse_args(argv)
+    info = machine()
+    started = time.perf_counter()
+    http, notes = run_http(workforce_contexts(200, seed=9), seconds=args.seconds, warmup=3,
+                           workers_list=tuple(int(w) for w in args.workers.split(",")))
+    md = ["# ttlpolicy HTTP benchmark results", "",
+          f"Written by `benchmarks/httpbench.py` on {info['date']}; how to read them: [README.md](README.md).", "",
+          f"- CPU: {info['cpu']}, {info['cores']} cores; memory {info['memory']}; {info['python']} on {info['os']}",
+          f"- load average (1/5/15 min) at start: {info['load']} (a shared machine: compare the ratios)",
+          f"- packages: {info['packages']}", f"- load generator: {info['wrk']}", ""]
+    md += http_markdown(http, notes, args.seconds)
+    md += [f"Total run time {time.perf_counter() - started:.0f} s; load average at the end: "
+           f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.", ""]
+    args.output.write_text("\n".join(md))
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

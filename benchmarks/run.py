@@ -42,7 +42,6 @@ TARGET_VS_HANDWRITTEN = 1.5
 TARGET_VS_FASTEST_OTHER = 4.0
 TARGET_VS_REFERENCE = 300.0
 TARGET_TO_DICT_US = 3.0
-TARGET_HTTP_SHARE, TARGET_HTTP_SHARE_AUTH, TARGET_P99_MS = 0.70, 0.65, 5.0
 TARGET_LOAD_S, TARGET_RSS_MIB = 1.0, 60.0
 PACKAGES = ("ttlpolicy", "cel-python", "pydantic", "starlette", "uvicorn", "uvloop", "httptools", "orjson",
             "prometheus-client", "gordon-to-regorus", "opa-golib-python-bindings", "common-expression-language")
@@ -310,56 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     # 4. HTTP
     if not args.skip_http:
         log("HTTP: wrk on loopback")
-        from httpbench import run_http
+        from httpbench import http_markdown, run_http
         http, notes = run_http(workforce_contexts(200, seed=9), seconds=3 if args.quick else 10,
                                warmup=1 if args.quick else 3, workers_list=(1,) if args.quick else (1, 2))
-        md += ["## HTTP: `POST /v1/decide`", "",
-               f"wrk, 1 thread, 64 connections, {3 if args.quick else 10} s after a warm-up, on loopback; "
-               "200 different workforce request bodies in rotation. Same uvicorn settings for both servers "
-               "(uvloop, httptools, no access log). ttlpolicy: metrics on, decision log to a file.", "",
-               "| server | workers | requests/s | share of trivial | p50 ms | p99 ms | RSS MiB | errors | note |",
-               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        trivial = {r.workers: r for r in http if r.label.startswith("trivial")}
-        for r in http:
-            base = trivial.get(r.workers)
-            share = f"{r.rps / base.rps:.0%}" if base and base is not r else "—"
-            md.append(f"| {r.label} | {r.workers} | {r.rps:,.0f} | {share} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                      f"{r.rss_mb:.0f} | {r.errors} | {r.note} |")
-        md += [""] + [f"- {n}" for n in notes] + [""]
-        md += ["**HTTP targets** (1 worker)", "", "| target | measured | met |", "|---|---|---|"]
-        for r in http:
-            base = trivial.get(r.workers)
-            if r.workers != 1 or r.label.startswith("trivial") or base is None:
-                continue
-            goal = TARGET_HTTP_SHARE_AUTH if "API key" in r.label else TARGET_HTTP_SHARE
-            share = r.rps / base.rps
-            md.append(f"| {r.label}: ≥ {goal:.0%} of trivial req/s | {share:.0%} | "
-                      f"{'met' if share >= goal else 'NOT met'} |")
-            md.append(f"| {r.label}: p99 < {TARGET_P99_MS:g} ms | {r.p99_ms:.2f} ms | "
-                      f"{'met' if r.p99_ms < TARGET_P99_MS else 'NOT met'} |")
-        md.append("")
-        base1 = trivial.get(1)
-        served = [r for r in http if r.workers == 1 and not r.label.startswith("trivial")]
         native = next(t for t in wf if t.engine.startswith("ttlpolicy (native"))
-        if base1 is not None and served:
-            per_request = 1e6 / base1.rps
-            extra = 1e6 / served[0].rps - per_request
-            md += [f"What limits HTTP (1 worker): the trivial endpoint costs {per_request:,.0f} µs of server time "
-                   f"per request ({base1.rps:,.0f} req/s); 80 % of that rate leaves {per_request * 0.25:,.0f} µs per "
-                   f"request for everything ttlpolicy adds. ttlpolicy adds {extra:,.0f} µs: the in-process decision "
-                   f"(validation, rules, trace, to_dict) is {native.mean_us:,.0f} µs of it in this run, the rest is the "
-                   "service's own per-request work (request checks, Prometheus metrics, the decision-log record, "
-                   "response encoding). Both would have to shrink several-fold; see README for the server profile.",
-                   ""]
-
-    # 5. state: a decision with a rate limit and a revocation check, the check endpoint
-    if not args.skip_state:
-        log("state: rate limits and revocation checks on SQLite and Redis (benchmarks/state.py)")
-        import state as state_bench
-
-        (HERE / "RESULTS-state.md").write_text("\n".join(state_bench.run(args.quick, args.skip_http)))
-        md += ["## State (rate limits, revocation, the check endpoint)", "",
-               "Written to [RESULTS-state.md](RESULTS-state.md) by the same run.", ""]
+        md += http_markdown(http, notes, 3 if args.quick else 10, native.mean_us)
 
     md += [f"Total run time {time.perf_counter() - started:.0f} s; load average at the end: "
            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.", ""]

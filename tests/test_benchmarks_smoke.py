@@ -65,3 +65,16 @@ def test_state_benchmark_runs(tmp_path: Path, redis_url: str) -> None:
                 "| Redis adds one round trip and nothing else |", "| SQLite | ", "| Redis | "):
         assert row in report, row
     assert "wrk is not installed" in "\n".join(state_benchmark.http_report([], ["wrk is not installed"], 1, 1))
+
+
+def test_the_http_report_states_each_issue_12_target_against_the_trivial_endpoint_of_the_same_run() -> None:
+    from httpbench import HttpResult, http_markdown
+
+    trivial = HttpResult("trivial Starlette endpoint", 1, 10_000, 4.0, 10.0, 34, 0, 100_000)
+    fast = HttpResult("ttlpolicy serve, metrics + decision log", 1, 7_500, 5.0, 19.0, 70, 0, 75_000)
+    slow = HttpResult("ttlpolicy serve, metrics + decision log + API key", 1, 6_000, 9.0, 25.0, 70, 0, 60_000)
+    text = "\n".join(http_markdown([trivial, fast, slow], [], 10))
+    assert "| ttlpolicy serve, metrics + decision log: ≥ 70% of trivial req/s | 75% | met |" in text
+    assert "| ttlpolicy serve, metrics + decision log: p99 ≤ 2× the trivial endpoint's | 19.00 ms = 1.9× | met |" in text
+    assert "| ttlpolicy serve, metrics + decision log + API key: ≥ 65% of trivial req/s | 60% | NOT met |" in text
+    assert "25.00 ms = 2.5× | NOT met |" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ttlpolicy.compile import STAGES, compile_sources
@@ -84,3 +85,30 @@ def test_the_import_graph_has_no_cycle() -> None:
             visit(name, [])
     assert "ttlpolicy.evaluate" not in graph["ttlpolicy.program"]
     assert "ttlpolicy.compile" not in graph["ttlpolicy.evaluate"] | graph["ttlpolicy.generate"]
+
+
+def test_loading_gives_freed_heap_pages_back_where_the_c_library_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc's malloc_trim(0) after the stages; nothing at all without it (another C library)."""
+    import ctypes
+    import sys
+
+    import ttlpolicy.compile as compile_module
+
+    calls: list[int] = []
+
+    class Libc:
+        def malloc_trim(self, pad: int) -> int:
+            calls.append(pad)
+            return 1
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    compile_module.compile_sources({"p.yaml": "apiVersion: ttlpolicy/v1\nname: p\ndefaults: {access_ttl: 1h}\n"})
+    assert calls == [0]
+
+    class Musl:
+        pass
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Musl())
+    compile_module.compile_sources({"p.yaml": "apiVersion: ttlpolicy/v1\nname: p\ndefaults: {access_ttl: 1h}\n"})
+    assert calls == [0]

@@ -141,3 +141,35 @@ def test_the_prover_finds_every_loosening_brute_force_finds_and_never_proves_a_f
     check()
     # Not a vacuous pass: most changes are decided, and some of them loosen.
     assert seen["decided"] >= 0.8 * seen["examples"] and seen["loosens"] >= 2, seen
+
+
+def test_the_proof_benchmark_runs() -> None:
+    """benchmarks/prove.py cannot rot: its smallest size runs (no time is asserted)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import prove as proof_benchmark  # benchmarks/prove.py
+
+    rows = proof_benchmark.run((10,), 1, bundled_policies=False)
+    assert len(rows) == 4 and all(row.startswith("| synthetic, 10 rules | ") for row in rows)
+    assert "proved" in rows[2]  # the global limit holds whatever the rules do
+
+
+def test_a_widened_declaration_no_rule_reads_is_a_context_accepted() -> None:
+    narrow = HEAD + "attributes:\n  client.tenant: {type: string, values: [a, b]}\n"
+    wide = HEAD + "attributes:\n  client.tenant: {type: string, values: [a, b, c]}\n"
+    rule = "  - {name: r, when: user.mfa, access_ttl: {cap: 30m}}\n"
+    widened = proof(rule, rule, narrow.replace("rules:\n", "") + "rules:\n", wide.replace("rules:\n", "") + "rules:\n")
+    context = next(f for f in widened.fields if f.field == "context")
+    assert context.status == "loosens" and context.counterexample is not None
+    assert context.counterexample.context["client"]["tenant"] == "c"
+    narrowed = proof(rule, rule, wide.replace("rules:\n", "") + "rules:\n", narrow.replace("rules:\n", "") + "rules:\n")
+    assert narrowed.decided and not narrowed.loosens
+    assert statuses(narrowed)["context"] == "never loosens"
+
+
+def test_a_constant_beyond_the_solvers_alphabet_is_unknown_not_a_proof() -> None:
+    rule = '  - {name: r, when: "client.id == \'\\U00030000\'", access_ttl: {cap: 10m}}\n'
+    result = proof(rule, rule.replace("10m", "20m"))
+    unknown = next(f for f in result.fields if f.field == "access_ttl")
+    assert unknown.status == "unknown" and "U+2FFFF" in unknown.reason and unknown.location is not None

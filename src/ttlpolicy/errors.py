@@ -74,12 +74,16 @@ class Problem:
 
     def render(self, sources: Mapping[str, str] | None = None) -> str:
         """``file:line:col: severity[code]: message`` followed by the source line and a caret."""
+        loc = self.location
+        return self._render(sources[loc.file].splitlines() if sources and loc and loc.file in sources else None)
+
+    def _render(self, lines: list[str] | None) -> str:
+        """:meth:`render` with the lines of the problem's file (split once for many problems)."""
         where = str(self.location) if self.location else "<input>"
         head = f"{where}: {self.severity}[{self.code}]: {self.message}"
         loc = self.location
-        if not (sources and loc and loc.line and loc.file in sources):
+        if lines is None or not (loc and loc.line):
             return head
-        lines = sources[loc.file].splitlines()
         if loc.line > len(lines):
             return head
         text = lines[loc.line - 1].expandtabs(1)
@@ -137,7 +141,8 @@ class UnknownPolicyError(LookupError):
 
 def render_text(problems: Iterable[Problem], sources: Mapping[str, str] | None = None) -> str:
     problems = list(problems)
-    body = "\n".join(p.render(sources) for p in problems)
+    lines = {file: text.splitlines() for file, text in (sources or {}).items()}  # once, not per problem
+    body = "\n".join(p._render(lines.get(p.location.file) if p.location else None) for p in problems)
     errors = sum(p.severity == "error" for p in problems)
     warnings = sum(p.severity == "warning" for p in problems)
     notes = len(problems) - errors - warnings

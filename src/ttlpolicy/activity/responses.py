@@ -8,8 +8,10 @@ state layer, whose ids the action keeps in ``refs``. Actions only tighten (promi
 in the trace of every decision they change with the action's id and its cause, are listed with
 their evidence, and can be undone (the record keeps who undid it and when).
 
-Keys: ``actions:all`` (map id -> the record as JSON, kept ``RETENTION``) and
-``actions:{per}:{key}`` (map id -> ``kind|until``, expiring with the longest action in it).
+Keys: ``actions:all`` (map id -> the record as JSON, kept ``RETENTION``),
+``actions:{per}:{key}`` (map id -> ``kind|until``, expiring with the longest action in it) and
+``actions:version`` (replaced by every take and undo of an action applied here, so a service
+can keep the actions in force in memory and reload them only when it changed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..state import Batch, StateStore
 KINDS = ("disable_refresh", "step_up", "revoke_family", "revoke_subject", "emergency")
 APPLIED_HERE = ("disable_refresh", "step_up")  # the others are revocations and emergencies of the state layer
 RETENTION = 30 * 86_400.0  # how long action records (undone or expired) stay listable
+VERSION = "actions:version"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class ActionStore:
         batch.map_put("actions:all", action.id, orjson.dumps(action.to_dict()).decode(), RETENTION)
         if kind in APPLIED_HERE:
             batch.map_put(_index(per, key), action.id, f"{kind}|{action.until!r}", seconds)
+            batch.put(VERSION, os.urandom(8).hex(), RETENTION)
         batch.execute()
         return action
 
@@ -95,6 +99,24 @@ class ActionStore:
                 batch.map_get_all(_index(per, key))
                 queued += 1
         return queued
+
+    def version(self) -> str | None:
+        """The value every take and undo of an action applied here replaces (one small read)."""
+        return self.store.get(VERSION)
+
+    def all_in_force(self, now: float) -> tuple[str | None, dict[tuple[str, str], list[tuple[str, str, float]]]]:
+        """The version and every action applied here not ended at ``now``, as
+        ``{(per, key): [(action id, kind, until)]}``; one round trip."""
+        batch = self.store.batch()
+        batch.get(VERSION)
+        batch.map_get_all("actions:all")
+        version, records = batch.execute()
+        out: dict[tuple[str, str], list[tuple[str, str, float]]] = {}
+        for text in records.values():
+            action = Action.from_json(text)
+            if action.kind in APPLIED_HERE and action.undone_at is None and now < action.until:
+                out.setdefault((action.per, action.key), []).append((action.id, action.kind, action.until))
+        return version, out
 
     @staticmethod
     def in_force(results: Sequence[Mapping[str, str]], now: float) -> list[tuple[str, str]]:
@@ -130,6 +152,7 @@ class ActionStore:
         batch = self.store.batch()
         batch.map_delete(_index(action.per, action.key), action_id)
         batch.map_put("actions:all", action_id, orjson.dumps(undone.to_dict()).decode(), RETENTION)
+        batch.put(VERSION, os.urandom(8).hex(), RETENTION)
         batch.execute()
         return undone
 

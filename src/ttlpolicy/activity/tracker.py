@@ -153,6 +153,30 @@ class ActivityTracker:
         reads = self.queue_observe(batch, request)
         return reads.values(batch.execute())
 
+    def queue_requests(self, batch: Batch, requests: Iterable[Request]) -> int:
+        """Queue the recording of decided requests (no reads) on ``batch``; returns how many
+        operations. Each map field and last-activity time keeps only its newest stamp, whatever
+        order the requests arrive in, so it is written once per batch, not per request."""
+        latest: dict[tuple[str, str], float] = {}  # (key, map field or "") -> newest time
+        for r in requests:
+            if r.subject is None:
+                continue
+            fields = [(subject_key(r.subject, "last"), "")]
+            if r.country is not None:
+                fields.append((subject_key(r.subject, "countries"), r.country))
+            if r.ip is not None:
+                fields.append((subject_key(r.subject, "ips"), r.ip))
+            for name in fields:
+                if latest.get(name, float("-inf")) < r.now:
+                    latest[name] = r.now
+        keeps = {"countries": COUNTRY_MEMORY, "ips": DAY}
+        for (key, field), at in latest.items():
+            if field:
+                batch.map_put(key, field, repr(at), keeps[key.rsplit(":", 1)[1]])
+            else:
+                batch.put(key, repr(at), COUNTRY_MEMORY)
+        return len(latest)
+
     def _queue_request_writes(self, batch: Batch, request: Request) -> None:
         subject, now = request.subject, request.now
         if subject is None:

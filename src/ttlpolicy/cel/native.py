@@ -61,7 +61,7 @@ _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _SIMPLE_TYPES = (str, int, float, bool)
 
 
-def compile_expression(tree: lark.Tree) -> Callable[[Mapping[str, Any]], Any]:
+def compile_expression(tree: lark.Tree, generate: bool = True) -> Callable[[Mapping[str, Any]], Any]:
     """Compile a celpy parse tree into a function of the activation.
 
     The activation maps top-level identifiers to plain Python values (dict, list, str, bool,
@@ -79,8 +79,9 @@ def compile_expression(tree: lark.Tree) -> Callable[[Mapping[str, Any]], Any]:
     fn = node.fn
     if node.boolean:
         # bool results need no conversion: no wrapper. Conditions made of simple tests run as
-        # one generated function that falls back to this closure for anything unusual.
-        return codegen.generate(tree, fn, leaf_parts) or fn
+        # one generated function that falls back to this closure for anything unusual, unless
+        # the caller has them in generated code of its own (``generate=False``: a policy's rules).
+        return (codegen.generate(tree, fn, leaf_parts) if generate else None) or fn
     if node.const:
         value = node.value
         return lambda act: nf.to_plain(value)

@@ -173,9 +173,12 @@ def _proof_lines(proof: PolicyProof) -> list[str]:
         if f.counterexample is not None:
             ce = f.counterexample
             lines.append(f"    counterexample: {json.dumps(ce.context, sort_keys=True)} at {ce.now.isoformat()}")
+            if ce.refused:
+                lines.append(f"    {ce.refused}")
             for side, decision in (("base", ce.base), ("head", ce.head)):
-                lines.append(f"    {side}:")
-                lines += ["      " + line for line in decision_text(decision.to_dict()).splitlines()]
+                if decision is not None:
+                    lines.append(f"    {side}:")
+                    lines += ["      " + line for line in decision_text(decision.to_dict()).splitlines()]
     same = [f.field for f in proof.fields if f.status == "equivalent"]
     if same:
         lines.append(f"  equivalent (proved): {', '.join(same)}")

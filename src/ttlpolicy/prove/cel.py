@@ -367,7 +367,7 @@ def lift(value: Any, where: lark.Tree | lark.Token) -> Sym:
     if isinstance(value, float):
         return Sym("double", z3.FPVal(value, DOUBLE))
     if isinstance(value, str):
-        return Sym("string", z3.StringVal(value))
+        return Sym("string", z3.StringVal(_in_alphabet(value, where)))
     ns = None
     if isinstance(value, Duration):
         ns, kind = value.ns, "duration"
@@ -385,9 +385,22 @@ def lift(value: Any, where: lark.Tree | lark.Token) -> Sym:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         seq: Any = z3.Empty(z3.SeqSort(z3.StringSort()))
         for item in value:
-            seq = z3.Concat(seq, z3.Unit(z3.StringVal(item)))
+            seq = z3.Concat(seq, z3.Unit(z3.StringVal(_in_alphabet(item, where))))
         return Sym("list", seq)
     raise unsupported(where, f"a constant {type(value).__name__} is not modelled by the prover")
 
 
-__all__ = ["Sym", "Translator", "UnknownName", "lift", "unsupported"]
+# z3's strings hold the code points up to U+2FFFF. A request's strings may hold higher ones, but
+# conditions only compare them with constants (==, in, startsWith, size ...), which cannot tell
+# two characters apart that no constant contains: a proof over z3's alphabet holds for every
+# string as long as no constant holds a character beyond it. Such a constant is refused.
+MAX_CODE_POINT = 0x2FFFF
+
+
+def _in_alphabet(text: str, where: lark.Tree | lark.Token) -> str:
+    if any(ord(c) > MAX_CODE_POINT for c in text):
+        raise unsupported(where, "a character beyond U+2FFFF in a string is not modelled by the prover")
+    return text
+
+
+__all__ = ["MAX_CODE_POINT", "Sym", "Translator", "UnknownName", "lift", "unsupported"]

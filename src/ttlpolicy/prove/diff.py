@@ -21,13 +21,13 @@ from typing import Any, Callable
 import z3
 
 from ..decision import Decision
+from ..errors import ContextError, Location
 from ..diffing import DECISION_FIELDS, DiffReport, change_kinds, decide_outcome, diff_policies
-from ..errors import Location
 from ..policyset import PolicySet
 from ..program import CompiledPolicy
 from ..validate import MAX_REUSE_GRACE
 from .cel import FALSE, _and, _not, _or
-from .encode import Locator, Optional_, SymbolicDecision, UnsupportedAt, encode
+from .encode import Locator, Maybe, SymbolicDecision, UnsupportedAt, encode
 from .solve import DEFAULT_TIMEOUT, search
 from .symbols import SymbolicContext, Unsupported
 
@@ -41,10 +41,14 @@ _TIME_DERIVED = ("time.hour", "time.minute", "time.weekday")
 
 @dataclass
 class Counterexample:
+    """A request, an instant and both sides' decisions (``None`` where that side refuses the
+    request; ``refused`` then says why)."""
+
     context: dict[str, Any]
     now: datetime
-    base: Decision
-    head: Decision
+    base: Decision | None
+    head: Decision | None
+    refused: str = ""
 
 
 @dataclass
@@ -70,7 +74,10 @@ class FieldProof:
         if self.counterexample is not None:
             ce = self.counterexample
             out["counterexample"] = {"context": ce.context, "now": ce.now.isoformat(),
-                                     "base": ce.base.to_dict(), "head": ce.head.to_dict()}
+                                     "base": ce.base.to_dict() if ce.base else None,
+                                     "head": ce.head.to_dict() if ce.head else None}
+            if ce.refused:
+                out["counterexample"]["refused"] = ce.refused
         return out
 
 
@@ -121,6 +128,15 @@ def prove_policy(base: PolicySet, head: PolicySet, name: str, *, timeout: float 
         return proof
     ctx = SymbolicContext()
     try:
+        # Every attribute declared differently on the two sides is part of the request, read or
+        # not: a narrowed or widened declaration changes which requests are accepted.
+        for attribute_name in sorted(b.attributes.keys() | h.attributes.keys()):
+            before, after = b.attributes.get(attribute_name), h.attributes.get(attribute_name)
+            if before != after and attribute_name != "location.ip":
+                declared = after if after is not None else before
+                assert declared is not None
+                if not declared.derived:
+                    ctx.variable(attribute_name, declared)
         sb = encode(b, ctx, Locator(base.sources))
         sh = encode(h, ctx, Locator(head.sources))
         if b.timezone != h.timezone and any(n in ctx.variables for n in _TIME_DERIVED):
@@ -159,7 +175,15 @@ def _grid_findings(report: DiffReport, b: CompiledPolicy, h: CompiledPolicy) -> 
 
 
 def _counterexample(b: CompiledPolicy, h: CompiledPolicy, context: dict[str, Any], now: datetime) -> Counterexample:
-    return Counterexample(context, now, _decide(b, context, now), _decide(h, context, now))
+    decisions: list[Decision | None] = []
+    refused = []
+    for side, policy in (("base", b), ("head", h)):
+        try:
+            decisions.append(_decide(policy, context, now))
+        except ContextError as exc:
+            decisions.append(None)
+            refused.append(f"{side} refuses it: " + "; ".join(f"{p.path}: {p.message}" for p in exc.problems))
+    return Counterexample(context, now, decisions[0], decisions[1], "; ".join(refused))
 
 
 def _decide(policy: CompiledPolicy, context: dict[str, Any], now: datetime) -> Decision:
@@ -251,7 +275,7 @@ def _questions(key: str, b: SymbolicDecision, h: SymbolicDecision) -> tuple[Any,
     if key in ("access_ttl", "refresh_ttl"):
         vb, vh = getattr(b, key), getattr(h, key)
         return vh > vb, vh != vb, both_allow
-    limits: dict[str, Callable[[SymbolicDecision], Optional_]] = {
+    limits: dict[str, Callable[[SymbolicDecision], Maybe]] = {
         "refresh.idle_timeout": lambda d: d.idle_timeout, "refresh.max_session": lambda d: d.max_session,
         "expires_at.session": lambda d: d.session_end}
     if key in limits:
@@ -266,7 +290,7 @@ def _questions(key: str, b: SymbolicDecision, h: SymbolicDecision) -> tuple[Any,
     raise ValueError(f"no proof for decision field {key!r}")  # a field added to DECISION_FIELDS: add it here
 
 
-def _optional_differs(a: Optional_, b: Optional_) -> Any:
+def _optional_differs(a: Maybe, b: Maybe) -> Any:
     return _or(a.has != b.has, _and(a.has, b.has, a.value != b.value))
 
 

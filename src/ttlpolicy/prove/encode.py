@@ -21,9 +21,8 @@ import z3
 from ..cel.parse import CelSyntaxError, parse
 from ..durations import MAX_DURATION
 from ..evaluate import seconds
-from ..errors import Location
+from ..errors import Location, ProblemCollector
 from ..load import Document, parse_document
-from ..errors import ProblemCollector
 from ..model import Attribute
 from ..program import CompiledPolicy, CompiledRule, TtlOps
 from ..validate import parse_zones
@@ -43,8 +42,8 @@ class UnsupportedAt(Exception):
 
 
 @dataclass(frozen=True)
-class Optional_:
-    """A field that may be ``None`` in the decision: ``has`` and its value."""
+class Maybe:
+    """A field that may be ``None`` in the decision: whether it ``has`` a value, and the value."""
 
     has: Any
     value: Any
@@ -60,13 +59,13 @@ class SymbolicDecision:
     access_ttl: Any
     refresh_ttl: Any
     rotation: Any
-    idle_timeout: Optional_
-    max_session: Optional_
-    reuse_grace: Optional_
+    idle_timeout: Maybe
+    max_session: Maybe
+    reuse_grace: Maybe
     sender_constrained: Any
-    session_end: Optional_  # microseconds since the epoch
+    session_end: Maybe  # microseconds since the epoch
     step_up: Any
-    tier: Optional_
+    tier: Maybe
     matched: dict[str, Any] = field(default_factory=dict)  # rule -> matched
     errors: dict[str, Any] = field(default_factory=dict)  # rule -> number of error entries (Int)
     # The whole-second products of the factors (one per lifetime): the costly part of a query,
@@ -128,7 +127,7 @@ class _Encoder:
         self.zones = tuple((net.version, int(net.network_address), int(net.broadcast_address), name)
                            for net, name in parse_zones(policy.document))
         for name, attribute in self.attributes.items():
-            if attribute.required and not attribute.derived:
+            if attribute.required and not attribute.derived and name != "location.ip":
                 ctx.variable(name, attribute)  # a request must carry it: it is part of every context
 
     # -- attributes ---------------------------------------------------------------------------
@@ -308,7 +307,7 @@ class _Encoder:
             access_ttl=z3.If(denied, _bv(0), access_value), refresh_ttl=z3.If(denied, _bv(0), refresh_value),
             rotation=_or(*rotation), idle_timeout=idle_timeout, max_session=max_session,
             reuse_grace=_minimum(grace), sender_constrained=_or(*bound), session_end=session_end,
-            step_up=_or(*step_ups), tier=Optional_(tier_has, tier.term), matched=matched, errors=errors,
+            step_up=_or(*step_ups), tier=Maybe(tier_has, tier.term), matched=matched, errors=errors,
             products=products)
 
     def lifetime(self, target: _Target, tier_bases: list[tuple[int | None, Any]], default: int,
@@ -334,7 +333,7 @@ class _Encoder:
             result = z3.If(_and(on, _bv(cap) < result), _bv(cap), result)
         return result
 
-    def session_end(self, max_session: Optional_) -> Optional_:
+    def session_end(self, max_session: Maybe) -> Maybe:
         """The earliest of (start + max_session) and the verified token's session_exp."""
         token_start = self._timestamp("token.auth_time")
         user_start = self._timestamp("user.auth_time")
@@ -344,14 +343,14 @@ class _Encoder:
         end_has = _and(start_has, max_session.has)
         end = start + max_session.value * _bv(US)
         use_token = _and(token_end.has, _or(_not(end_has), token_end.value < end))
-        return Optional_(_or(end_has, token_end.has), z3.If(use_token, token_end.value, end))
+        return Maybe(_or(end_has, token_end.has), z3.If(use_token, token_end.value, end))
 
-    def _timestamp(self, name: str) -> Optional_:
+    def _timestamp(self, name: str) -> Maybe:
         attribute = self.attributes.get(name)
         if attribute is None or attribute.type != "timestamp":
-            return Optional_(FALSE, _bv(0))
+            return Maybe(FALSE, _bv(0))
         s = self.attribute(name, attribute)
-        return Optional_(_not(s.err), s.term)
+        return Maybe(_not(s.err), s.term)
 
 
 _NOWHERE = lark.Token("DEFAULT", "")  # lift() locates only errors, which a declared default cannot have
@@ -373,13 +372,13 @@ def _bv(value: int) -> Any:
     return z3.IntVal(value)
 
 
-def _minimum(entries: list[tuple[int, Any]]) -> Optional_:
+def _minimum(entries: list[tuple[int, Any]]) -> Maybe:
     has: Any = FALSE
     value: Any = _bv(0)
     for seconds, on in entries:
         value = z3.If(_and(on, _or(_not(has), _bv(seconds) < value)), _bv(seconds), value)
         has = _or(has, on)
-    return Optional_(has, value)
+    return Maybe(has, value)
 
 
 _TABLE_NODES = 4000  # beyond this many distinct partial products, the IEEE 754 terms are used instead
@@ -439,4 +438,4 @@ def _product(base: Any, target: _Target) -> Any:
     return value
 
 
-__all__ = ["Locator", "Optional_", "SymbolicDecision", "UnsupportedAt", "encode"]
+__all__ = ["Locator", "Maybe", "SymbolicDecision", "UnsupportedAt", "encode"]

@@ -111,6 +111,8 @@ def check_invariant(policies: PolicySet, policy: str | None, name: str, when: st
         goal = _goal(symbolic, ctx, when, always, locate)
     except UnsupportedAt as exc:
         unmodelled = (exc.message, exc.location)
+    except Unsupported as exc:  # not tied to one expression (a declaration, say)
+        unmodelled = (exc.message, None)
     except _Unmodelled as exc:
         unmodelled = (exc.message, exc.location)
     except _InvariantError as exc:

@@ -20,6 +20,7 @@ lifetimes integers of seconds; doubles are IEEE 754 binary64, so rounding is the
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -123,6 +124,9 @@ class SymbolicContext:
     def valid(self, declarations: Mapping[str, Attribute]) -> Any:
         """The context is accepted by a policy with these declarations (for the variables in use)."""
         parts = []
+        address = declarations.get("location.ip")
+        if address is not None and address.required:
+            parts.append(self.ip_present)  # the address is modelled apart (its zone is derived from it)
         for name, variable in self.variables.items():
             attribute = declarations.get(name)
             if attribute is None or attribute.derived:
@@ -178,6 +182,8 @@ def _value_constraint(name: str, attribute: Attribute, variable: Variable) -> An
     parts: list[Any] = []
     if kind == "string":
         if attribute.values is not None:
+            if any(ord(c) > 0x2FFFF for v in attribute.values for c in v):  # see prove.cel.MAX_CODE_POINT
+                raise Unsupported(f"a value of {name} has a character beyond U+2FFFF, which the prover does not model")
             parts.append(z3.Or(*[term == z3.StringVal(v) for v in attribute.values]) if attribute.values
                          else z3.BoolVal(False))
         else:
@@ -190,8 +196,8 @@ def _value_constraint(name: str, attribute: Attribute, variable: Variable) -> An
 
             parts.append(z3.Or(*[term == z3.StringVal(n) for n in sorted(available_timezones())]))
     elif kind == "int":
-        low = INT_MIN if attribute.min is None else max(INT_MIN, _ceil(attribute.min))
-        high = INT_MAX if attribute.max is None else min(INT_MAX, _floor(attribute.max))
+        low = INT_MIN if attribute.min is None else max(INT_MIN, math.ceil(attribute.min))
+        high = INT_MAX if attribute.max is None else min(INT_MAX, math.floor(attribute.max))
         parts += [term >= low, term <= high]
     elif kind == "double":
         parts.append(z3.Not(z3.Or(z3.fpIsNaN(term), z3.fpIsInf(term))))
@@ -208,18 +214,6 @@ def _value_constraint(name: str, attribute: Attribute, variable: Variable) -> An
     if not parts:
         return z3.BoolVal(True)
     return z3.Implies(variable.present, z3.And(*parts))
-
-
-def _ceil(value: float) -> int:
-    import math
-
-    return math.ceil(value)
-
-
-def _floor(value: float) -> int:
-    import math
-
-    return math.floor(value)
 
 
 def _int(model: Any, term: Any) -> int:

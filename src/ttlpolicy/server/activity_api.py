@@ -9,11 +9,19 @@ responses, shared security signals (SETs), signed webhooks out, and their metric
 ``DELETE /v1/actions/{id}``        admin           undo one
 =================================  ==============  ==============================================
 
-The decide path asks :meth:`ActivityAPI.observe` before the policy (one store round trip: the
-activity values, the actions in force, and the recording of this request) and
+The decide path asks :meth:`ActivityAPI.observe` before the policy and
 :meth:`ActivityAPI.after_decision` after it (actions applied as trace steps that only tighten;
-counting). When the store cannot answer, the activity is absent — every rule reading it fails
-safe — and the decision says so under ``activity``.
+counting). For a policy that reads ``activity.*``, ``observe`` is one store round trip: the
+recordings still waiting (below), the activity values, the actions in force, and the recording of
+this request, so the policy sees every request before it. For a policy that reads none, it
+makes no round trip at all: the actions in force come from a copy in memory (reloaded when
+``actions:version`` changes, polled once a second and right after this service takes or undoes
+one; without a loaded copy they are read from the store) and the recording goes to a writer
+thread that records the waiting requests in one transaction every ``WRITE_EVERY`` seconds
+(bounded: what does not fit, or what the store refuses, is counted in
+``ttlpolicy_activity_unrecorded``; the rest is written on shutdown). When the store cannot answer,
+the activity is absent — every rule reading it fails safe — and the decision says so under
+``activity``.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ MAX_EVENTS_BODY = 4 * 1024 * 1024
 MAX_LABELS = 200  # distinct client labels per metric; the rest are counted as "other"
 _ACTIVE_KEEP = 400 * 86_400.0  # longest token lifetime tracked for active-token counts
 _UTC = timezone.utc
+MAX_PENDING = 10_000  # decided requests waiting for the writer thread; more are counted, not kept
+WRITE_EVERY = 0.1  # seconds between the writer thread's transactions
 
 
 class ActivityMetrics:
@@ -92,6 +102,11 @@ class ActivityMetrics:
                                 "(delivered, retry, dead_letter).", ["endpoint", "result"], registry=registry)
         self.unavailable = Counter("ttlpolicy_activity_unavailable", "Decisions made without activity because "
                                    "the state store could not answer.", registry=registry)
+        self.unrecorded = Counter("ttlpolicy_activity_unrecorded", "Decided requests whose recording (country, IP, "
+                                  "last activity) was dropped, by reason (queue_full, store_unavailable).",
+                                  ["reason"], registry=registry)
+        self.unrecorded.labels("queue_full")
+        self.unrecorded.labels("store_unavailable")
         self._clients: set[str] = set()
         self.events.labels("token.refreshed")  # precreate so dashboards show 0 rather than "no data"
         self.events.labels("auth.failed")
@@ -161,6 +176,19 @@ class ActivityAPI:
         self._used: dict[tuple[str, str], frozenset[str]] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        # Recordings of decided requests waiting for the writer thread. _write_lock is held from
+        # taking them to their commit, by the writer and by observe's synchronous path alike, so a
+        # policy reading activity.* always sees every request recorded before its own.
+        self._pending: list[ActivityRequest] = []
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._writer_stop = threading.Event()
+        # The actions in force in memory, {(per, key): [(id, kind, until)]}, and the version they
+        # were read at; None until loaded (the decide path then reads them from the store).
+        self._actions: dict[tuple[str, str], list[tuple[str, str, float]]] | None = None
+        self._actions_version: str | None = None
+        self._actions_lock = threading.Lock()
         service.metrics.add_scrape_time(_ActiveTokens(self))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -171,12 +199,22 @@ class ActivityAPI:
         self._stop.clear()
         self._flusher = threading.Thread(target=self._flush_loop, name="ttlpolicy-active-tokens", daemon=True)
         self._flusher.start()
+        if self.settings.enabled:
+            self.refresh_actions()
+            self._writer_stop.clear()
+            self._writer = threading.Thread(target=self._write_loop, name="ttlpolicy-activity-writer", daemon=True)
+            self._writer.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(5)
             self._flusher = None
+        writer, self._writer = self._writer, None  # from now on observe records synchronously
+        if writer is not None:
+            self._writer_stop.set()
+            writer.join(5)
+        self.write_pending()
         self._flush_tokens()
         self.event_log.stop()
         self.webhooks.stop()
@@ -190,12 +228,14 @@ class ActivityAPI:
 
     # -- the decide path ------------------------------------------------------------------------
 
-    def observe(self, context: dict[str, Any]) -> Observation | None:
+    def observe(self, context: dict[str, Any], compiled: CompiledPolicy | None = None) -> Observation | None:
         """Activity and actions for a decision's subject and client (one round trip), and record it.
 
         ``None`` when activity is off, no store is configured, or the request names neither a
         user nor a client. The activity is read and recorded at the real time, whatever the
-        request's ``now`` says: ``now`` moves the policy's clock, not what happened.
+        request's ``now`` says: ``now`` moves the policy's clock, not what happened. When
+        ``compiled`` reads no ``activity.*`` the values are not read (``{}``) and the recording
+        goes to the writer thread (see the module's docstring).
         """
         if not self.settings.enabled:
             return None
@@ -215,18 +255,105 @@ class ActivityAPI:
             self.metrics.unavailable.inc()
             return Observation(None, error=health.reason or "the state store does not answer", client=client_id)
         store = self.runtime.store
-        batch = store.batch()
-        queued = ActionStore(store).queue_in_force(batch, subject, client_id)
-        reads = ActivityTracker(store).queue_observe(batch, request, offset=queued)
-        try:
-            results = batch.execute()
-        except StoreUnavailable as exc:
-            self.metrics.unavailable.inc()
-            reason = str(exc) or "the state store did not answer"
-            health.failed(reason, time.time())  # the whole state layer goes degraded until the store is back
-            return Observation(None, error=reason, client=client_id)
-        return Observation(reads.values(results), ActionStore.in_force(results[:queued], request.now),
+        if compiled is not None and self._writer is not None and not self._reads(compiled):
+            known = self._actions
+            if known is not None:  # no round trip
+                in_force = sorted((action_id, kind) for per, key in (("subject", subject), ("client", client_id))
+                                  if key is not None for action_id, kind, until in known.get((per, key), ())
+                                  if request.now < until)
+            else:
+                batch = store.batch()  # reads only: no write transaction on the event loop
+                ActionStore(store).queue_in_force(batch, subject, client_id)
+                try:
+                    results = batch.execute()
+                except StoreUnavailable as exc:
+                    return self._unavailable_observation(exc, client_id)
+                in_force = ActionStore.in_force(results, request.now)
+            self._enqueue(request)
+            return Observation({}, in_force, client=client_id)
+        tracker = ActivityTracker(store)
+        with self._write_lock:
+            pending = self._take_pending()
+            batch = store.batch()
+            offset = tracker.queue_requests(batch, pending)
+            queued = ActionStore(store).queue_in_force(batch, subject, client_id)
+            reads = tracker.queue_observe(batch, request, offset=offset + queued)
+            try:
+                results = batch.execute()
+            except StoreUnavailable as exc:
+                self._count_unrecorded("store_unavailable", len(pending))
+                return self._unavailable_observation(exc, client_id)
+        return Observation(reads.values(results), ActionStore.in_force(results[offset:offset + queued], request.now),
                            client=client_id)
+
+    def refresh_actions(self, force: bool = False) -> None:
+        """Reload the actions in force into memory when their version changed (or ``force``).
+        When the store cannot answer, the copy in memory keeps applying (actions only tighten)."""
+        store = self.runtime.store
+        with self._actions_lock:
+            try:
+                actions = ActionStore(store)
+                if not force and self._actions is not None and actions.version() == self._actions_version:
+                    return
+                self._actions_version, self._actions = actions.all_in_force(time.time())
+            except StoreUnavailable:
+                return  # the state layer's poller reports the store; the next tick tries again
+            except Exception:  # e.g. an unreadable record: keep the copy, say so, never kill the caller
+                log.exception("automatic actions not reloaded")
+
+    def _unavailable_observation(self, exc: StoreUnavailable, client_id: str | None) -> Observation:
+        self.metrics.unavailable.inc()
+        reason = str(exc) or "the state store did not answer"
+        self.runtime.health.failed(reason, time.time())  # the whole state layer goes degraded until the store is back
+        return Observation(None, error=reason, client=client_id)
+
+    # -- the recording of decided requests (batched off the request path) -----------------------
+
+    def _enqueue(self, request: ActivityRequest) -> None:
+        if request.subject is None:
+            return  # nothing to record: the recording is the subject's country, IP and last activity
+        with self._pending_lock:
+            if len(self._pending) < MAX_PENDING:
+                self._pending.append(request)
+                return
+        self._count_unrecorded("queue_full", 1)
+
+    def _take_pending(self) -> list[ActivityRequest]:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        return pending
+
+    def _count_unrecorded(self, reason: str, n: int) -> None:
+        if n:
+            self.metrics.unrecorded.labels(reason).inc(n)
+            log.warning("%d decided request(s) not recorded in the activity (%s)", n, reason.replace("_", " "))
+
+    def write_pending(self) -> int:
+        """Record the requests waiting for the writer thread (one transaction); returns how many.
+        While the store is degraded or when it cannot answer they are counted as unrecorded."""
+        with self._write_lock:
+            pending = self._take_pending()
+            if not pending:
+                return 0
+            if not self.runtime.health.ok:
+                self._count_unrecorded("store_unavailable", len(pending))
+                return 0
+            batch = self.runtime.store.batch()
+            ActivityTracker(self.runtime.store).queue_requests(batch, pending)
+            try:
+                batch.execute()
+            except StoreUnavailable as exc:
+                self._count_unrecorded("store_unavailable", len(pending))
+                self.runtime.health.failed(str(exc) or "the state store did not answer", time.time())
+                return 0
+        return len(pending)
+
+    def _write_loop(self) -> None:
+        while not self._writer_stop.wait(WRITE_EVERY):
+            try:
+                self.write_pending()
+            except Exception:  # never let the writer die: the next tick tries again
+                log.exception("activity writer failed")
 
     def _reads(self, compiled: CompiledPolicy) -> frozenset[str]:
         """The activity attributes ``compiled`` reads (from its rules' text; cached per policy version)."""
@@ -266,6 +393,8 @@ class ActivityAPI:
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(1.0):
+            if self.settings.enabled:
+                self.refresh_actions()
             self._flush_tokens()
             self._announce_ended_emergencies()
 
@@ -434,6 +563,7 @@ class ActivityAPI:
             log.warning("automatic %s for %s %s not made: %s", kind, per, key, exc)
             evidence["error"] = f"the state layer refused the {kind}: {exc}"
         action = ActionStore(store).take(kind, per, key, cause, evidence, now, seconds, refs)
+        self.refresh_actions(force=True)  # in force here from the next decision on
         self.metrics.actions.labels(kind, source).inc()
         self.alert("action.applied", action.to_dict())
         return action
@@ -580,6 +710,7 @@ class ActivityAPI:
         undone = ActionStore(store).undo(action_id, by, now)
         if undone is None or undone.undone_at != now:
             return undone  # unknown, or undone before (idempotent)
+        self.refresh_actions(force=True)
         for ref in undone.refs:
             if undone.kind == "emergency":
                 ended = self.runtime.emergencies.end(ref, by=by, now=now)

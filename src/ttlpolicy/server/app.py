@@ -208,8 +208,8 @@ class Service:
                                          policy=compiled.name)
             context = {**context, "token": token_context(verified.claims)}
             subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
-        observation = self.activity.observe(context)
-        if observation is not None and observation.values is not None:
+        observation = self.activity.observe(context, compiled)
+        if observation is not None and observation.values:
             context = {**context, "activity": observation.values}
         try:
             decision = compiled.decide(context, instant, explain)

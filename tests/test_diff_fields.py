@@ -747,3 +747,15 @@ def test_the_largest_loosening_comes_first() -> None:
     groups = diff_policies(base, head).groups
     assert [(g.kind, g.rules, g.magnitude) for g in groups] == [("access longer", ("+b",), 3600.0),
                                                                 ("access longer", ("+a",), 1800.0)]
+
+
+def test_a_grid_exactly_the_size_of_the_budget_is_tried_whole_and_explains_its_groups() -> None:
+    base = load_sources({"p.yaml": HEAD + "  []\n"})
+    head = load_sources({"p.yaml": HEAD + '  - {name: m, when: \'device.trust == "managed"\', access_ttl: {multiply: 2}}\n'})
+    size = build_grid(base.get("p"), head.get("p")).size  # device.trust × tier
+    # every scenario is decided, so the 2 changed ones say for certain that only "managed" changed
+    [group] = diff_policies(base, head, max_scenarios=size).groups
+    assert (group.count, group.common) == (2, {"device.trust": "managed"})
+    # one short of the grid: a sample of it, where one change explains nothing
+    [sampled] = diff_policies(base, head, max_scenarios=size - 1).groups
+    assert sampled.common == {}

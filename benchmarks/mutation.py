@@ -206,10 +206,13 @@ class Row:
     finished: str
     unexplained: list[str]
     stale: list[str]  # equivalent.txt entries of this group that were killed (the reason no longer holds)
+    not_checked: int = 0  # the run was stopped before mutmut tried these
+
 
     @property
     def total(self) -> int:
-        return self.killed + self.survived + self.equivalent + self.timeout + self.no_tests + self.other
+        return (self.killed + self.survived + self.equivalent + self.timeout + self.no_tests + self.other
+                + self.not_checked)
 
     def summary(self) -> str:
         return (f"{self.group.name}: {self.total} mutants, {self.killed} killed, {self.survived} survived, "
@@ -219,21 +222,22 @@ class Row:
 
 def tally(group: Group, statuses: dict[str, str], equivalent: dict[str, str], seconds: float, finished: str) -> Row:
     patterns = [re.compile(p.replace(".", r"\.").replace("*", ".*")) for p in group.functions]
-    counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "no tests": 0, "other": 0}
+    counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "no tests": 0, "other": 0,
+              "not checked": 0}
     unexplained, stale = [], []
     for mutant, status in sorted(statuses.items()):
         if patterns and not any(p.fullmatch(mutant) for p in patterns):
             continue
         if status in ("survived", "no tests") and mutant in equivalent:
             status = "equivalent"
-        elif status in ("survived", "no tests", "suspicious", "not checked", "segfault"):
+        elif status in ("survived", "no tests", "suspicious", "segfault"):
             unexplained.append(mutant)
         elif status in ("killed", "caught by type check") and mutant in equivalent:
             stale.append(mutant)
         key = status if status in counts else ("killed" if status == "caught by type check" else "other")
         counts[key] += 1
     return Row(group, counts["killed"], counts["survived"], counts["equivalent"], counts["timeout"],
-               counts["no tests"], counts["other"], seconds, finished, unexplained, stale)
+               counts["no tests"], counts["other"], seconds, finished, unexplained, stale, counts["not checked"])
 
 
 def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
@@ -248,11 +252,15 @@ def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
     for name in GROUPS:
         if name in rows:
             row = rows[name]
-            lines.append(f"| {name} | {', '.join(row.group.modules)} | {row.total} | {row.killed} | {row.survived} | "
+            partial = f" (stopped: {row.not_checked} not tried)" if row.not_checked else ""
+            lines.append(f"| {name} | {', '.join(row.group.modules)}{partial} | {row.total} | {row.killed} | {row.survived} | "
                          f"{row.equivalent} | {row.timeout} | {row.no_tests} | {row.seconds / 60:.1f} | "
                          f"{row.finished} on {machine} |")
         elif name in kept:
             lines.append(kept[name])
+    missing = [name for name in GROUPS if name not in rows and name not in kept]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
     lines += ["", "Equivalent mutants are listed with their reasons in tests/mutation/equivalent.txt "
               f"({len(equivalent)} entries).", ""]
     survivors: dict[str, list[str]] = {}  # function -> the numbers of its unexplained survivors

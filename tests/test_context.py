@@ -210,6 +210,8 @@ def test_the_context_s_time_zone_sets_the_local_hour_weekday_and_date() -> None:
     act = fresh.context.activation({"user": {"badge": "b1"}, "time": {"zone": "Asia/Tokyo"}}, late)
     assert act["time"] == {"zone": "Asia/Tokyo", "now": late, "hour": 8, "minute": 30, "weekday": "mon",
                            "date": "2026-03-02"}
+    other = fresh.context.activation({"user": {"badge": "b1"}, "time": {"zone": "America/New_York"}}, late)
+    assert other["time"]["hour"] == 18  # each zone by its own name, not the one looked up first
     assert _activation({"user": {"badge": "b1"}}, late)["time"]["weekday"] == "mon"  # 00:30 in Berlin
     assert _activation({"user": {"badge": "b1"}}, late + timedelta(hours=-1))["time"]["weekday"] == "sun"
 
@@ -297,6 +299,8 @@ def test_a_context_s_json_schema_leaves_out_derived_attributes_and_lists_the_req
     assert schema["required"] == ["user"]
     assert schema["properties"]["user"]["required"] == ["badge"]
     assert schema["properties"]["user"]["additionalProperties"] is False
+    assert schema["properties"]["user"]["type"] == "object"
+    assert schema["properties"]["location"]["properties"]["ip"]["anyOf"] == [{"format": "ipv4"}, {"format": "ipv6"}]
     assert schema["properties"]["tenant"] == {"type": ["string", "null"], "maxLength": MAX_STRING, "default": "acme"}
     assert "zone" not in schema["properties"]["location"]["properties"]
     assert set(schema["properties"]["time"]["properties"]) == {"zone"}

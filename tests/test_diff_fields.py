@@ -726,3 +726,24 @@ def test_a_description_is_not_behaviour_a_rule_whose_description_changed_is_not_
     head = load_sources({"p.yaml": HEAD + '  - {name: a, description: two, when: "user.mfa", access_ttl: {cap: 30m}}\n'
                                           '  - {name: b, when: "user.mfa", access_ttl: {cap: 20m}}\n'})
     assert {g.rules for g in diff_policies(base, head).groups} == {("~b",)}
+
+
+def test_the_grid_keeps_a_tier_only_the_old_version_has_and_zone_edges_for_a_rule_on_the_address() -> None:
+    from ttlpolicy.diffing import build_grid
+
+    three = HEAD.replace("finance: {access_ttl: 15m, max_access_ttl: 30m}",
+                         "finance: {access_ttl: 15m, max_access_ttl: 30m}, gold: {}")
+    base = load_sources({"p.yaml": three + "  []\n"}).get("p")
+    head = load_sources({"p.yaml": HEAD + '  - {name: ip, when: \'location.ip == "10.0.0.7"\', access_ttl: {cap: 5m}}\n'}).get("p")
+    grid = build_grid(base, head)
+    assert {"standard", "finance", "gold"} <= set(grid.dimensions["tier"])  # gold: a context base decides with
+    assert {"9.255.255.255", "10.0.0.0", "10.0.0.255", "10.0.1.0"} <= set(grid.dimensions["location.ip"])
+
+
+def test_the_largest_loosening_comes_first() -> None:
+    base = load_sources({"p.yaml": HEAD + "  []\n"})
+    head = load_sources({"p.yaml": HEAD + '  - {name: b, when: "user.mfa", access_ttl: {multiply: 2}}\n'
+                                          '  - {name: a, when: "!user.mfa", access_ttl: {multiply: 1.5}}\n'})
+    groups = diff_policies(base, head).groups
+    assert [(g.kind, g.rules, g.magnitude) for g in groups] == [("access longer", ("+b",), 3600.0),
+                                                                ("access longer", ("+a",), 1800.0)]

@@ -348,9 +348,9 @@ class Outcome:
         return (self.values, self.refused)
 
 
-def decide_outcome(policy: CompiledPolicy, context: Mapping[str, Any], now: datetime) -> Outcome:
-    """Decide on one side, dropping attributes this side does not declare (an older policy
-    ignores an attribute the newer one added; it is compared on what it does know)."""
+def declared_part(policy: CompiledPolicy, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes of ``context`` that ``policy`` declares: an older policy ignores an
+    attribute the newer one added, so each side is compared on what it does know."""
     known = policy.attributes
     trimmed: dict[str, Any] = {}
     for key, value in context.items():
@@ -360,8 +360,13 @@ def decide_outcome(policy: CompiledPolicy, context: Mapping[str, Any], now: date
                 trimmed[key] = inner
         elif key in known:
             trimmed[key] = value
+    return trimmed
+
+
+def decide_outcome(policy: CompiledPolicy, context: Mapping[str, Any], now: datetime) -> Outcome:
+    """Decide on one side, on the part of the context it declares (:func:`declared_part`)."""
     try:
-        d = policy.decide(trimmed, now)
+        d = policy.decide(declared_part(policy, context), now)
     except ContextError as exc:
         return Outcome((), frozenset(), "; ".join(f"{p.path}: {p.message}" for p in exc.problems))
     return Outcome(tuple(decision_values(d).items()), frozenset(d.matched))

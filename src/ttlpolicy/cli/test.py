@@ -35,16 +35,9 @@ def register(sub: Any) -> None:
                             description="Run the cases of policy test files (YAML) and report which rules no case "
                                         "matched. Exit 0 all pass, 1 failures or coverage below --min-coverage, "
                                         "2 usage, I/O or invalid test or policy files.")
-    parser.add_argument("paths", nargs="*", default=["policies/tests"], metavar="PATH",
-                        help="test files or directories; a policy directory stands for its tests/ "
-                             "(default: policies/tests/)")
-    parser.add_argument("--policies", metavar="DIR",
-                        help="policy directory for every file (default: each file's `policies:` key, else the "
-                             "parent of the directory holding the test file)")
+    add_test_files(parser)
     parser.add_argument("--min-coverage", type=float, default=0.0, metavar="N",
                         help="fail when fewer than N percent of the rules are matched by some case")
-    parser.add_argument("--format", choices=["text", "json", "junit"], default="text",
-                        help="text for people (default), json, or junit XML for CI test reports")
     parser.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
     parser.add_argument("--run", metavar="PATTERN", dest="run_pattern",
                         help="only the cases whose name matches: a glob such as 'unmanaged*', else a substring "
@@ -53,6 +46,18 @@ def register(sub: Any) -> None:
                         help="run again whenever a test or policy file changes (Ctrl-C stops)")
     add_timeout(parser)
     parser.set_defaults(run=run)
+
+
+def add_test_files(parser: argparse.ArgumentParser) -> None:
+    """The test files to read, their policies and the report's format (``test`` and ``verify``)."""
+    parser.add_argument("paths", nargs="*", default=["policies/tests"], metavar="PATH",
+                        help="test files or directories; a policy directory stands for its tests/ "
+                             "(default: policies/tests/)")
+    parser.add_argument("--policies", metavar="DIR",
+                        help="policy directory for every file (default: each file's `policies:` key, else the "
+                             "parent of the directory holding the test file)")
+    parser.add_argument("--format", choices=["text", "json", "junit"], default="text",
+                        help="text for people (default), json, or junit XML for CI test reports")
 
 
 def add_timeout(parser: argparse.ArgumentParser) -> None:

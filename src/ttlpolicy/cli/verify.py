@@ -25,14 +25,7 @@ def register(sub: Any) -> None:
                             description="Prove every invariant of the test files for every valid request, or "
                                         "show a request that breaks it. Exit 0 all proved, 1 refuted, unknown or "
                                         "wrong invariants, 2 usage, I/O or invalid test or policy files.")
-    parser.add_argument("paths", nargs="*", default=["policies/tests"], metavar="PATH",
-                        help="test files or directories; a policy directory stands for its tests/ "
-                             "(default: policies/tests/)")
-    parser.add_argument("--policies", metavar="DIR",
-                        help="policy directory for every file (default: each file's `policies:` key, else the "
-                             "parent of the directory holding the test file)")
-    parser.add_argument("--format", choices=["text", "json", "junit"], default="text",
-                        help="text for people (default), json, or junit XML for CI test reports")
+    test_command.add_test_files(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="list proved invariants too")
     parser.add_argument("--run", metavar="PATTERN", dest="run_pattern",
                         help="only the invariants whose name matches: a glob such as 'finance*', else a "

@@ -22,7 +22,7 @@ import z3
 
 from ..decision import Decision
 from ..errors import ContextError, Location
-from ..diffing import DECISION_FIELDS, DiffReport, change_kinds, decide_outcome, diff_policies
+from ..diffing import DECISION_FIELDS, DiffReport, change_kinds, declared_part, decide_outcome, diff_policies
 from ..policyset import PolicySet
 from ..program import CompiledPolicy
 from ..validate import MAX_REUSE_GRACE
@@ -179,24 +179,11 @@ def _counterexample(b: CompiledPolicy, h: CompiledPolicy, context: dict[str, Any
     refused = []
     for side, policy in (("base", b), ("head", h)):
         try:
-            decisions.append(_decide(policy, context, now))
+            decisions.append(policy.decide(declared_part(policy, context), now))
         except ContextError as exc:
             decisions.append(None)
             refused.append(f"{side} refuses it: " + "; ".join(f"{p.path}: {p.message}" for p in exc.problems))
     return Counterexample(context, now, decisions[0], decisions[1], "; ".join(refused))
-
-
-def _decide(policy: CompiledPolicy, context: dict[str, Any], now: datetime) -> Decision:
-    known = policy.attributes
-    trimmed: dict[str, Any] = {}
-    for key, value in context.items():
-        if isinstance(value, dict):
-            inner = {k: v for k, v in value.items() if f"{key}.{k}" in known}
-            if inner:
-                trimmed[key] = inner
-        elif key in known:
-            trimmed[key] = value
-    return policy.decide(trimmed, now)
 
 
 def _prove_field(key: str, sb: SymbolicDecision, sh: SymbolicDecision, ctx: SymbolicContext, valid: list[Any],

@@ -473,13 +473,13 @@ class Service:
         try:
             yield
         finally:
-            self.state.stop()
+            self.activity.stop()  # first: it writes what waits (recordings, token expiries) to the store
+            self.state.stop()  # closes the store
             undo_sighup()
             stop.set()
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.activity.stop()
             self.decision_log.stop()
             self.metrics.close()
 

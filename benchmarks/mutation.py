@@ -264,6 +264,11 @@ def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
     lines += ["", "Equivalent mutants are listed with their reasons in tests/mutation/equivalent.txt "
               f"({len(equivalent)} entries).", ""]
     survivors: dict[str, list[str]] = {}  # function -> the numbers of its unexplained survivors
+    run_modules = {f"ttlpolicy.{module.removesuffix('.py').replace('/', '.')}"
+                   for row in rows.values() for module in row.group.modules}
+    for function, numbers in (_previous_survivors() if REPORT.exists() else {}).items():
+        if re.split(r"\.x[_ǁ]", function, maxsplit=1)[0] not in run_modules:  # a group not run: keep its list
+            survivors[function] = numbers
     for row in rows.values():
         for mutant in row.unexplained:
             function, _, number = mutant.rpartition("__mutmut_")
@@ -286,6 +291,12 @@ def _previous_rows() -> dict[str, str]:
         if line.startswith("| ") and cells[0] in GROUPS:
             rows[cells[0]] = line
     return rows
+
+
+def _previous_survivors() -> dict[str, list[str]]:
+    """The survivor lists of the last report (``- `FUNCTION`: COUNT (N, N, ...)``), function -> numbers."""
+    found = re.findall(r"^- `([^`]+)`: \d+ \(([\d, ]+)\)$", REPORT.read_text(), flags=re.MULTILINE)
+    return {function: numbers.split(", ") for function, numbers in found}
 
 
 def _mutmut_version() -> str:

@@ -747,3 +747,36 @@ def test_the_largest_loosening_comes_first() -> None:
     groups = diff_policies(base, head).groups
     assert [(g.kind, g.rules, g.magnitude) for g in groups] == [("access longer", ("+b",), 3600.0),
                                                                 ("access longer", ("+a",), 1800.0)]
+
+
+def test_a_grid_exactly_the_size_of_the_budget_is_tried_whole_and_explains_its_groups() -> None:
+    base = load_sources({"p.yaml": HEAD + "  []\n"})
+    head = load_sources({"p.yaml": HEAD + '  - {name: m, when: \'device.trust == "managed"\', access_ttl: {multiply: 2}}\n'})
+    size = build_grid(base.get("p"), head.get("p")).size  # device.trust × tier
+    # every scenario is decided, so the 2 changed ones say for certain that only "managed" changed
+    [group] = diff_policies(base, head, max_scenarios=size).groups
+    assert (group.count, group.common) == (2, {"device.trust": "managed"})
+    # one short of the grid: a sample of it, where one change explains nothing
+    [sampled] = diff_policies(base, head, max_scenarios=size - 1).groups
+    assert sampled.common == {}
+
+
+def test_even_a_small_sample_tries_the_one_combination_a_change_reads_and_the_same_seed_repeats_it() -> None:
+    base = load_sources({"p.yaml": HEAD + WIDE})
+    head = load_sources({"p.yaml": HEAD + WIDE.replace("multiply: 0.5", "multiply: 0.9")})
+    # 50 scenarios of a grid of thousands: the 24 combinations the changed rule reads come first
+    report = diff_policies(base, head, max_scenarios=50)
+    assert kinds(report) == {"access longer"}
+    sampled = [c.scenario for g in diff_policies(base, head, max_scenarios=300, seed=7).groups for c, _ in g.changes]
+    again = [c.scenario for g in diff_policies(base, head, max_scenarios=300, seed=7).groups for c, _ in g.changes]
+    assert sampled and again == sampled  # a reproducible sample: the same seed, the same scenarios
+
+
+def test_of_two_loosenings_as_large_the_more_frequent_comes_first() -> None:
+    base = load_sources({"p.yaml": HEAD + "  []\n"})
+    head = load_sources({"p.yaml": HEAD + '  - {name: few, when: \'device.trust == "managed"\', access_ttl: {multiply: 2}}\n'
+                                          '  - {name: many, when: \'device.trust != "managed" && user.mfa\', '
+                                          'access_ttl: {multiply: 2}}\n'})
+    groups = diff_policies(base, head).groups
+    assert [(g.rules, g.magnitude) for g in groups] == [(("+many",), 3600.0), (("+few",), 3600.0)]
+    assert groups[0].count > groups[1].count

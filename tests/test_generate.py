@@ -376,3 +376,25 @@ def test_the_source_of_a_policy_split_into_several_functions_is_python_too(monke
     assert policy.program is not None
     ast.parse(policy.program.source)
     assert policy.decide({"user": {"mfa": True}}, datetime(2026, 3, 2, tzinfo=timezone.utc)).access_ttl == 30
+
+
+def test_the_source_header_names_every_file_of_the_policy_s_chain_bases_first() -> None:
+    base = "apiVersion: ttlpolicy/v1\nname: baseline\nabstract: true\nlimits: {access_ttl: {max: 12h}}\n"
+    policy = load_sources({"baseline.yaml": base,
+                           "p.yaml": "apiVersion: ttlpolicy/v1\nname: p\nextends: [baseline]\n"
+                                     "defaults: {access_ttl: 1h, refresh_ttl: 0s}\n"}).get("p")
+    assert policy.program is not None
+    assert policy.program.source.startswith(f"# policy p ({policy.digest}), from baseline.yaml, p.yaml\n")
+
+
+def test_why_a_condition_is_called_as_a_closure_is_cut_at_200_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("x" * 300)
+
+    monkeypatch.setattr(ttlpolicy.generate.codegen, "condition_source", refuse)
+    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
+        "rules": [{"when": "user.mfa", "access_ttl": {"cap": 60}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    assert policy.program is not None
+    [(rule, reason)] = policy.program.fallbacks
+    assert reason == ("ValueError: " + "x" * 300)[:200] and len(reason) == 200

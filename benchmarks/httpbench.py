@@ -30,6 +30,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+HTTP_PACKAGES = ("ttlpolicy", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "prometheus-client")
 API_KEY = "bench-" + hashlib.sha256(b"ttlpolicy benchmarks").hexdigest()[:32]  # loopback-only, throwaway
 
 
@@ -232,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from contexts import workforce_contexts
-    from run import machine
+    from machine import describe
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS-http.md")
     args = parser.parse_args(argv)
-    info = machine()
+    info = describe(HTTP_PACKAGES, (("wrk", "-v"),))
     started = time.perf_counter()
     http, notes = run_http(workforce_contexts(200, seed=9), seconds=args.seconds, warmup=3,
                            workers_list=tuple(int(w) for w in args.workers.split(",")))
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
           f"Written by `benchmarks/httpbench.py` on {info['date']}; how to read them: [README.md](README.md).", "",
           f"- CPU: {info['cpu']}, {info['cores']} cores; memory {info['memory']}; {info['python']} on {info['os']}",
           f"- load average (1/5/15 min) at start: {info['load']} (a shared machine: compare the ratios)",
-          f"- packages: {info['packages']}", f"- load generator: {info['wrk']}", ""]
+          f"- packages: {info['packages']}", f"- load generator: {info['tools']}", ""]
     md += http_markdown(http, notes, args.seconds)
     md += [f"Total run time {time.perf_counter() - started:.0f} s; load average at the end: "
            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.", ""]

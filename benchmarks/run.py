@@ -19,13 +19,10 @@ import argparse
 import cProfile
 import io
 import os
-import platform
 import pstats
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
-from importlib import metadata
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ import engines as engines_mod  # noqa: E402
 import synthetic  # noqa: E402
 from contexts import workforce_contexts  # noqa: E402
 from inprocess import Timing, check_agreement, time_engines  # noqa: E402
+from machine import describe  # noqa: E402
 
 # Issue 12's targets.
 TARGET_VS_HANDWRITTEN = 1.5
@@ -52,25 +50,10 @@ def log(message: str) -> None:
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
-    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")), 0)
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    try:
-        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
-    except OSError:
-        wrk = "not installed"
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-            "os": platform.platform(), "packages": ", ".join(versions), "wrk": wrk or "unknown",
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "load": " / ".join(f"{x:.2f}" for x in os.getloadavg())}
+    """The machine, with wrk's version as the load generator."""
+    info = describe(PACKAGES, (("wrk", "-v"),))
+    info["wrk"] = info.pop("tools")
+    return info
 
 
 def prepared(contexts: list[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, Any], datetime]]:

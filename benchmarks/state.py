@@ -29,7 +29,6 @@ import gc
 import hashlib
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -40,7 +39,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -49,6 +47,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from contexts import workforce_contexts  # noqa: E402
+from machine import describe  # noqa: E402
 
 from ttlpolicy import PolicySet, load_sources  # noqa: E402
 from ttlpolicy.policyset import resolve_now  # noqa: E402
@@ -510,29 +509,14 @@ def http_report(results: list[HttpResult], notes: list[str], seconds: float, rou
 
 
 def machine() -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    tools = []
-    for command in (["redis-server", "--version"], ["wrk", "-v"], ["sqlite3", "--version"]):
-        try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=10)
-            tools.append((out.stdout or out.stderr).split("\n")[0].strip())
-        except OSError:
-            tools.append(f"{command[0]}: not installed")
     import sqlite3
 
-    return [f"- CPU: {cpu}, {os.cpu_count()} cores; {platform.python_implementation()} {platform.python_version()} "
-            f"on {platform.platform()}",
-            f"- load average (1/5/15 min) at start: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} "
+    info = describe(PACKAGES, (("redis-server", "--version"), ("wrk", "-v"), ("sqlite3", "--version")))
+    return [f"- CPU: {info['cpu']}, {info['cores']} cores; {info['python']} on {info['os']}",
+            f"- load average (1/5/15 min) at start: {info['load']} "
             "(a machine shared with other jobs: compare rows of one run, not runs)",
-            f"- packages: {', '.join(versions)}; SQLite library {sqlite3.sqlite_version}",
-            f"- tools: {'; '.join(tools)}"]
+            f"- packages: {info['packages']}; SQLite library {sqlite3.sqlite_version}",
+            f"- tools: {info['tools']}"]
 
 
 def run(quick: bool, skip_http: bool) -> list[str]:

@@ -92,8 +92,23 @@ def _nearest_zone(name: Any) -> str:
         return ""
     names = sorted(_zone_names())
     exact = [n for n in names if n.lower() == name.lower()]
-    close = exact or difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    close = exact or difflib.get_close_matches(name, names, n=1, cutoff=0.75) or _zones_of_city(name)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@functools.cache
+def _zones_by_city() -> dict[str, list[str]]:
+    by_city: dict[str, list[str]] = {}
+    for zone in sorted(_zone_names()):
+        by_city.setdefault(zone.rsplit("/", 1)[-1].lower(), []).append(zone)
+    return by_city
+
+
+def _zones_of_city(name: str) -> list[str]:
+    """``['Europe/Berlin']`` for ``Berlin``, ``['America/New_York']`` for ``new york``: people
+    write the city; IANA names it after a region. Nothing when the city is in several zones."""
+    zones = _zones_by_city().get(name.strip().replace(" ", "_").lower(), [])
+    return zones if len(zones) == 1 else []
 
 
 @functools.cache

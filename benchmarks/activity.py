@@ -13,23 +13,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import httpx  # noqa: E402
+from services import free_port, redis_server  # noqa: E402
 
 from ttlpolicy import load_policies  # noqa: E402
 from ttlpolicy.activity.detectors import Detector, Detectors  # noqa: E402
@@ -41,36 +39,6 @@ from ttlpolicy.state import StateStore, open_store  # noqa: E402
 POLICIES = ROOT / "examples" / "activity" / "policies"
 DETECTOR = Detector.model_validate({"name": "refresh-burst", "events": ["token.refreshed"], "per": "subject",
                                     "threshold": {"count": 50, "within": "10m"}})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_url(directory: Path) -> Iterator[str | None]:
-    program = shutil.which("redis-server")
-    if program is None:
-        yield None
-        return
-    port = free_port()
-    process = subprocess.Popen([program, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def timed(fn: Callable[[], Any], rounds: int) -> list[float]:
@@ -184,7 +152,7 @@ def main() -> None:
     rounds = 500 if args.quick else 3000
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        with redis_url(workdir) as redis:
+        with redis_server(workdir) as redis:
             backends = [("SQLite", f"sqlite:///{workdir}/bench.db")] + ([("Redis", redis)] if redis else [])
             decisions = ["| store | policy only (activity given) | with activity (one round trip) | added |",
                          "|---|---|---|---|"]

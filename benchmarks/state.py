@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ sys.path.insert(0, str(HERE))
 
 from contexts import workforce_contexts  # noqa: E402
 from machine import describe  # noqa: E402
+from services import free_port, redis_server  # noqa: E402
 
 from ttlpolicy import PolicySet, load_sources  # noqa: E402
 from ttlpolicy.policyset import resolve_now  # noqa: E402
@@ -77,42 +77,6 @@ API_KEY = "bench-" + hashlib.sha256(b"ttlpolicy state benchmarks").hexdigest()[:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server(directory: Path) -> Iterator[str | None]:
-    """A throwaway redis-server on a free loopback port (no persistence); None without one."""
-    program = shutil.which("redis-server")
-    if program is None:
-        yield None
-        return
-    port = free_port()
-    process = subprocess.Popen([program, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def bundled_with_rate_limit() -> PolicySet:

@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from .output import write_json
-from .service_client import ServiceError, add_connection_arguments, call, report_problem
+from .service_client import ServiceError, add_connection_arguments, call, report_problem, show_entries
 
 
 EXAMPLES = (
@@ -79,14 +79,7 @@ def run_list(args: argparse.Namespace) -> int:
         entries = call(args, "GET", "/v1/emergencies", query={"status": args.status})["emergencies"]
     except ServiceError as exc:
         return report_problem(args, exc)
-    if args.format == "json":
-        write_json({"emergencies": entries})
-    elif not entries:
-        print("no emergencies")
-    else:
-        for entry in entries:
-            print(describe(entry))
-    return 0
+    return show_entries(args, "emergencies", entries, describe)
 
 
 def run_end(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 from ..state.revocation import KINDS
 from .output import write_json
 from .revoke import describe
-from .service_client import ServiceError, add_connection_arguments, call, report_problem
+from .service_client import ServiceError, add_connection_arguments, call, report_problem, show_entries
 
 
 EXAMPLES = (
@@ -54,15 +54,12 @@ def run_list(args: argparse.Namespace) -> int:
                 break
     except ServiceError as exc:
         return report_problem(args, exc)
-    if args.format == "json":
-        write_json({"revocations": entries})
-    elif not entries:
-        print("no revocations")
-    else:
-        for entry in entries:
-            lifted = f"  lifted by {entry['lifted_by']}" if entry["status"] == "lifted" else ""
-            print(describe(entry) + lifted)
-    return 0
+    return show_entries(args, "revocations", entries, listed)
+
+
+def listed(entry: dict[str, Any]) -> str:
+    """A revocation's line in a listing: who lifted it, if it was lifted."""
+    return describe(entry) + (f"  lifted by {entry['lifted_by']}" if entry["status"] == "lifted" else "")
 
 
 def run_lift(args: argparse.Namespace) -> int:

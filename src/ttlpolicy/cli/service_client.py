@@ -15,7 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 from .output import write_json
 
@@ -79,3 +79,16 @@ def report_problem(args: argparse.Namespace, exc: ServiceError) -> int:
                 where += f":{error['line']}:{error['column']}"
             print(f"  {where}: {error.get('code', '')}: {error.get('message', '')}", file=sys.stderr)
     return 2 if exc.status in (0, 401, 403) else 1
+
+
+def show_entries(args: argparse.Namespace, name: str, entries: list[dict[str, Any]],
+                 line: Callable[[dict[str, Any]], str]) -> int:
+    """A listing (``revocations``, ``emergencies``): ``{name: entries}`` as JSON, else a line each."""
+    if args.format == "json":
+        write_json({name: entries})
+    elif not entries:
+        print(f"no {name}")
+    else:
+        for entry in entries:
+            print(line(entry))
+    return 0

@@ -14,41 +14,24 @@ from ..context import context_json_schema
 from ..decision import RULE_OUTCOME_SCHEMA, STEP_SCHEMA, decision_schema
 from . import state_openapi
 from .config import Settings
+from .openapi_parts import ok, problem, ref
 from .request_model import decide_request_schema
-
-_REF = "#/components/schemas/"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
 
 
 def _nullable(kind: str) -> dict[str, Any]:
     return {"type": [kind, "null"]}
 
 
-def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description,
-                           "content": {"application/problem+json": {"schema": _ref("Problem")}}}
-    if headers:
-        out["headers"] = headers
-    return out
-
-
-def _ok(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
-
-
 _CHALLENGE = {"WWW-Authenticate": {"description": 'RFC 6750 challenge, e.g. Bearer realm="ttlpolicy", '
                                                   'error="invalid_token", error_description="token expired"',
                                    "required": True, "schema": {"type": "string", "pattern": "^Bearer realm="}}}
-_AUTH_RESPONSES = {"401": _problem("Missing or invalid credentials.", _CHALLENGE),
-                   "403": _problem("The credentials lack the required scope.", _CHALLENGE)}
-_BODY_RESPONSES = {"400": _problem("Body is not valid JSON, or not the expected shape (see `errors`)."),
-                   "413": _problem("Body larger than the configured limit."),
-                   "415": _problem("Content-Type is not application/json.")}
+_AUTH_RESPONSES = {"401": problem("Missing or invalid credentials.", _CHALLENGE),
+                   "403": problem("The credentials lack the required scope.", _CHALLENGE)}
+_BODY_RESPONSES = {"400": problem("Body is not valid JSON, or not the expected shape (see `errors`)."),
+                   "413": problem("Body larger than the configured limit."),
+                   "415": problem("Content-Type is not application/json.")}
 
-_AUDIT_RESPONSES = {"503": _problem("`decision-log-unavailable`: the decision log cannot be written and "
+_AUDIT_RESPONSES = {"503": problem("`decision-log-unavailable`: the decision log cannot be written and "
                                      "`decision_log.on_failure` is refuse; retry after `Retry-After`.")}
 
 def _service_decision() -> dict[str, Any]:
@@ -75,8 +58,8 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},
             "code": {"type": "string"},
-            "errors": {"type": "array", "items": _ref("FieldError")},
-            "problems": {"type": "array", "items": _ref("PolicyProblem")},
+            "errors": {"type": "array", "items": ref("FieldError")},
+            "problems": {"type": "array", "items": ref("PolicyProblem")},
             "policy": {"type": "string"},
             "known": {"type": "array", "items": {"type": "string"}},
             "digest": {"type": "string"},
@@ -112,15 +95,15 @@ _SCHEMAS: dict[str, Any] = {
     "BatchResult": {
         "oneOf": [
             {"type": "object", "required": ["status", "decision"], "additionalProperties": False,
-             "properties": {"status": {"const": 200}, "decision": _ref("Decision")}},
+             "properties": {"status": {"const": 200}, "decision": ref("Decision")}},
             {"type": "object", "required": ["status", "problem"], "additionalProperties": False,
              "properties": {"status": {"type": "integer", "minimum": 400, "maximum": 499},
-                            "problem": _ref("Problem")}},
+                            "problem": ref("Problem")}},
         ],
     },
     "BatchResponse": {
         "type": "object", "required": ["results"],
-        "properties": {"results": {"type": "array", "items": _ref("BatchResult")}},
+        "properties": {"results": {"type": "array", "items": ref("BatchResult")}},
     },
     "PolicySummary": {
         "type": "object", "required": ["name", "digest", "description", "files", "rules", "default", "loaded_at"],
@@ -133,7 +116,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["default", "digest", "loaded_at", "policies"],
         "properties": {"default": {"type": "string"}, "digest": {"type": "string"},
                        "loaded_at": {"type": "string", "format": "date-time"},
-                       "policies": {"type": "array", "items": _ref("PolicySummary")}},
+                       "policies": {"type": "array", "items": ref("PolicySummary")}},
     },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Ready": {
@@ -151,7 +134,7 @@ _SCHEMAS: dict[str, Any] = {
             "error": {"oneOf": [{"type": "null"}, {
                 "type": "object", "required": ["detail", "problems"],
                 "properties": {"detail": {"type": "string"},
-                               "problems": {"type": "array", "items": _ref("PolicyProblem")}}}]},
+                               "problems": {"type": "array", "items": ref("PolicyProblem")}}}]},
             "reasons": {"type": "array", "items": {"type": "string"}, "description": "why the status is degraded"},
             "revision": _nullable("string"),
             "source": {"type": "object", "description": "where sets come from: a directory or a bundle (with "
@@ -191,10 +174,10 @@ def policy_schemas(policies: PolicySet, request: dict[str, Any]) -> tuple[dict[s
             **request,
             "description": f"A decide request for policy {name}" + (" (the default policy)" if default else ""),
             "required": ["context"] if default else ["context", "policy"],
-            "properties": {**request["properties"], "context": _ref(f"Context.{name}"),
+            "properties": {**request["properties"], "context": ref(f"Context.{name}"),
                            "policy": {"const": name}},
         }
-        refs.append(_ref(f"DecideRequest.{name}"))
+        refs.append(ref(f"DecideRequest.{name}"))
     return schemas, refs
 
 
@@ -235,8 +218,8 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
         "undone_at": {"type": ["number", "null"]}, "undone_by": {"type": ["string", "null"]},
         "refs": {"type": "array", "items": {"type": "string"}}}}
     schemas["ActionList"] = {"type": "object", "required": ["actions"],
-                             "properties": {"actions": {"type": "array", "items": _ref("Action")}}}
-    decide_body: dict[str, Any] = _ref("DecideRequest")
+                             "properties": {"actions": {"type": "array", "items": ref("Action")}}}
+    decide_body: dict[str, Any] = ref("DecideRequest")
     if policies is not None:
         per_policy, refs = policy_schemas(policies, schemas["DecideRequest"])
         schemas.update(per_policy)
@@ -254,7 +237,7 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
            **extra: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
         if body is not None:
-            schema = _ref(body) if isinstance(body, str) else body
+            schema = ref(body) if isinstance(body, str) else body
             out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
         if auth:
             out["responses"] = {**responses, **_AUTH_RESPONSES}
@@ -268,56 +251,56 @@ def openapi_document(settings: Settings, policies: PolicySet | None = None) -> d
     metrics_auth = settings.auth.metrics_require_auth
     paths = {
         "/v1/decide": {"post": op("Decide token lifetimes for one context (scope: decide)", {
-            "200": _ok("The decision.", "Decision"), **_BODY_RESPONSES, **_AUDIT_RESPONSES,
-            "404": _problem("Unknown policy."),
-            "422": _problem("`invalid-context`: the context violates the declared attributes (or sends `token`); "
+            "200": ok("The decision.", "Decision"), **_BODY_RESPONSES, **_AUDIT_RESPONSES,
+            "404": problem("Unknown policy."),
+            "422": problem("`invalid-context`: the context violates the declared attributes (or sends `token`); "
                             "`invalid-subject-token`: the subject token failed verification (`reason` says why; "
                             "422 rather than 401, because the caller's credentials are not what failed); "
                             "`subject-token-not-configured`: no subject-token issuer is configured.")},
             body=decide_body)},
         "/v1/decide/batch": {"post": op("Decide many contexts in order (scope: decide)", {
-            "200": _ok("One result per request, in order.", "BatchResponse"), **_BODY_RESPONSES, **_AUDIT_RESPONSES},
+            "200": ok("One result per request, in order.", "BatchResponse"), **_BODY_RESPONSES, **_AUDIT_RESPONSES},
             body="BatchRequest")},
         "/v1/policies": {"get": op("The loaded policies (scope: decide or admin)", {
-            "200": _ok("Every policy of the serving set.", "PolicyList")})},
+            "200": ok("Every policy of the serving set.", "PolicyList")})},
         "/v1/policies/{name}": {"get": op("One loaded policy (scope: decide or admin)", {
-            "200": _ok("The policy.", "PolicySummary"), "404": _problem("Unknown policy.")},
+            "200": ok("The policy.", "PolicySummary"), "404": problem("Unknown policy.")},
             parameters=name_param)},
         "/v1/reload": {"post": op("Reload the policy directory now (scope: admin)", {
-            "200": _ok("The set now being served.", "ReloadResult"),
-            "422": _problem("The new set failed to load (see `problems`); the last good set is still served.")})},
-        "/healthz": {"get": op("Liveness", {"200": _ok("The process is alive.", "Health")}, auth=False)},
+            "200": ok("The set now being served.", "ReloadResult"),
+            "422": problem("The new set failed to load (see `problems`); the last good set is still served.")})},
+        "/healthz": {"get": op("Liveness", {"200": ok("The process is alive.", "Health")}, auth=False)},
         "/readyz": {"get": op("Readiness: 200 while a set is served; status degraded after a failed reload", {
-            "200": _ok("Ready or degraded (still serving the last good set).", "Ready"),
-            "503": _ok("Unavailable: the decision log fails and `decision_log.on_failure` is refuse.", "Ready")},
+            "200": ok("Ready or degraded (still serving the last good set).", "Ready"),
+            "503": ok("Unavailable: the decision log fails and `decision_log.on_failure` is refuse.", "Ready")},
             auth=False)},
         "/metrics": {"get": op("Prometheus metrics", {
             "200": {"description": "Prometheus text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}, auth=metrics_auth)},
         "/v1/events": {"post": op("Report issuer events, batched and idempotent by id (scope: decide or admin)", {
-            "200": _ok("How many were new, how many were already counted, and the detectors that fired.",
+            "200": ok("How many were new, how many were already counted, and the detectors that fired.",
                        "EventsAccepted"), **_BODY_RESPONSES,
-            "503": _problem("The state store did not answer; nothing was recorded (retry: idempotent).",
+            "503": problem("The state store did not answer; nothing was recorded (retry: idempotent).",
                             {"Retry-After": {"schema": {"type": "string"}}})}, body="EventBatch")},
         "/v1/security-events": {"post": op(
             "Push one Security Event Token (RFC 8417/8935; CAEP, RISC) from a configured transmitter "
             "(scope: decide or admin)", {
                 "202": {"description": "Verified and applied."},
-                "400": _problem("Refused, nothing applied; RFC 8935 `err` and `description` in the body."),
-                "422": _problem("No transmitter is configured (`err`: access_denied)."),
-                "415": _problem("Content-Type is not application/secevent+jwt."),
-                "503": _problem("The state store did not answer; nothing applied (the transmitter may retry).")},
+                "400": problem("Refused, nothing applied; RFC 8935 `err` and `description` in the body."),
+                "422": problem("No transmitter is configured (`err`: access_denied)."),
+                "415": problem("Content-Type is not application/secevent+jwt."),
+                "503": problem("The state store did not answer; nothing applied (the transmitter may retry).")},
             requestBody={"required": True, "content": {"application/secevent+jwt": {"schema": {"type": "string"}}}})},
         "/v1/actions": {"get": op("Automatic actions of detectors and security events, with evidence (scope: admin)", {
-            "200": _ok("The actions, newest first.", "ActionList"),
-            "400": _problem("Unknown or bad query parameter."),
-            "503": _problem("The state store did not answer.")},
+            "200": ok("The actions, newest first.", "ActionList"),
+            "400": problem("Unknown or bad query parameter."),
+            "503": problem("The state store did not answer.")},
             parameters=[{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                         for n in ("subject", "client")]
             + [{"name": "active", "in": "query", "required": False, "schema": {"enum": ["true", "false"]}}])},
         "/v1/actions/{id}": {"delete": op("Undo an automatic action now (scope: admin)", {
-            "200": _ok("The action, with undone_at and undone_by.", "Action"),
-            "404": _problem("No such action."), "503": _problem("The state store did not answer.")},
+            "200": ok("The action, with undone_at and undone_by.", "Action"),
+            "404": problem("No such action."), "503": problem("The state store did not answer.")},
             parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/openapi.json": {"get": op("This document", {
             "200": {"description": "OpenAPI 3.1 document.",

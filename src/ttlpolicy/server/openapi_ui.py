@@ -9,68 +9,55 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Settings
-
-_REF = "#/components/schemas/"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": _ref("Problem")}}}
-
-
-def _ok(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+from .openapi_parts import ok, problem, ref
 
 
 def playground_paths(settings: Settings, document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(paths, schemas)`` of the playground API, secured like the document's other routes."""
     limits = settings.ui
     security = document["paths"]["/v1/policies"]["get"]["security"]
-    auth = {"401": _problem("Missing or invalid credentials."),
-            "403": _problem("The credentials lack the required scope.")}
+    auth = {"401": problem("Missing or invalid credentials."),
+            "403": problem("The credentials lack the required scope.")}
     if "401" in document["paths"]["/v1/policies"]["get"]["responses"]:  # keep the documented challenge header
         auth = {k: document["paths"]["/v1/policies"]["get"]["responses"][k] for k in ("401", "403")}
-    body_errors = {"400": _problem("Not JSON, or not the expected shape (`errors` lists each field)."),
-                   "413": _problem("`body-too-large`, or `text-too-large`: more policy text than "
+    body_errors = {"400": problem("Not JSON, or not the expected shape (`errors` lists each field)."),
+                   "413": problem("`body-too-large`, or `text-too-large`: more policy text than "
                                    f"ui.max_text_bytes ({limits.max_text_bytes} bytes, all files together)."),
-                   "415": _problem("Content-Type is not application/json.")}
-    slow = _problem(f"`compute-time-exceeded`: longer than ui.max_seconds ({limits.max_seconds:g}s); "
+                   "415": problem("Content-Type is not application/json.")}
+    slow = problem(f"`compute-time-exceeded`: longer than ui.max_seconds ({limits.max_seconds:g}s); "
                     "`policy-load-failed`: the version does not load (`problems` lists each at its line); "
                     "`invalid-source`: a git revision that cannot be read; `invalid-context`: the fixed context or "
                     "the context violates the declared attributes; `invalid-grid`: an axis the policy cannot draw "
                     f"(`errors`); `grid-too-large`: more than ui.max_cells ({limits.max_cells}) cells.")
 
-    def op(summary: str, ok: dict[str, Any], body: str | None, extra: dict[str, Any] | None = None
+    def op(summary: str, success: dict[str, Any], body: str | None, extra: dict[str, Any] | None = None
            ) -> dict[str, Any]:
         out: dict[str, Any] = {"summary": summary, "security": security,
-                               "responses": {"200": ok, **auth, **(extra or {})}, "tags": ["playground"]}
+                               "responses": {"200": success, **auth, **(extra or {})}, "tags": ["playground"]}
         if body is not None:
-            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
             out["responses"].update(body_errors)
         return out
 
-    unknown = {"404": _problem("Unknown policy.")}
+    unknown = {"404": problem("Unknown policy.")}
     paths = {
         "/v1/playground/policies": {"get": op(
             "The served set for the playground: files, attributes, rules with lines, git revisions (scope: decide "
-            "or admin)", _ok("The served set.", "PlaygroundSet"), None)},
+            "or admin)", ok("The served set.", "PlaygroundSet"), None)},
         "/v1/playground/lint": {"post": op(
             "Lint a version of the policy set; 200 with `ok: false` and the problems when it does not load",
-            _ok("Every problem, at its file, line and column, with its code.", "LintResult"), "LintRequest",
+            ok("Every problem, at its file, line and column, with its code.", "LintResult"), "LintRequest",
             {"422": slow})},
         "/v1/playground/decide": {"post": op(
             "One explained decision by a version of the set (nothing is served, logged or counted)",
-            _ok("The decision with every rule's outcome.", "PlaygroundDecision"), "PlaygroundDecideRequest",
+            ok("The decision with every rule's outcome.", "PlaygroundDecision"), "PlaygroundDecideRequest",
             {**unknown, "422": slow})},
         "/v1/playground/grid": {"post": op(
             "A heat-map: decide every combination of two attributes, the rest fixed",
-            _ok("Axes, colour scales and every cell's decision.", "Grid"), "GridRequest", {**unknown, "422": slow})},
+            ok("Axes, colour scales and every cell's decision.", "Grid"), "GridRequest", {**unknown, "422": slow})},
         "/v1/playground/diff": {"post": op(
             "A change map of two versions over two attributes, and the groups of `ttlpolicy diff`",
-            _ok("The change map and the diff report.", "GridDiff"), "GridDiffRequest", {**unknown, "422": slow})},
+            ok("The change map and the diff report.", "GridDiff"), "GridDiffRequest", {**unknown, "422": slow})},
     }
     files = {"type": "object", "minProperties": 1, "maxProperties": 32,
              "propertyNames": {"pattern": r"\.ya?ml$", "maxLength": 256}, "additionalProperties": {"type": "string"}}
@@ -95,7 +82,7 @@ def playground_paths(settings: Settings, document: dict[str, Any]) -> tuple[dict
                    "now": {"type": "string", "format": "date-time",
                            "description": "the instant before time axes move it (default: Wednesday 2025-01-08 "
                                           "12:30 in the policy's time zone)"}}
-    problem_list = {"type": "array", "items": _ref("PolicyProblem")}
+    problem_list = {"type": "array", "items": ref("PolicyProblem")}
     decision = dict(document["components"]["schemas"]["Decision"])
     decision["required"] = [k for k in decision.get("required", []) if k not in ("decision_id", "policy_set")]
     decision["description"] = ("A decision as POST /v1/decide gives it, but a what-if: no decision_id, not logged, "
@@ -108,30 +95,30 @@ def playground_paths(settings: Settings, document: dict[str, Any]) -> tuple[dict
         "LintResult": {"type": "object", "required": ["ok", "problems", "policies"],
                        "properties": {"ok": {"type": "boolean"}, "problems": problem_list,
                                       "digest": {"type": ["string", "null"]},
-                                      "policies": {"type": "array", "items": _ref("PlaygroundPolicy")}}},
+                                      "policies": {"type": "array", "items": ref("PlaygroundPolicy")}}},
         "PlaygroundDecideRequest": {
             "type": "object", "required": ["context"], "additionalProperties": False,
-            "properties": {"version": _ref("PlaygroundVersion"), "policy": {"type": "string"},
+            "properties": {"version": ref("PlaygroundVersion"), "policy": {"type": "string"},
                            "context": {"type": "object"}, "now": {"type": "string", "format": "date-time"}}},
         "GridRequest": {"type": "object", "required": ["x", "y"], "additionalProperties": False,
-                        "properties": {"version": _ref("PlaygroundVersion"), **grid_fields}},
+                        "properties": {"version": ref("PlaygroundVersion"), **grid_fields}},
         "GridDiffRequest": {"type": "object", "required": ["x", "y"], "additionalProperties": False,
-                            "properties": {"base": _ref("PlaygroundVersion"), "head": _ref("PlaygroundVersion"),
+                            "properties": {"base": ref("PlaygroundVersion"), "head": ref("PlaygroundVersion"),
                                            **grid_fields}},
         "GridAxis": {"type": "object", "required": ["attribute", "values", "labels"],
                      "properties": {"attribute": {"type": "string"}, "values": {"type": "array"},
                                     "labels": {"type": "array", "items": {"type": "string"}}}},
         "Grid": {"type": "object", "required": ["policy", "x", "y", "legend", "cells", "seconds"],
                  "properties": {
-                     "policy": {"type": "object"}, "x": _ref("GridAxis"), "y": _ref("GridAxis"),
+                     "policy": {"type": "object"}, "x": ref("GridAxis"), "y": ref("GridAxis"),
                      "legend": {"type": "object", "description": "per lifetime: low, high, gradient stops and "
                                                                  "ticks labelled in durations"},
                      "cells": {"type": "array", "maxItems": limits.max_cells, "items": {
                          "type": "object", "required": ["x", "y", "context", "now", "colors"],
                          "properties": {"x": {"type": "integer"}, "y": {"type": "integer"},
                                         "context": {"type": "object"}, "now": {"type": "string"},
-                                        "decision": _ref("PlaygroundDecision"),
-                                        "refused": {"type": "array", "items": _ref("FieldError")},
+                                        "decision": ref("PlaygroundDecision"),
+                                        "refused": {"type": "array", "items": ref("FieldError")},
                                         "colors": {"type": "object"}}}},
                      "seconds": {"type": "number"}}},
         "GridDiff": {"type": "object", "required": ["map", "report", "base_digest", "head_digest"],
@@ -147,7 +134,7 @@ def playground_paths(settings: Settings, document: dict[str, Any]) -> tuple[dict
                                             "rules": {"type": "array"}}},
         "PlaygroundSet": {"type": "object", "required": ["digest", "default", "policies", "files", "git", "limits"],
                           "properties": {"digest": {"type": "string"}, "default": {"type": "string"},
-                                         "policies": {"type": "array", "items": _ref("PlaygroundPolicy")},
+                                         "policies": {"type": "array", "items": ref("PlaygroundPolicy")},
                                          "files": {"type": "array"}, "git": {"type": "array"},
                                          "limits": {"type": "object"}}},
     }

@@ -5,30 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-_REF = "#/components/schemas/"
+from .openapi_parts import ok, problem, ref
+
 _INSTANT = {"type": "string", "format": "date-time"}
 _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                           "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
-def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description,
-                           "content": {"application/problem+json": {"schema": _ref("Problem")}}}
-    if headers:
-        out["headers"] = headers
-    return out
-
-
-def _ok(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
-
-
-RATE_LIMITED = _problem("`rate-limited`: the API caller exceeded its rate (state.callers).", _RETRY)
-UNAVAILABLE = _problem("`state-unavailable`: the state store cannot answer; nothing was changed.", _RETRY)
+RATE_LIMITED = problem("`rate-limited`: the API caller exceeded its rate (state.callers).", _RETRY)
+UNAVAILABLE = problem("`state-unavailable`: the state store cannot answer; nothing was changed.", _RETRY)
 
 SCHEMAS: dict[str, Any] = {
     "RevocationRequest": {
@@ -55,7 +39,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "RevocationList": {
         "type": "object", "required": ["revocations"],
-        "properties": {"revocations": {"type": "array", "items": _ref("Revocation")},
+        "properties": {"revocations": {"type": "array", "items": ref("Revocation")},
                        "next_cursor": {"type": ["string", "null"]}},
     },
     "TokenCheck": {
@@ -87,7 +71,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "EmergencyList": {
         "type": "object", "required": ["emergencies"],
-        "properties": {"emergencies": {"type": "array", "items": _ref("Emergency")}, "state": {"type": "object"}},
+        "properties": {"emergencies": {"type": "array", "items": ref("Emergency")}, "state": {"type": "object"}},
     },
 }
 
@@ -117,49 +101,49 @@ def paths(op: Callable[..., dict[str, Any]], body_responses: dict[str, Any]) -> 
     return {
         "/v1/revocations": {
             "post": op("Revoke one, or up to 1,000 at once (scope: revoke or admin)", {
-                "200": _ok("Already revoked (idempotent).", "Revocation"),
-                "201": _ok("Revoked. A bulk request answers {\"revocations\": [...]}.", "Revocation"),
-                **body_responses, "422": _problem("`invalid-revocation`: see `errors`; nothing was revoked."),
+                "200": ok("Already revoked (idempotent).", "Revocation"),
+                "201": ok("Revoked. A bulk request answers {\"revocations\": [...]}.", "Revocation"),
+                **body_responses, "422": problem("`invalid-revocation`: see `errors`; nothing was revoked."),
                 "503": UNAVAILABLE}, body="RevocationRequest"),
             "get": op("List revocations, newest first (scope: revoke or admin)", {
-                "200": _ok("One page; pass next_cursor as cursor for the next.", "RevocationList"),
-                "400": _problem("An unknown or invalid query parameter."), "503": UNAVAILABLE},
+                "200": ok("One page; pass next_cursor as cursor for the next.", "RevocationList"),
+                "400": problem("An unknown or invalid query parameter."), "503": UNAVAILABLE},
                 parameters=[{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                             for n in ("kind", "value", "status", "limit", "cursor")]),
         },
         "/v1/revocations/{id}": {
             "get": op("One revocation (scope: revoke or admin)", {
-                "200": _ok("The revocation.", "Revocation"), "404": _problem("No such revocation."),
+                "200": ok("The revocation.", "Revocation"), "404": problem("No such revocation."),
                 "503": UNAVAILABLE}, parameters=id_param),
             "delete": op("Lift a revocation, audited (scope: revoke or admin)", {
-                "200": _ok("Lifted (idempotent).", "Revocation"), "400": _problem("Reason too long."),
-                "404": _problem("No such revocation."), "503": UNAVAILABLE},
+                "200": ok("Lifted (idempotent).", "Revocation"), "400": problem("Reason too long."),
+                "404": problem("No such revocation."), "503": UNAVAILABLE},
                 parameters=[*id_param, {"name": "reason", "in": "query", "required": False,
                                         "schema": {"type": "string", "maxLength": 500}}]),
         },
         "/v1/tokens/check": {"post": op("Is this token still good? RFC 7662-shaped (scope: decide, revoke or admin)", {
-            "200": _ok("active true, or false with a reason.", "TokenCheck"),
-            "400": _problem("Not a check request (see `errors`)."), "413": body_responses["413"],
-            "415": _problem("Send application/x-www-form-urlencoded or JSON."),
-            "422": _problem("`subject-token-not-configured`: no issuer to verify a token; send its claims."),
-            "503": _problem("`state-unavailable`: the store cannot answer, so the token cannot be vouched for.",
+            "200": ok("active true, or false with a reason.", "TokenCheck"),
+            "400": problem("Not a check request (see `errors`)."), "413": body_responses["413"],
+            "415": problem("Send application/x-www-form-urlencoded or JSON."),
+            "422": problem("`subject-token-not-configured`: no issuer to verify a token; send its claims."),
+            "503": problem("`state-unavailable`: the store cannot answer, so the token cannot be vouched for.",
                             _RETRY)})},
         "/v1/emergencies": {
             "post": op("Start an emergency ceiling (scope: admin)", {
-                "201": _ok("Started.", "Emergency"), **body_responses,
-                "422": _problem("`invalid-emergency`: see `errors` (a scope error has line and column)."),
+                "201": ok("Started.", "Emergency"), **body_responses,
+                "422": problem("`invalid-emergency`: see `errors` (a scope error has line and column)."),
                 "503": UNAVAILABLE}, body="EmergencyRequest"),
             "get": op("List emergencies (scope: revoke or admin)", {
-                "200": _ok("Emergencies.", "EmergencyList"), "400": _problem("Unknown status.")},
+                "200": ok("Emergencies.", "EmergencyList"), "400": problem("Unknown status.")},
                 parameters=[{"name": "status", "in": "query", "required": False,
                              "schema": {"enum": ["active", "ended", "all"]}}]),
         },
         "/v1/emergencies/{id}": {
             "get": op("One emergency (scope: revoke or admin)", {
-                "200": _ok("The emergency.", "Emergency"), "404": _problem("No such emergency."),
+                "200": ok("The emergency.", "Emergency"), "404": problem("No such emergency."),
                 "503": UNAVAILABLE}, parameters=id_param),
             "delete": op("End an emergency early (scope: admin)", {
-                "200": _ok("Ended (idempotent).", "Emergency"), "404": _problem("No such emergency."),
+                "200": ok("Ended (idempotent).", "Emergency"), "404": problem("No such emergency."),
                 "503": UNAVAILABLE}, parameters=id_param),
         },
     }

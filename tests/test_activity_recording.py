@@ -215,3 +215,44 @@ def test_a_batch_of_recordings_keeps_each_fields_newest_time_whatever_the_order(
         assert store.map_get_all("act:s:alice:ips") == {"203.0.113.9": repr(now)}
     finally:
         store.close()
+
+
+def test_active_tokens_are_written_once_per_client_and_expiry_second_and_kept_while_the_store_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, counting, url = make_client(tmp_path)
+    with client:
+        api = client.app.state.service.activity  # type: ignore[attr-defined]
+        monkeypatch.setattr(api, "flush_tokens", lambda: None)  # the flusher thread leaves them to this test
+        flush = type(api).flush_tokens
+        for _ in range(30):
+            decide(client, "plain", "DE")  # 1h access tokens for client "web"
+        real_batch = counting.batch
+
+        def refusing(atomic: bool = False) -> Any:
+            batch = real_batch(atomic)
+            batch.execute = lambda: (_ for _ in ()).throw(StoreUnavailable("connection refused"))
+            return batch
+        monkeypatch.setattr(counting, "batch", refusing)
+        flush(api)  # refused: kept for the next flush, not lost
+        monkeypatch.setattr(counting, "batch", real_batch)
+        since = len(counting.executed)
+        flush(api)
+        written = [ops for _, ops in counting.executed[since:] if "window_add" in ops]
+        assert len(written) == 1
+        seconds = {round(time.time() + 3600 + d) for d in (0, 1, 2)}
+        assert 1 <= written[0].count("window_add") <= len(seconds)  # not one per decision
+        assert api.token_counts() == {"web": (30, 0)}
+        assert "ttlpolicy_active_tokens_uncounted_total 0.0" in client.get("/metrics").text
+
+
+def test_active_tokens_beyond_the_bound_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(activity_api, "MAX_TOKENS", 2)
+    client, counting, url = make_client(tmp_path)
+    with client:
+        api = client.app.state.service.activity  # type: ignore[attr-defined]
+        monkeypatch.setattr(api, "flush_tokens", lambda: None)
+        for _ in range(3):
+            decide(client, "plain", "DE")
+        assert "ttlpolicy_active_tokens_uncounted_total 1.0" in client.get("/metrics").text
+        type(api).flush_tokens(api)
+        assert api.token_counts() == {"web": (2, 0)}

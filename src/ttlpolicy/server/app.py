@@ -276,7 +276,7 @@ class Service:
                 caller = self._authorize(authorization, api_key, DECIDE_SCOPES)
                 self._check_audit_trail()
                 self.gate.check_body_headers(content_type, content_length)
-                raw = await self.gate.receive_body(receive)
+                raw = await self.gate.receive_body(receive, scope)
                 if raw is None:
                     return  # the client went away: nobody to answer
                 body = self.gate.parse(raw)

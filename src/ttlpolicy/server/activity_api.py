@@ -183,6 +183,7 @@ class ActivityAPI:
         # atomic: no lock), summed by the flusher into {(client, expiry second): count}.
         self._tokens: collections.deque[tuple[str, float]] = collections.deque()
         self._token_counts: dict[tuple[str, int], int] = {}
+        self._created: dict[tuple[str, str], Any] = {}  # (policy, client label) -> tokens_created child
         self._used: dict[tuple[str, str], frozenset[str]] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -267,7 +268,9 @@ class ActivityAPI:
         store = self.runtime.store
         if compiled is not None and self._writer is not None and not self._reads(compiled):
             known = self._actions
-            if known is not None:  # no round trip
+            if not known and known is not None:
+                in_force = []  # no action in force anywhere: the usual case
+            elif known is not None:  # no round trip
                 in_force = sorted((action_id, kind) for per, key in (("subject", subject), ("client", client_id))
                                   if key is not None for action_id, kind, until in known.get((per, key), ())
                                   if request.now < until)
@@ -383,19 +386,24 @@ class ActivityAPI:
         that changed the decision add nothing to it."""
         client = observation.client if observation is not None else None
         if observation is not None:
-            applied = apply_actions(decision, observation.actions)
+            applied = apply_actions(decision, observation.actions) if observation.actions else []
             used = self._reads(compiled)
-            info: dict[str, Any] = {"available": observation.values is not None}
-            if observation.values is not None:
-                info["values"] = {k: v for k, v in observation.values.items() if k in used}
-            else:
-                info["reason"] = observation.error
-            if applied:
-                info["actions"] = applied
-            if used or applied:
+            if used or applied:  # else the decision shows nothing of it
+                info: dict[str, Any] = {"available": observation.values is not None}
+                if observation.values is not None:
+                    info["values"] = {k: v for k, v in observation.values.items() if k in used}
+                else:
+                    info["reason"] = observation.error
+                if applied:
+                    info["actions"] = applied
                 decision.extra["activity"] = info
         if decision.allow:
-            self.metrics.tokens_created.labels(decision.policy_name, self.metrics.client_label(client)).inc()
+            label = self.metrics.client_label(client)
+            created = self._created.get((decision.policy_name, label))
+            if created is None:  # .labels() costs more than the increment: look each child up once
+                created = self._created[(decision.policy_name, label)] = \
+                    self.metrics.tokens_created.labels(decision.policy_name, label)
+            created.inc()
             if client is not None and decision.access_ttl > 0:
                 if len(self._tokens) < MAX_TOKENS:
                     self._tokens.append((client, time.time() + decision.access_ttl))

@@ -65,7 +65,7 @@ from .problems import Refusal, problem
 
 if TYPE_CHECKING:
     from ..compile import CompiledPolicy
-    from ..state.runtime import StateRuntime
+    from ..state.runtime import LimitCount, StateRuntime
     from .parts import ServiceParts
     from .config import Settings
 
@@ -239,14 +239,17 @@ class ActivityAPI:
 
     # -- the decide path ------------------------------------------------------------------------
 
-    def observe(self, context: dict[str, Any], compiled: CompiledPolicy | None = None) -> Observation | None:
+    def observe(self, context: dict[str, Any], compiled: CompiledPolicy | None = None,
+                limits: LimitCount | None = None) -> Observation | None:
         """Activity and actions for a decision's subject and client (one round trip), and record it.
 
         ``None`` when activity is off, no store is configured, or the request names neither a
         user nor a client. The activity is read and recorded at the real time, whatever the
         request's ``now`` says: ``now`` moves the policy's clock, not what happened. When
         ``compiled`` reads no ``activity.*`` the values are not read (``{}``) and the recording
-        goes to the writer thread (see the module's docstring).
+        goes to the writer thread (see the module's docstring). Otherwise the decision's
+        rate-limit hits (``limits``) go in the same round trip, when they can (see
+        :class:`~ttlpolicy.state.runtime.LimitCount`).
         """
         if not self.settings.enabled:
             return None
@@ -291,11 +294,17 @@ class ActivityAPI:
             offset = tracker.queue_requests(batch, pending)
             queued = ActionStore(store).queue_in_force(batch, subject, client_id)
             reads = tracker.queue_observe(batch, request, offset=offset + queued)
+            hits = limits.queue(batch) if limits is not None else 0
             try:
                 results = batch.execute()
             except StoreUnavailable as exc:
                 self._count_unrecorded("store_unavailable", len(pending))
+                if limits is not None:
+                    limits.failed()
                 return self._unavailable_observation(exc, client_id)
+        if hits:
+            assert limits is not None
+            limits.take(results[len(results) - hits:])
         return Observation(reads.values(results), ActionStore.in_force(results[offset:offset + queued], request.now),
                            client=client_id)
 

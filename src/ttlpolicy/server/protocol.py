@@ -63,15 +63,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_headers:
-            self._header_size += len(data)
-            if self._timer is None:  # the first bytes after an idle keep-alive: a request has begun
-                self._arm(self.limits.header_timeout, self._headers_late)
-            if self._header_size > self.limits.max_header_bytes + 65_536:
-                # Far past the limit without the end of the headers: refuse before parsing more.
-                self._too_large()
-                return
+        if not self._awaiting_headers:
+            super().data_received(data)
+            return
+        self._header_size += len(data)
+        if self._timer is None:  # the first bytes after an idle keep-alive: a request has begun
+            self._arm(self.limits.header_timeout, self._headers_late)
+        # Parse first: one read may hold the headers and a large body after them, which is the
+        # body limit's business (413), not this one's. httptools parses a read in C without
+        # keeping it; what it hands over is bounded by the read.
         super().data_received(data)
+        if self._awaiting_headers and self._header_size > self.limits.max_header_bytes + 65_536:
+            # Far past the limit and the headers still not complete: refuse before reading more.
+            self._too_large()
 
     # -- parser callbacks -------------------------------------------------------------------------
 

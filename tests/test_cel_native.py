@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pytest
 from celpy.celparser import CELParser
 
+from ttlpolicy.cel import native_functions as nf
 from ttlpolicy.cel.native import CELEvalError, UnsupportedExpression, compile_expression
 from ttlpolicy.cel.reference import compile_reference
 
@@ -298,3 +299,29 @@ def test_results_do_not_alias_constants() -> None:
     first = fn({})
     first.append(3)
     assert fn({}) == [1, 2]
+
+
+# -- matches() is RE2 ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('"ABC".matches("(?i)^abc$")', True),   # RE2 flags
+    ('"\u0663".matches("^\\\\d$")', False),   # \d is ASCII in RE2 (Python's re matches any Unicode digit)
+    ('"a{,3}".matches("^a{,3}$")', True),   # not a repetition in RE2: the literal text
+    ('"xabcx".matches("b")', True),          # unanchored: a match anywhere, as CEL says
+])
+def test_matches_follows_re2(text: str, expected: bool) -> None:
+    assert compile_expression(_parse(text))({}) is expected
+
+
+def test_a_backtracking_pattern_is_answered_at_once() -> None:
+    """A pattern that makes a backtracking engine take exponential time (30 characters: minutes
+    with Python's re) is linear in RE2; the alarm turns a regression into a failure, not a hang."""
+    import signal
+
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("matches() backtracked"))
+    signal.alarm(10)
+    try:
+        assert compile_expression(_parse('"' + "a" * 30 + '!".matches("^(a+)+$")'))({}) is False
+        assert nf.matches("a" * 100_000 + "!", "^(a|aa)+$") is False
+    finally:
+        signal.alarm(0)

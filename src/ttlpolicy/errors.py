@@ -218,6 +218,7 @@ CODES: Mapping[str, str] = {
     "cel-not-numeric": "a factor expression is not a number",
     "cel-unknown-function": "a CEL function or method that does not exist",
     "cel-unsupported": "a CEL construct ttlpolicy does not support",
+    "cel-too-deep": "an expression nests too deeply (a syntax tree deeper than 250 levels)",
     "cel-literal-range": "an integer literal does not fit 64 bits, so every evaluation would fail",
     "cel-impossible-comparison": "a comparison with a literal that the attribute's declared range never satisfies",
     "cel-duration-overflow": "the difference of two instants (`time.now - user.auth_time`) can leave the duration range and fail; compare the instants",

@@ -272,7 +272,7 @@ CODES: Mapping[str, str] = {
 # says what happened this time, and ``errors`` lists each offending field with a code of CODES.
 HTTP_PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-json": (400, "Request body is not valid JSON"),
-    "invalid-request": (400, "Request body does not have the expected shape"),
+    "invalid-request": (400, "Request does not have the expected shape"),  # its body or its query
     "invalid-security-event": (400, "Security event refused"),
     "unauthorized": (401, "Missing or invalid credentials"),
     "insufficient-scope": (403, "Credentials lack the required scope"),

@@ -79,7 +79,7 @@ CORPUS: list[tuple[str, dict[str, Any] | None]] = [
     ("1 in [1, 2]", None), ("\"a\" in [1, \"a\"]", None), ("\"a\" in {\"a\": 1}", None), ("null in [null]", None),
     ("\"admin\" in user.roles", None), ("\"root\" in user.roles", None),
     ("device.os in [\"linux\", \"mac\"]", None), ("user.level in [1, 2, 3]", None),
-    ("\"team\" in user.tags", None),
+    ("\"team\" in user.tags", None), ("user.name in user.roles", None), ("user.level in nums", None),
     # attributes, indexing, presence
     ("user.risk", None), ("user.nope", None), ("nobody.risk", None), ("nobody", None),
     ("user.name.first", None), ("user.manager.name", None), ("nums[0]", None), ("nums[3]", None),

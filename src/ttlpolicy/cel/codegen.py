@@ -52,6 +52,13 @@ def _slow_() -> Any:
     raise _Slow
 
 
+def unwrap(t: lark.Tree) -> lark.Tree:
+    """``t`` without the grammar's one-child links around it (``expr`` → ``conditionalor`` → …)."""
+    while t.data in _LINKS and len(t.children) == 1:
+        t = t.children[0]
+    return t
+
+
 class _Generator:
     def __init__(self, leaf: Callable[[lark.Tree], Any], prefix: str = "_k"):
         self.leaf = leaf  # compiles a sub-tree with the native compiler: (fn, const, value, path)
@@ -71,8 +78,7 @@ class _Generator:
 
     def boolean(self, t: lark.Tree) -> str:
         """Python source for ``t``, which yields a bool or raises (any exception means: use the closure)."""
-        while t.data in _LINKS and len(t.children) == 1:
-            t = t.children[0]
+        t = unwrap(t)
         if t.data in ("conditionaland", "conditionalor") and len(t.children) == 2:
             kind = t.data  # a chain a && b && c is left-nested: flatten it as the closure does
             operands: list[str] = []
@@ -106,14 +112,11 @@ class _Generator:
 
     def path(self, t: lark.Tree) -> str | None:
         """``act['a']['b']`` for an attribute chain ``a.b``, else ``None``."""
-        while t.data in _LINKS and len(t.children) == 1:
-            t = t.children[0]
+        t = unwrap(t)
         fields: list[str] = []
         while t.data == "member_dot":
             fields.append(str(t.children[1]))
-            t = t.children[0]
-            while t.data in _LINKS and len(t.children) == 1:
-                t = t.children[0]
+            t = unwrap(t.children[0])
         if t.data != "ident":
             return None
         fields.append(str(t.children[0]))
@@ -157,8 +160,7 @@ class _Generator:
 
     def size_of(self, t: lark.Tree) -> str | None:
         """The attribute path ``p`` of ``size(p)``, else ``None``."""
-        while t.data in _LINKS and len(t.children) == 1:
-            t = t.children[0]
+        t = unwrap(t)
         if t.data != "ident_arg" or str(t.children[0]) != "size" or len(t.children) != 2:
             return None
         args = t.children[1].children
@@ -189,9 +191,7 @@ class _Generator:
     def has(self, t: lark.Tree) -> str | None:
         """``has(a.b)``: the native compiler has already checked its argument (one field
         selection, in parentheses or not) and refused anything else."""
-        inner = t.children[1].children[0]
-        while inner.data in _LINKS and len(inner.children) == 1:
-            inner = inner.children[0]
+        inner = unwrap(t.children[1].children[0])
         base = self.path(inner.children[0])
         field = str(inner.children[1])
         if base is None:

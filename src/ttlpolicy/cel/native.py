@@ -450,12 +450,7 @@ class _Compiler:
             not_ = nf.not_
 
             def negate(act: Activation) -> bool:
-                v = f(act)
-                if v is True:
-                    return False
-                if v is False:
-                    return True
-                return not_(v)
+                return not_(f(act))
 
             return _fold(_Node(negate, boolean=True), operand)
         neg = nf.neg
@@ -654,9 +649,7 @@ class _Compiler:
     def _has(self, t: lark.Tree, arg_trees: list[lark.Tree]) -> _Node:
         # The argument must be a field selection, written as such (parentheses allowed, as in
         # cel-go): not an expression that merely contains one, like has([a.b]).
-        inner = arg_trees[0] if len(arg_trees) == 1 else t
-        while inner.data in _LINKS and len(inner.children) == 1:
-            inner = inner.children[0]
+        inner = codegen.unwrap(arg_trees[0]) if len(arg_trees) == 1 else t
         if inner.data != "member_dot":
             raise _unsupported(t, "has() requires a field selection argument, e.g. has(a.b)")
         base = self.expr(inner.children[0])

@@ -220,6 +220,7 @@ CODES: Mapping[str, str] = {
     "cel-unsupported": "a CEL construct ttlpolicy does not support",
     "cel-literal-range": "an integer literal does not fit 64 bits, so every evaluation would fail",
     "cel-impossible-comparison": "a comparison with a literal that the attribute's declared range never satisfies",
+    "cel-duration-overflow": "the difference of two instants (`time.now - user.auth_time`) can leave the duration range and fail; compare the instants",
     # from analysis of what a compiled policy means
     "condition-never-true": "no allowed context makes the condition true: the rule is dead",
     "condition-always-true": "every allowed context makes the condition true (often two `!=` joined with "
@@ -305,7 +306,8 @@ HTTP_PROBLEMS: Mapping[str, tuple[int, str]] = {
 # Every other code is an error: the policy is refused. Dead or contradictory conditions are
 # errors because a reviewer must not merge them; a dominated effect or a loosening rule may be
 # exactly what was meant, and says so in review.
-WARNING_CODES: frozenset[str] = frozenset({"effect-never-applies", "loosening-rule", "allow-unused"})
+WARNING_CODES: frozenset[str] = frozenset({"effect-never-applies", "loosening-rule", "allow-unused",
+                                           "cel-duration-overflow"})
 
 
 def severity_of(code: str) -> Severity:

@@ -49,15 +49,26 @@ def _private(path: str) -> bool:
     return info.st_uid == owner and not info.st_mode & 0o022
 
 
+def _bool_literal(token: lark.Token) -> lark.Token:
+    """``true`` and ``false`` are ``BOOL_LIT``, not identifiers (as cel-python's
+    ``CELParser.ambiguous_literals``), keeping their position: cel-python's callback makes new
+    tokens without one, which left every node that starts with ``true`` without a position and
+    lint without a line for its errors."""
+    if token.value == "true" or token.value == "false":
+        return lark.Token.new_borrow_pos("BOOL_LIT", token.value, token)
+    return token
+
+
 def _build() -> lark.Lark:
-    """cel-python's own parser (same grammar and options as ``CELParser()``), built from the cache."""
+    """cel-python's parser (its grammar and options, as ``CELParser()``, but with positions on
+    ``true`` and ``false``), built from the cache."""
     from celpy import celparser  # only when lark parses: most policies never need it (see fastparse)
     from celpy.celparser import CELParser
 
     grammar = (Path(celparser.__file__).parent / "cel.lark").read_text()
     options: dict[str, Any] = dict(
         parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
-        lexer_callbacks={"IDENT": CELParser.ambiguous_literals}, propagate_positions=True,
+        lexer_callbacks={"IDENT": _bool_literal}, propagate_positions=True,
         maybe_placeholders=False, priority="invert", tree_class=lark.Tree)
     try:
         return lark.Lark(grammar, cache=_cache_file(), **options)
@@ -72,9 +83,10 @@ def _lark() -> lark.Lark:
 
         with _parser_lock:
             if _parser is None:
+                # Our own even when cel-python built one already (its bool literals have no position).
+                _parser = _build()
                 if CELParser.CEL_PARSER is None:
-                    CELParser.CEL_PARSER = _build()  # shared with cel-python (the reference backend)
-                _parser = CELParser.CEL_PARSER
+                    CELParser.CEL_PARSER = _parser  # shared with cel-python (the reference backend)
     return _parser
 
 

@@ -109,3 +109,12 @@ def test_connections_beyond_the_cap_get_503() -> None:
         with connect(server) as sock:  # capacity is back once they are gone
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert read_until_closed(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_oversized_headers_of_a_pipelined_request_get_431(server: ServerProcess) -> None:
+    small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3000 + b"\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(small + big)  # one write: the second request begins inside the first one's chunk
+        response = read_until_closed(sock)
+    assert b"HTTP/1.1 431" in response and b"headers-too-large" in response  # refused, not served

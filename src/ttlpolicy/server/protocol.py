@@ -20,7 +20,13 @@ adds, per connection:
   headers-too-large``;
 * **connections** — beyond ``limits.max_connections`` per worker a new connection gets ``503
   too-many-connections`` and is closed at once.
+
 Every refusal is an RFC 9457 problem with ``Connection: close``.
+
+It also writes each response with one ``write(2)``: uvicorn writes the status line and headers
+at ``http.response.start`` and the body at ``http.response.body``, two system calls that cost
+more than any other single step of a decide request under load; :class:`_OneWrite` holds the
+first until the second.
 """
 
 from __future__ import annotations
@@ -108,6 +114,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.scope["extensions"] = {**(self.scope.get("extensions") or {}), SERVER_BODY_TIMEOUT: {}}
         self._arm(self.limits.body_timeout, self._body_late)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and not self.expect_100_continue:
+            # This request's cycle writes through _OneWrite (100 Continue must go out at once).
+            one = _OneWrite(self.transport, cycle.on_response)
+            cycle.transport = one  # type: ignore[assignment]
+            cycle.on_response = one.response_complete
 
     def _parsed_header_size(self) -> int:
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
@@ -184,6 +196,45 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             head.append(b"retry-after: 1")
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         self.transport.close()
+
+
+class _OneWrite:
+    """The transport as one response's cycle sees it: the status line and headers that uvicorn
+    writes at ``http.response.start`` are held until the body's first write (or the response's
+    end, or anything else asked of the transport) and sent with it, so that a response is one
+    ``write(2)`` instead of two. Every other call goes to the transport, after the flush."""
+
+    __slots__ = ("_transport", "_head", "_first", "_on_response")
+
+    def __init__(self, transport: asyncio.Transport, on_response: Callable[[], None]):
+        self._transport = transport
+        self._head = b""
+        self._first = True
+        self._on_response = on_response
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._head = data
+            return
+        if self._head:
+            data, self._head = self._head + data, b""
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        self._first = False
+        if self._head:
+            head, self._head = self._head, b""
+            self._transport.write(head)
+
+    def response_complete(self) -> None:
+        """The cycle's ``on_response``: a response without a body write (HEAD) goes out now."""
+        self.flush()
+        self._on_response()
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self._transport, name)
 
 
 def protocol_class(limits: LimitSettings) -> type[GuardedHttpProtocol]:

@@ -132,3 +132,12 @@ def test_headers_that_never_end_are_refused_before_they_are_all_read(server: Ser
                 break
         status, problem, _ = problem_of(read_until_closed(sock))
     assert status == 431 and problem["code"] == "headers-too-large"
+
+
+def test_oversized_headers_of_a_pipelined_request_get_431(server: ServerProcess) -> None:
+    small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3000 + b"\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(small + big)  # one write: the second request begins inside the first one's chunk
+        response = read_until_closed(sock)
+    assert b"HTTP/1.1 431" in response and b"headers-too-large" in response  # refused, not served

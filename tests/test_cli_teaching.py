@@ -132,7 +132,7 @@ def test_bad_git_revision_says_which_and_why(capsys: pytest.CaptureFixture[str],
     monkeypatch.chdir(REPO)
     assert main(["diff", "--git", "no-such-branch", "policies"]) == 2
     err = capsys.readouterr().err
-    assert "--git no-such-branch: no commit named 'no-such-branch'" in err and "git fetch" in err
+    assert "error[git-error]: --git no-such-branch: no commit named 'no-such-branch'" in err and "git fetch" in err
 
 
 def test_counts_and_hour_ranges() -> None:

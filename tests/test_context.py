@@ -92,6 +92,8 @@ INVALID: list[tuple[str, Attribute, Any, str]] = [
      "unknown time zone 'Berlin'; did you mean 'Europe/Berlin'? (use an IANA name such as Europe/Berlin)"),
     ("time.zone", TEXT, "new york",
      "unknown time zone 'new york'; did you mean 'America/New_York'? (use an IANA name such as Europe/Berlin)"),
+    ("time.zone", TEXT, "Louisville",  # a city in two zones (America/Louisville, America/Kentucky/...): no guess
+     "unknown time zone 'Louisville' (use an IANA name such as Europe/Berlin)"),
     ("time.zone", TEXT, "Mars/Olympus_Mons_Base",
      "unknown time zone 'Mars/Olympus_Mons_Base' (use an IANA name such as Europe/Berlin)"),
     ("x.when", WHEN, "yesterday", "'yesterday' is not an RFC 3339 timestamp"),

@@ -12,9 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttlpolicy.decision import Decision, RuleOutcome, Step, _utc, step_dict
+import jsonschema
+
+from ttlpolicy import decision as decision_module
+from ttlpolicy.decision import (FIELDS, Decision, DecisionField, RuleOutcome, Step, _attribute, _utc, decision_schema,
+                                step_dict)
 
 ISSUED = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+
+
+def as_json(decision: Decision) -> dict[str, Any]:
+    """``decision.to_dict()``, checked against a to_dict generated from FIELDS now: the one in use
+    was generated when decision.py was imported, which a runner that imported it earlier (mutation
+    testing, for one) would otherwise be left testing instead of the generator."""
+    out = decision.to_dict()
+    assert decision_module._generate_to_dict()(decision) == out
+    return out
 
 
 def _decision(**changes: object) -> Decision:
@@ -45,7 +58,7 @@ def test_a_rule_outcome_carries_its_message_and_applied_effects_only_when_it_has
 
 def test_the_json_form_of_a_decision() -> None:
     decision = _decision(errors=[RuleOutcome("e", "error", "boom")], extra={"state": "degraded"})
-    assert decision.to_dict() == {
+    assert as_json(decision) == {
         "allow": True, "access_ttl": 900, "refresh_ttl": 3600,
         "refresh": {"rotation": True, "idle_timeout": 1800, "max_session": 7200, "reuse_grace": 30,
                     "on_reuse": "revoke_family", "sender_constrained": False},
@@ -57,18 +70,45 @@ def test_the_json_form_of_a_decision() -> None:
         "policy": {"name": "p", "digest": "sha256:x"},
         "state": "degraded",
     }
-    assert _decision(rules=[RuleOutcome("short", "matched")]).to_dict()["rules"] == [
+    assert as_json(_decision(rules=[RuleOutcome("short", "matched")]))["rules"] == [
         {"rule": "short", "outcome": "matched"}]
+
+
+def test_a_field_reads_the_attribute_its_key_ends_with_unless_it_names_another() -> None:
+    assert _attribute("refresh.rotation", {"type": "boolean"}) == DecisionField(
+        "refresh.rotation", {"type": "boolean"}, "d.rotation", "rotation")
+    assert _attribute("policy.name", {"type": "string"}, "policy_name") == DecisionField(
+        "policy.name", {"type": "string"}, "d.policy_name", "policy_name")
+    assert _attribute("a.b.c", {}).attribute == "c"  # the last part, however deep
+    assert all(hasattr(_decision(), spec.attribute) for spec in FIELDS if spec.attribute)
+
+
+def test_the_schema_of_the_json_form_is_the_field_table() -> None:
+    """The OpenAPI document's Decision: every field required except the optional ones, each
+    nested object too, and the JSON form of decisions with and without each part validates."""
+    schema = decision_schema()
+    assert schema["type"] == schema["properties"]["refresh"]["type"] == schema["properties"]["policy"]["type"] == "object"
+    assert sorted(schema["required"]) == sorted({spec.key.split(".")[0] for spec in FIELDS if not spec.optional})
+    assert sorted(schema["properties"]["refresh"]["required"]) == sorted(
+        spec.key.split(".")[1] for spec in FIELDS if spec.key.startswith("refresh."))
+    assert "rules" in schema["properties"] and "rules" not in schema["required"]
+    for decision in (_decision(), _decision(allow=False, access_ttl=0, refresh_ttl=0, deny_reason="no"),
+                     _decision(rules=[RuleOutcome("short", "matched")], errors=[RuleOutcome("e", "error", "boom")],
+                               session_end=ISSUED + timedelta(hours=2), tier="gold")):
+        jsonschema.validate(as_json(decision), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**_decision().to_dict(), "access_ttl": "15m"}, schema)
 
 
 def test_steps_a_later_stage_appends_to_the_trace_are_kept_everywhere() -> None:
     decision = _decision()
+    assert decision.trace_dicts() == [step_dict(entry) for entry in decision.steps]  # not yet formatted
     assert decision.trace_entries() == decision.steps and decision.trace_entries() is not decision.steps
     assert decision.trace is decision.trace  # formatted once, then kept
     decision.trace.append(Step("refresh_ttl", "automatic", "disable_refresh", 0, source="activity"))
     assert decision.trace_entries()[-1] == ("refresh_ttl", "automatic", "disable_refresh", 0, None, "activity")
     assert len(decision.trace_entries()) == 3
-    assert decision.to_dict()["trace"][-1] == {"target": "refresh_ttl", "step": "automatic",
+    assert as_json(decision)["trace"][-1] == {"target": "refresh_ttl", "step": "automatic",
                                                "value": "disable_refresh", "result": 0, "source": "activity"}
 
 
@@ -76,12 +116,12 @@ def test_expiry_instants_are_utc_whole_seconds_and_absent_for_what_is_not_issued
     berlin = timezone(timedelta(hours=1))
     decision = _decision(issued_at=datetime(2026, 3, 2, 11, 0, 0, 999_000, tzinfo=berlin),
                          session_end=datetime(2026, 3, 2, 13, 0, tzinfo=berlin))
-    assert decision.expires_at() == {"access": "2026-03-02T10:15:00Z", "refresh": "2026-03-02T11:00:00Z",
-                                     "session": "2026-03-02T12:00:00Z"}
+    assert as_json(decision)["expires_at"] == decision.expires_at() == {
+        "access": "2026-03-02T10:15:00Z", "refresh": "2026-03-02T11:00:00Z", "session": "2026-03-02T12:00:00Z"}
     denied = _decision(allow=False, access_ttl=0, refresh_ttl=0)
-    assert denied.expires_at() == {"access": None, "refresh": None, "session": None}
-    no_refresh = _decision(refresh_ttl=0)
-    assert no_refresh.expires_at()["refresh"] is None and no_refresh.expires_at()["access"] == "2026-03-02T10:15:00Z"
+    assert as_json(denied)["expires_at"] == {"access": None, "refresh": None, "session": None}
+    no_refresh = as_json(_decision(refresh_ttl=0))["expires_at"]
+    assert no_refresh["refresh"] is None and no_refresh["access"] == "2026-03-02T10:15:00Z"
 
 
 def test_expiry_instants_are_utc_whatever_the_machine_s_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,4 +147,4 @@ def test_expiry_instants_are_formatted_as_strftime_formats_them(second: int) -> 
                           st.one_of(st.none(), st.just("r")), st.one_of(st.none(), st.just("defaults"))), max_size=6))
 def test_the_json_trace_is_step_dict_of_every_compact_entry(steps: list[Any]) -> None:
     """to_dict() writes the common entries (a rule or a source, not both) out inline."""
-    assert _decision(steps=steps).to_dict()["trace"] == [step_dict(entry) for entry in steps]
+    assert as_json(_decision(steps=steps))["trace"] == [step_dict(entry) for entry in steps]

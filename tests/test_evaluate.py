@@ -369,6 +369,16 @@ def test_a_factor_program_giving_a_boolean_is_an_error() -> None:
         "multiply '1.0 / (1.0 - user.risk)': factor gave bool, not a finite number"]
 
 
+def test_a_decision_carries_the_activation_its_rules_saw() -> None:
+    """What runs after the policy (rate limits' and emergencies' conditions) reads the same
+    validated request instead of validating the context again."""
+    policy = FLOORS_AND_CAPS.get("p")
+    activation = policy.context.activation({"user": {"mfa": True}}, NOW_DT)
+    for explain in (False, True):
+        assert reference_decide(policy, activation, NOW_DT, explain).activation is activation
+    assert policy.decide({"user": {"mfa": True}}, NOW_DT).activation["user"]["mfa"] is True  # the generated program's
+
+
 def test_the_reference_explains_only_when_asked_and_a_non_boolean_condition_is_an_error() -> None:
     policy = FLOORS_AND_CAPS.get("p")
     activation = policy.context.activation({"user": {"mfa": True}}, NOW_DT)

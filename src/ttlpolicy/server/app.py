@@ -459,6 +459,7 @@ class Service:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.decision_log.start()
+        self.metrics.start()  # several workers: copies the counts into the shared files
         self.activity.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -249,6 +249,7 @@ ORDERING: list[tuple[str, Any]] = [
     ("1 <= 1.0", True),
     ("2 <= 1.5", False),
     ("1u >= 1", True),
+    ("2 >= 1.5", True),
     ("1 >= 2u", False),
     ("2 > 1u", True),
     ("1.5 > 2", False),

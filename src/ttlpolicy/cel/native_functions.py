@@ -578,11 +578,11 @@ def _parse_rfc3339(text: str) -> int:
     if hour > 23 or minute > 59 or second > 59:
         raise CELEvalError("timestamp() conversion error: no such time of day")
     offset = 0
-    if m.group(9):
-        oh, om = int(m.group(10)), int(m.group(11))
-        if oh > 23 or om > 59:
+    sign, oh, om = m.group(9, 10, 11)  # None for "Z"
+    if sign:
+        if int(oh) > 23 or int(om) > 59:
             raise CELEvalError("timestamp() conversion error: bad UTC offset")
-        offset = (oh * 3600 + om * 60) * (-1 if m.group(9) == "-" else 1)
+        offset = (int(oh) * 3600 + int(om) * 60) * (-1 if sign == "-" else 1)
     nanos = int((m.group(7) or "").ljust(9, "0"))
     return ((days * 86400 + hour * 3600 + minute * 60 + second - offset) * _NS) + nanos
 

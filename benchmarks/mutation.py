@@ -80,9 +80,13 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
           ("tests/test_cel_native.py", "tests/test_cel_conformance.py")),
     Group("cel-functions", ("cel/native_functions.py",),
           ("tests/test_cel_native.py", "tests/test_cel_conformance.py")),
+    # the chain's own tests, the example issuer that runs it over HTTP and the chain on the state
+    # store (the token property tests are left out: hundreds of hypothesis examples per survivor)
     Group("refresh", ("tokens/refresh.py", "state/tighten.py"),
           ("tests/test_tokens.py", "tests/test_tighten.py",
-           "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision")),
+           "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision",
+           "tests/test_issuer_example.py", "--deselect", "tests/test_issuer_example.py::test_runs_as_a_real_server",
+           "tests/test_state_revocation.py::test_the_refresh_chain_runs_on_the_state_store")),
 )}
 
 

@@ -215,3 +215,99 @@ def test_a_batch_of_recordings_keeps_each_fields_newest_time_whatever_the_order(
         assert store.map_get_all("act:s:alice:ips") == {"203.0.113.9": repr(now)}
     finally:
         store.close()
+
+
+def test_active_tokens_are_written_once_per_client_and_expiry_second_and_kept_while_the_store_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, counting, url = make_client(tmp_path)
+    with client:
+        api = client.app.state.service.activity  # type: ignore[attr-defined]
+        monkeypatch.setattr(api, "flush_tokens", lambda: None)  # the flusher thread leaves them to this test
+        flush = type(api).flush_tokens
+        for _ in range(30):
+            decide(client, "plain", "DE")  # 1h access tokens for client "web"
+        real_batch = counting.batch
+
+        def refusing(atomic: bool = False) -> Any:
+            batch = real_batch(atomic)
+            batch.execute = lambda: (_ for _ in ()).throw(StoreUnavailable("connection refused"))
+            return batch
+        monkeypatch.setattr(counting, "batch", refusing)
+        flush(api)  # refused: kept for the next flush, not lost
+        monkeypatch.setattr(counting, "batch", real_batch)
+        since = len(counting.executed)
+        flush(api)
+        written = [ops for _, ops in counting.executed[since:] if "window_add" in ops]
+        assert len(written) == 1
+        seconds = {round(time.time() + 3600 + d) for d in (0, 1, 2)}
+        assert 1 <= written[0].count("window_add") <= len(seconds)  # not one per decision
+        assert api.token_counts() == {"web": (30, 0)}
+        assert "ttlpolicy_active_tokens_uncounted_total 0.0" in client.get("/metrics").text
+
+
+def test_active_tokens_beyond_the_bound_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(activity_api, "MAX_TOKENS", 2)
+    client, counting, url = make_client(tmp_path)
+    with client:
+        api = client.app.state.service.activity  # type: ignore[attr-defined]
+        monkeypatch.setattr(api, "flush_tokens", lambda: None)
+        for _ in range(3):
+            decide(client, "plain", "DE")
+        assert "ttlpolicy_active_tokens_uncounted_total 1.0" in client.get("/metrics").text
+        type(api).flush_tokens(api)
+        assert api.token_counts() == {"web": (2, 0)}
+
+
+def _limited_client(tmp_path: Path, when: str, state: str | None = None) -> tuple[TestClient, _CountingStore]:
+    """The activity-reading policy with a rate limit of 2 per minute per user (``when`` its condition)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    text = (ROOT / "examples/activity/policies/adaptive.yaml").read_text()
+    text += ("\nrate_limits:\n  - name: per-user\n    description: Two a minute.\n"
+             f"    when: {when}\n    key: [user.id]\n    rate: 2 per 1m\n    on_exceed: {{deny: slow down}}\n")
+    (policies / "adaptive.yaml").write_text(text)
+    settings = {"policies": str(policies), "decision_log": {"sink": "off"}, "reload": {"watch": False},
+                "state": state or f"sqlite:///{tmp_path}/state.db"}
+    client = TestClient(create_app(Settings.model_validate(settings)), raise_server_exceptions=False)
+    runtime = client.app.state.service.state.runtime  # type: ignore[attr-defined]
+    counting = _CountingStore(runtime.store)
+    runtime.store = counting
+    return client, counting
+
+
+@pytest.mark.parametrize(("when", "backend"), [('grant.type != "client_credentials"', "sqlite"),
+                                               ('grant.type != "client_credentials"', "redis"),
+                                               ("activity.refreshes_1h >= 0", "sqlite")])
+def test_activity_and_rate_limit_share_one_round_trip_unless_the_limit_reads_activity(
+        tmp_path: Path, when: str, backend: str, request: pytest.FixtureRequest) -> None:
+    client, counting = _limited_client(tmp_path, when, request.getfixturevalue("redis_url") if backend == "redis" else None)
+    with client:
+        answers, trips = [], []
+        for country in ("DE", "DE", "FR"):
+            since = len(counting.executed)
+            out = decide(client, "adaptive", country)
+            answers.append((out["allow"], [r["counts"] for r in out["rate_limits"]]))
+            trips.append(counting.decide_path(since))
+        assert out["activity"]["values"]["countries_24h"] == 1  # the activity is read as before
+        assert answers == [(True, [[1]]), (True, [[2]]), (False, [[2]])]  # and the limit still holds
+        if when.startswith("activity."):  # its condition needs the activity first: two round trips
+            assert [len(t) for t in trips] == [2, 2, 2] and all("window_hit" in t[1] for t in trips)
+        else:
+            assert [len(t) for t in trips] == [1, 1, 1]
+            assert all({"window_hit", "window_count", "map_put"} <= set(t[0]) for t in trips)
+
+
+def test_a_shared_round_trip_that_fails_never_opens_the_rate_limit(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    client, counting = _limited_client(tmp_path, '"true"')
+    with client:
+        real_batch = counting.batch
+
+        def refusing(atomic: bool = False) -> Any:
+            batch = real_batch(atomic)
+            batch.execute = lambda: (_ for _ in ()).throw(StoreUnavailable("connection refused"))
+            return batch
+        monkeypatch.setattr(counting, "batch", refusing)
+        out = decide(client, "adaptive", "DE")
+        assert out["state"] == "degraded" and out["activity"]["available"] is False
+        assert out["access_ttl"] <= 600 and "rate_limits" not in out  # the degraded ceiling holds instead

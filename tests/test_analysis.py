@@ -220,3 +220,32 @@ def test_an_acknowledgement_needs_a_known_warning_code_and_a_reason(entry: str, 
     rule = f"  - name: up\n    when: user.mfa\n    access_ttl: {{multiply: 2}}\n    allow: {entry}\n"
     found = errors(rule)
     assert [c for c, *_ in found] == ["schema"] and message in found[0][3], found
+
+
+@pytest.mark.parametrize("condition, column", [
+    ('time.now - user.auth_time > duration("72h")', 12),
+    ('has(user.auth_time) && (user.auth_time - time.now).getHours() > 1', 36),
+])
+def test_a_difference_of_instants_is_a_warning_at_the_subtraction(condition: str, column: int) -> None:
+    found = warnings(f"  - name: r\n    when: '{condition}'\n    step_up: stale\n")
+    assert [(c, line, col) for c, line, col, _ in found] == [("cel-duration-overflow", 8, column)]
+    assert "compare the instants instead" in found[0][3]
+
+
+def test_the_warning_is_honest_the_difference_fails_and_the_comparison_does_not() -> None:
+    """A context may carry instants 1970..9000 apart; their difference is no CEL duration, so the
+    rule fails (safe: its step-up applies, with an error); comparing the instants never fails."""
+    ctx = {"user": {"auth_time": "8999-01-01T00:00:00Z"}}
+    subtract = load_sources({"p.yaml": HEAD + "  - name: r\n    when: 'time.now - user.auth_time > duration(\"72h\")'\n"
+                                              "    step_up: stale\n"})
+    assert subtract.decide(ctx, now="2026-12-01T00:00:00Z").errors
+    compare = load_sources({"p.yaml": HEAD + "  - name: r\n    when: 'user.auth_time < time.now - duration(\"72h\")'\n"
+                                             "    step_up: stale\n"})
+    assert codes("  - name: r\n    when: 'user.auth_time < time.now - duration(\"72h\")'\n    step_up: stale\n") == []
+    decision = compare.decide(ctx, now="2026-12-01T00:00:00Z")
+    assert not decision.errors and not decision.step_up
+
+
+def test_instants_known_at_lint_time_are_not_warned_about() -> None:
+    condition = 'timestamp("2030-01-01T00:00:00Z") - timestamp("2029-01-01T00:00:00Z") > duration("1h")'
+    assert codes(f"  - name: r\n    when: '{condition}'\n    step_up: stale\n") == []

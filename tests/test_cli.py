@@ -101,7 +101,8 @@ def test_decide_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], monkeypa
 def test_decide_malformed_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"user": '))
     code, _, err = run(capsys, "decide", "--policies", str(POLICIES))
-    assert code == 2 and "context is not valid JSON" in err and "line 1" in err
+    assert code == 2 and err.startswith("<stdin>:1:10: error[context-json]: context is not valid JSON")
+    assert err.endswith('  {"user": \n           ^\n')  # the line, and a caret at the column
 
 
 def test_decide_with_broken_policies(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

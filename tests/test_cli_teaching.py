@@ -31,7 +31,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_test_given_the_policy_directory_runs_its_tests(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["test", "policies"]) == 0
     lines = capsys.readouterr().out.rstrip().splitlines()
-    assert lines[-2:] == ["32 passed, 0 failed", "invariants: 9 proved, 0 not proved"]
+    assert lines[-2:] == ["34 passed, 0 failed", "invariants: 10 proved, 0 not proved"]
 
 
 def test_run_selects_cases_by_substring_or_glob(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,12 +81,12 @@ def test_test_watch_reruns_on_change(project: Path) -> None:
         raise AssertionError(f"no {text!r} in {''.join(seen)}")
 
     try:
-        wait_for("32 passed, 0 failed")
+        wait_for("34 passed, 0 failed")
         wait_for("watching")
         tests = project / "policies" / "tests" / "workforce.yaml"
         broken = tests.read_text().replace("access_ttl: 1h30m", "access_ttl: 1h31m", 1)
         tests.write_text(broken)
-        wait_for("31 passed, 1 failed", poke=lambda: tests.write_text(broken))
+        wait_for("33 passed, 1 failed", poke=lambda: tests.write_text(broken))
     finally:
         process.terminate()
         process.wait(10)
@@ -132,7 +132,7 @@ def test_bad_git_revision_says_which_and_why(capsys: pytest.CaptureFixture[str],
     monkeypatch.chdir(REPO)
     assert main(["diff", "--git", "no-such-branch", "policies"]) == 2
     err = capsys.readouterr().err
-    assert "--git no-such-branch: no commit named 'no-such-branch'" in err and "git fetch" in err
+    assert "error[git-error]: --git no-such-branch: no commit named 'no-such-branch'" in err and "git fetch" in err
 
 
 def test_counts_and_hour_ranges() -> None:

@@ -143,7 +143,7 @@ def test_replay_of_a_decision_log(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert group["example"]["source"] == f"{log}:1" and group["kind"] == "access longer"
     log.write_text('{"context": {}}\n')
     assert main(["diff", str(base), str(head), "--replay", str(log)]) == 2
-    assert f"{log}:1: not a decision log record" in capsys.readouterr().err
+    assert f"{log}:1:1: error[replay-record]: not a decision log record" in capsys.readouterr().err
 
 
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

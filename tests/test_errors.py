@@ -38,6 +38,13 @@ ELSEWHERE = {
                                               "unknown-policy")},
     **{code: "test_heatmap.py" for code in ("unknown-attribute", "values-required", "invalid-value",
                                              "compute-time-exceeded")},
+    # the command line's own problems: a command line for each in test_cli_problems.py
+    **{code: "test_cli_problems.py" for code in ("usage", "policy-load-failed", "unknown-rule", "file-exists",
+                                                  "fmt-changes-meaning", "replay-record", "invalid-key",
+                                                  "state-url", "missing-dependency", "invalid-settings",
+                                                  "insecure-bind", "service-unreachable")},
+    "report-skipped-line": "test_report.py", "git-error": "test_cli_teaching.py",
+    "auth-disabled": "test_server_process.py",
 }
 CONTEXT_CODES = {code for code in CODES if code.startswith("context-")}  # tests/cases and test_context.py
 

@@ -231,19 +231,84 @@ def test_bundled_policies_and_cases_generate_fully() -> None:
             assert policy.program.fallbacks == (), (policy.name, policy.program.fallbacks)
 
 
-def test_a_condition_the_generator_cannot_inline_is_counted_and_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+def _compiled_with_recorder(document: dict[str, Any], rules_per_function: int = 64
+                            ) -> tuple[CompiledPolicy, list[tuple[bool, Any]]]:
+    """The policy of ``document``, whose generated program records what it hands to the reference
+    evaluator (explain or not, and the activation), in a list returned with it."""
+    handed: list[tuple[bool, Any]] = []
+
+    def recorder(policy: CompiledPolicy, act: Any, now: datetime, explain: bool) -> Decision:
+        handed.append((explain, act))
+        return reference_decide(policy, act, now, explain)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ttlpolicy.compile, "generate_program", functools.partial(generate_program, reference=recorder))
+        patch.setattr(ttlpolicy.generate, "RULES_PER_FUNCTION", rules_per_function)
+        policy = load_sources({"p.yaml": yaml.safe_dump(document)}).get("p")
+    return policy, handed
+
+
+@pytest.mark.parametrize("rules_per_function", [64, 1])
+def test_a_condition_the_generator_cannot_inline_is_counted_and_shown(monkeypatch: pytest.MonkeyPatch,
+                                                                      rules_per_function: int) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("shape not known")
 
     monkeypatch.setattr(ttlpolicy.generate.codegen, "condition_source", refuse)
-    policy = load_sources({"p.yaml": yaml.safe_dump(_document({
-        "rules": [{"when": "user.mfa", "access_ttl": {"cap": 60}}],
-        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}))}).get("p")
+    policy, handed = _compiled_with_recorder(_document({
+        "rules": [{"when": "user.mfa", "access_ttl": {"cap": 60}}, {"when": "user.risk > 0.5", "deny": "risky"}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 0}, "limits": {}}), rules_per_function)
     assert policy.program is not None
-    assert policy.program.fallbacks == (("r0", "ValueError: shape not known"),)
-    assert "1 conditions called as closures" in policy.program.source
+    assert policy.program.fallbacks == (("r0", "ValueError: shape not known"), ("r1", "ValueError: shape not known"))
+    assert "2 conditions called as closures" in policy.program.source
     now = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
     assert policy.decide({"user": {"mfa": True}}, now).access_ttl == 60
+    assert not policy.decide({"user": {"risk": 0.9}}, now).allow
+    assert handed == []  # the generated code called the closures and decided itself
+
+
+# Every effect a rule can have, every derived attribute and the IP's zone, in one policy.
+_EVERY_EFFECT = {
+    "apiVersion": "ttlpolicy/v1", "name": "p", "defaults": {"access_ttl": 3600, "refresh_ttl": 86400},
+    "rules": [
+        {"name": "corp", "when": 'location.zone == "corp"',
+         "refresh": {"sender_constrained": True, "reuse_grace": 5, "idle_timeout": 3600}},
+        {"name": "day", "when": 'time.date == "2026-03-02" && time.weekday == "mon"',
+         "refresh": {"max_session": 7200, "rotation": True}},  # no session in the defaults
+        {"name": "late", "when": "time.minute >= 30 && time.hour >= 10", "access_ttl": {"cap": 600}},
+        {"name": "risk", "when": "user.risk > 0.5", "access_ttl": {"multiply": "1.0 - user.risk"}},
+        {"name": "risky", "when": "user.risk > 0.8", "deny": "too risky"},
+        {"name": "restricted", "when": 'resource.sensitivity == "restricted"', "step_up": "mfa"},
+    ]}
+_EVERY_CONTEXT = [
+    {"location": {"ip": "10.1.2.3"}, "user": {"risk": 0.6}},
+    {"location": {"ip": "192.0.2.7"}, "time": {"zone": "Asia/Tokyo"}, "resource": {"sensitivity": "restricted"}},
+    {"user": {"risk": 0.9}},
+    {},
+]
+
+
+@pytest.mark.parametrize("rules_per_function", [64, 1])
+@pytest.mark.parametrize("zones", [{"corp": ["10.0.0.0/8"]}, None])
+def test_every_effect_and_derived_attribute_is_decided_by_the_generated_code_alone(
+        zones: dict[str, list[str]] | None, rules_per_function: int) -> None:
+    """Nothing is handed to the reference evaluator but explain; the activation handed then is the
+    one the reference validation builds; and the decision is the reference's."""
+    document = {**_EVERY_EFFECT, "zones": zones} if zones else {  # without zones, every request is in "none"
+        **_EVERY_EFFECT, "rules": [{**rule, "when": rule["when"].replace('"corp"', '"none" && user.risk > 0.5')}
+                                   for rule in _EVERY_EFFECT["rules"]]}
+    policy, handed = _compiled_with_recorder(document, rules_per_function)
+    for context in _EVERY_CONTEXT:
+        for now in (datetime(2026, 3, 2, 10, 45, tzinfo=timezone.utc), datetime(2026, 3, 3, 9, tzinfo=timezone.utc)):
+            assert policy.decide(context, now).to_dict() == _reference(policy, context, now).to_dict()
+            assert handed == [], (context, now)
+            policy.decide(context, now, explain=True)
+            [(explain, act)] = handed
+            handed.clear()
+            assert explain and act == policy.context.activation(context, now)
+    with pytest.raises(ContextError) as raised:
+        policy.decide({"location": {"ip": 167837953}}, datetime(2026, 3, 2, tzinfo=timezone.utc))
+    assert [p.path for p in raised.value.problems] == ["location.ip"]
 
 
 def test_generated_source_is_safe_and_readable() -> None:

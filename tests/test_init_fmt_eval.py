@@ -94,7 +94,7 @@ def test_fmt_check_diff_and_write(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["fmt", "--check", str(file)]) == 0
     file.write_text("a: [1,\n")
     assert main(["fmt", str(file)]) == 2
-    assert re.search(r"p\.yaml:\d+:\d+: error\[fmt\]: not valid YAML", capsys.readouterr().err)
+    assert re.search(r"p\.yaml:\d+:\d+: error\[yaml-syntax\]: not valid YAML", capsys.readouterr().err)
     with pytest.raises(FormatError):
         format_yaml("a: [1,\n")
 
@@ -131,9 +131,10 @@ def test_eval_refuses_what_a_policy_would(bundled: None, capsys: pytest.CaptureF
     assert main(["eval", 'device.trust == "manged"', "--context", str(empty)]) == 1
     assert "<expression>:1:17: error[cel-enum-value]" in capsys.readouterr().err
     assert main(["eval", "device.trust ==", "--context", str(empty), "--format", "json"]) == 1
-    assert "error[cel-syntax]" in capsys.readouterr().err
+    [problem] = json.loads(capsys.readouterr().out)["problems"]  # --format json: the problem as JSON too
+    assert problem["code"] == "cel-syntax" and problem["location"]["file"] == "<expression>"
     ctx = tmp_path / "ctx.json"
     ctx.write_text('{"device": {"trust": "sometimes"}}')
     assert main(["eval", "true", "--context", str(ctx)]) == 1
-    assert "context.device.trust: context-value" in capsys.readouterr().err
+    assert "context.device.trust: error[context-value]" in capsys.readouterr().err
     assert main(["eval"]) == 2

@@ -36,7 +36,7 @@ PLANTED = [
      "device.trust != \"managed\" ||", "condition-always-true", "use `&&` or `!(x in [...])`"),
     ("workforce.yaml", "has(user.department) && user.department", "has(user.departmnt) && user.department",
      "user.departmnt", "cel-unknown-attribute", "did you mean user.department?"),
-    ("workforce.yaml", 'time.now - user.auth_time > duration("72h")', 'time.now - user.auth_time > "72h"',
+    ("workforce.yaml", 'user.auth_time < time.now - duration("72h")', 'user.auth_time < time.now - "72h"',
      "time.now", "cel-type-mismatch", 'write duration("72h")'),
     ("baseline.yaml", "reuse_grace: 10s", "reuse_grace: 10m", "10m", "setting-bound", "use at most 5m"),
     ("baseline.yaml", "multiply: {expr: \"1.0 - user.risk\", min: 0.25, max: 1.0}\n    refresh_ttl",

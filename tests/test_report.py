@@ -99,8 +99,8 @@ def test_bad_lines_are_skipped_and_located(tmp_path: Path, capsys: pytest.Captur
     report = json.loads(out)
     assert report["totals"]["decisions"] == 1 and report["skipped"]["total"] == 5
     lines = err.strip().splitlines()
-    assert [line.split(": ")[0] for line in lines] == [f"{log}:{n}" for n in (2, 3, 4, 5, 6)]
-    assert all("report-skipped-line" in line for line in lines)
+    assert [line.split(": ")[0] for line in lines] == [f"{log}:{n}:1" for n in (2, 3, 4, 5, 6)]
+    assert all("warning[report-skipped-line]" in line for line in lines)
     assert "bad or missing time 'yesterday'" in lines[3]
 
 

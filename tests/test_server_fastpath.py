@@ -170,3 +170,40 @@ def test_decision_log_lines_arrive_while_serving(tmp_path: Path) -> None:
         assert [line["decision_id"] for line in iter_lines(path)] == ids
     lines = list(iter_lines(path))
     assert len(lines) == 3 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["time"])
+
+
+async def _decide_with_a_body_that_never_comes(app: Any, extensions: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST /v1/decide whose body never arrives: what the app sends (the client goes away after 2 s)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/decide", "raw_path": b"/v1/decide", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "extensions": extensions}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(2)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def test_the_body_timeout_is_the_apps_unless_the_server_keeps_it() -> None:
+    import asyncio
+
+    from ttlpolicy.server.gate import SERVER_BODY_TIMEOUT
+
+    settings = {"policies": POLICIES, "decision_log": {"sink": "off"}, "reload": {"watch": False},
+                "limits": {"body_timeout": 0.1}}
+    app = create_app(Settings.model_validate(settings))
+    # Any server: the app answers 408 itself when the body is late.
+    sent = asyncio.run(_decide_with_a_body_that_never_comes(app, {}))
+    assert sent[0]["status"] == 408 and b"request-timeout" in sent[1]["body"]
+    # ttlpolicy's protocol (tests/test_server_timeouts.py) answers 408 and closes the connection
+    # itself: the app arms no timer and only sees the disconnect.
+    assert asyncio.run(_decide_with_a_body_that_never_comes(app, {SERVER_BODY_TIMEOUT: {}})) == []

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from ttlpolicy import load_policies
 from ttlpolicy.tokens import (
     ACCESS_TOKEN_TYPE,
+    REFRESH_TOKEN_TYPE,
+    Family,
     IssuanceDenied,
     IssuerConfig,
     MemoryRefreshStore,
     RefreshChain,
+    RefreshRecord,
     TokenInvalid,
     TokenVerifier,
+    VerifiedToken,
     VerifiedTokenCache,
     apply_decision,
     check_sender,
@@ -38,6 +43,7 @@ from ttlpolicy.tokens import (
     verify_key,
 )
 import ttlpolicy.tokens as tokens
+from ttlpolicy.tokens.refresh import SUPERSEDED
 
 ISS = "https://id.example.com"
 AUD = "api"
@@ -690,9 +696,376 @@ def test_sender_constrained_decision_requires_cnf(policies: Any) -> None:
     data = Chain(policies).decide(NOW).to_dict()
     data["refresh"]["sender_constrained"] = True
     chain = RefreshChain(MemoryRefreshStore())
-    with pytest.raises(IssuanceDenied, match="sender-constrained"):
+    with pytest.raises(IssuanceDenied, match=r"^the policy requires a sender-constrained token \(DPoP or mTLS\)$"):
         chain.start({"sub": "alice"}, data, NOW, client_id="cli")
     assert chain.start({"sub": "alice"}, data, NOW, client_id="cli", cnf={"jkt": "t"}).family
+
+
+# ---------------------------------------------------------------- refresh rules, one at a time
+# The decisions below are JSON (what POST /v1/decide returns) changed field by field, so each rule
+# of the chain is driven on its own, without the evaluator shaping the numbers first.
+
+DAY = 86400
+BASE = {"iss": ISS, "aud": ISS, "sub": "alice"}
+
+
+def decided(policies: Any, **changes: Any) -> dict[str, Any]:
+    """The bundled policy's decision for a managed device (access 1 h, refresh 7 d, idle 7 d, session 30 d,
+    no rotation, grace 10 s) without absolute instants; ``refresh={...}`` changes refresh settings."""
+    data = decision(policies, device={"trust": "managed"}, location={"ip": "10.0.0.1"}).to_dict()
+    data["refresh"] = {**data["refresh"], **changes.pop("refresh", {})}
+    data["expires_at"] = {}
+    return {**data, **changes}
+
+
+class Session:
+    """One family in a memory store, signed in at NOW, refreshed with JSON decisions at explicit instants."""
+
+    def __init__(self, policies: Any, *, grace: int = 0, public: bool = False, cnf: dict[str, str] | None = None,
+                 auth_time: int = NOW, **changes: Any):
+        self.policies, self.store = policies, MemoryRefreshStore()
+        self.chain = RefreshChain(self.store, reuse_grace=grace)
+        self.issued = self.chain.start(BASE, decided(policies, **changes), NOW, client_id="cli", auth_time=auth_time,
+                                       public_client=public, cnf=cnf)
+        self.family = self.issued.family
+
+    def redeem(self, issued: Any, at: int, **proof: Any) -> Any:
+        verified = VerifiedToken(issued.refresh_claims, ISS, "ES256", None, REFRESH_TOKEN_TYPE)
+        return self.chain.redeem(verified, at, client_id="cli", **proof)
+
+    def refresh(self, issued: Any, at: int, proof: dict[str, str] | None = None, decision_id: str | None = None,
+                **changes: Any) -> Any:
+        return self.chain.rotate(self.redeem(issued, at, **(proof or {})), BASE, decided(self.policies, **changes), at,
+                                 decision_id=decision_id)
+
+    def record(self, issued: Any) -> RefreshRecord | None:
+        return self.store.token(issued.refresh_claims["jti"])
+
+    def fam(self) -> Family:
+        family = self.store.family(self.family)
+        assert family is not None
+        return family
+
+
+def refusal(call: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
+    with pytest.raises(TokenInvalid) as info:
+        call(*args, **kwargs)
+    return info.value.reason, info.value.description
+
+
+def test_sign_in_opens_a_family_with_what_the_decision_decided(policies: Any) -> None:
+    store, cnf = MemoryRefreshStore(), {"jkt": "thumb"}
+    issued = RefreshChain(store).start({**BASE, "auth_time": NOW - 3600}, decided(policies, refresh_ttl=14 * DAY),
+                                       NOW + 0.5, client_id="web", cnf=cnf, decision_id="d-1")
+    end = NOW - 3600 + 30 * DAY  # auth_time + max_session
+    assert len(issued.family) == 24  # sid: 18 random bytes, URL-safe
+    assert store.family(issued.family) == Family(issued.family, "alice", "web", NOW - 3600, end, NOW, cnf=cnf)
+    refresh = issued.refresh_claims
+    assert {k: refresh[k] for k in ("sid", "client_id", "auth_time", "cnf", "iat", "exp", "session_exp")} == {
+        "sid": issued.family, "client_id": "web", "auth_time": NOW - 3600, "cnf": cnf, "iat": NOW,
+        "exp": NOW + 7 * DAY, "session_exp": end}  # 14 d held to the 7 d idle timeout
+    assert refresh["ttl"]["decision_id"] == "d-1"
+    # the record remembers the decided lifetime (after the idle timeout), never the token
+    assert store.token(refresh["jti"]) == RefreshRecord(refresh["jti"], issued.family, NOW, NOW + 7 * DAY, 7 * DAY,
+                                                        rotation=False, grace=10)
+    assert (issued.session_exp, issued.rotated, issued.cnf) == (end, False, cnf)
+    access = issued.access_claims({"sub": "alice"})  # no auth_time in these claims: the session end still holds
+    assert (access["sid"], access["cnf"], access["iat"], access["exp"], access["session_exp"]) == (
+        issued.family, cnf, NOW, NOW + 3600, end)
+    assert access["ttl"]["decision_id"] == "d-1"
+    no_idle = RefreshChain(store).start(BASE, decided(policies, refresh_ttl=14 * DAY, refresh={"idle_timeout": None}),
+                                        NOW, client_id="web")
+    assert store.token(no_idle.refresh_claims["jti"]).ttl == 14 * DAY  # type: ignore[union-attr]
+
+
+def test_auth_time_comes_from_the_argument_then_the_claims_then_now(policies: Any) -> None:
+    chain, d = RefreshChain(MemoryRefreshStore()), decided(policies)
+    assert chain.start({**BASE, "auth_time": NOW - 60}, d, NOW, client_id="c", auth_time=NOW - 120
+                       ).refresh_claims["auth_time"] == NOW - 120
+    assert chain.start({**BASE, "auth_time": NOW - 60}, d, NOW, client_id="c").refresh_claims["auth_time"] == NOW - 60
+    assert chain.start(BASE, d, NOW + 0.5, client_id="c").refresh_claims["auth_time"] == NOW
+    with pytest.raises(ValueError, match="^claims need a string sub$"):
+        chain.start({"iss": ISS}, d, NOW, client_id="c")
+
+
+def test_the_session_ends_at_the_earliest_of_max_session_and_the_decided_instant(policies: Any) -> None:
+    store = MemoryRefreshStore()
+    decided_end = RefreshChain(store).start(BASE, decided(policies, expires_at={"session": NOW + 3600}), NOW,
+                                            client_id="c")
+    assert decided_end.session_exp == store.family(decided_end.family).session_exp == NOW + 3600  # type: ignore
+    unbounded = RefreshChain(store).start(BASE, decided(policies, refresh={"max_session": None}), NOW, client_id="c")
+    assert unbounded.session_exp is None and "session_exp" not in unbounded.refresh_claims
+
+
+@pytest.mark.parametrize("rotation, public, cnf, rotated", [
+    (False, None, None, False),  # a confidential client, by default
+    (True, False, None, True),
+    (False, True, None, True),  # a public client with bearer tokens always rotates (RFC 9700 §4.14.2)
+    (False, True, {"jkt": "t"}, False),  # ... unless its tokens are bound to a key
+])
+def test_who_rotates_from_sign_in(policies: Any, rotation: bool, public: bool | None, cnf: Any, rotated: bool) -> None:
+    kw = {} if public is None else {"public_client": public}
+    store = MemoryRefreshStore()
+    issued = RefreshChain(store).start(BASE, decided(policies, refresh={"rotation": rotation}), NOW, client_id="c",
+                                       cnf=cnf, **kw)
+    assert issued.rotated is rotated
+    assert store.family(issued.family).public_client is bool(public)  # type: ignore[union-attr]
+
+
+def test_sign_in_under_a_step_up_decision_needs_the_step_up_done(policies: Any) -> None:
+    chain, d = RefreshChain(MemoryRefreshStore()), decided(policies, step_up=True, step_up_reasons=["restricted"])
+    with pytest.raises(IssuanceDenied) as info:
+        chain.start(BASE, d, NOW, client_id="c")
+    assert info.value.step_up
+    issued = chain.start(BASE, d, NOW, client_id="c", step_up_satisfied=True)
+    assert issued.refresh_claims["exp"] == NOW + 7 * DAY
+    assert issued.access_claims(BASE)["exp"] == NOW + 3600  # the step-up is not asked twice
+
+
+def test_a_sign_in_granting_no_refresh_token_opens_no_family(policies: Any) -> None:
+    store, cnf = MemoryRefreshStore(), {"jkt": "t"}
+    issued = RefreshChain(store).start({**BASE, "auth_time": NOW - 3600}, decided(policies, refresh_ttl=0), NOW + 0.5,
+                                       client_id="c", cnf=cnf, decision_id="d-2")
+    assert (issued.family, issued.refresh_claims, issued.session_exp, issued.cnf) == (
+        None, None, NOW - 3600 + 30 * DAY, cnf)
+    assert issued.rotated is False
+    access = issued.access_claims({"sub": "alice"})
+    assert (access["iat"], access["exp"], access["session_exp"], access["cnf"], access["ttl"]["decision_id"]) == (
+        NOW, NOW + 3600, NOW - 3600 + 30 * DAY, cnf, "d-2")
+    assert "sid" not in access
+    one_second = RefreshChain(store).start(BASE, decided(policies, refresh_ttl=1), NOW, client_id="c")
+    assert one_second.family and one_second.refresh_claims["exp"] == NOW + 1
+
+
+def test_each_refusal_at_redemption_says_why(policies: Any) -> None:
+    s = Session(policies)
+    claims = s.issued.refresh_claims
+
+    def redeem(changed: dict[str, Any], at: int, client_id: str = "cli") -> Any:
+        verified = VerifiedToken({**claims, **changed}, ISS, "ES256", None, REFRESH_TOKEN_TYPE)
+        return s.chain.redeem(verified, at, client_id=client_id)
+
+    unknown = ("revoked", "unknown refresh token")
+    assert refusal(redeem, {"jti": "unknown"}, NOW) == unknown
+    assert refusal(redeem, {"sid": "another-family"}, NOW) == unknown
+    s.store.add_token(replace(s.record(s.issued), jti="orphan", family="gone"))  # type: ignore[type-var]
+    assert refusal(redeem, {"jti": "orphan", "sid": "gone"}, NOW) == unknown  # its family is no longer stored
+    assert refusal(redeem, {}, NOW, "web") == ("client", "refresh token was issued to another client")
+    assert refusal(redeem, {}, NOW + 7 * DAY) == ("expired", "refresh token expired")  # server-side, from its instant
+    s.store.tighten_session(s.family, NOW + DAY)  # the session's end moved earlier (another replica, say)
+    assert redeem({}, NOW + DAY - 1).retry is False
+    assert refusal(redeem, {}, NOW + DAY) == ("expired", "session expired; sign in again")
+    assert (s.fam().revoked_at, s.fam().revoked_reason) == (NOW + DAY, "session reached its absolute limit")
+    assert refusal(redeem, {}, NOW) == ("revoked", "token family revoked")
+
+
+def test_reuse_outside_the_grace_window_is_refused_at_redemption_and_revokes_the_family(policies: Any) -> None:
+    s = Session(policies, refresh={"rotation": True, "reuse_grace": 10})
+    first = s.issued
+    lost = s.refresh(first, NOW + 60)  # the client never received this answer
+    fresh = s.redeem(lost, NOW + 61)
+    assert fresh.retry is False and fresh.verified.claims == lost.refresh_claims
+    retry = s.redeem(first, NOW + 70)  # the grace window's last second
+    assert retry.retry is True and retry.verified.claims == first.refresh_claims
+    assert refusal(s.redeem, first, NOW + 71) == ("reuse", "refresh token reuse detected; token family revoked")
+    assert (s.fam().revoked_at, s.fam().revoked_reason) == (NOW + 71, "refresh token reuse")
+    # a consumed token whose successor was already used is reuse even inside the grace window,
+    # refused when presented, before any decision is asked for
+    moved_on = Session(policies, refresh={"rotation": True, "reuse_grace": 10})
+    moved_on.refresh(moved_on.refresh(moved_on.issued, NOW + 60), NOW + 61)
+    assert refusal(moved_on.redeem, moved_on.issued, NOW + 62)[0] == "reuse"
+
+
+def test_after_a_grace_retry_the_presented_token_and_the_lost_successor_are_both_spent(policies: Any) -> None:
+    s = Session(policies, refresh={"rotation": True, "reuse_grace": 10})
+    first = s.issued
+    lost = s.refresh(first, NOW + 60)
+    retried = s.refresh(first, NOW + 65)
+    assert s.record(first).successor == retried.refresh_claims["jti"]  # type: ignore[union-attr]
+    assert (s.record(lost).successor, s.record(lost).used_at) == (SUPERSEDED, NOW + 65)  # type: ignore[union-attr]
+    assert refusal(s.redeem, first, NOW + 71)[0] == "reuse"  # the grace counts from the first use
+
+
+def test_two_refreshes_racing_with_one_token_one_wins_the_other_is_reuse(policies: Any) -> None:
+    s = Session(policies, refresh={"rotation": True, "reuse_grace": 0})
+    a, b = s.redeem(s.issued, NOW + 60), s.redeem(s.issued, NOW + 60)  # both checked before either rotates
+    d = decided(policies, refresh={"rotation": True, "reuse_grace": 0})
+    s.chain.rotate(a, BASE, d, NOW + 60)
+    assert refusal(s.chain.rotate, b, BASE, d, NOW + 61) == (
+        "reuse", "refresh token reuse detected; token family revoked")
+    assert (s.fam().revoked_at, s.fam().revoked_reason) == (NOW + 61, "refresh token reuse")
+
+
+def test_a_denied_refresh_ends_the_family(policies: Any) -> None:
+    s = Session(policies)
+    with pytest.raises(IssuanceDenied) as info:
+        s.refresh(s.issued, NOW + 60, allow=False, deny_reason="risk is too high")
+    assert info.value.end_session
+    assert (s.fam().revoked_at, s.fam().revoked_reason) == (NOW + 60, "denied by policy")
+
+
+def test_a_refresh_that_requires_a_binding_needs_a_bound_family(policies: Any) -> None:
+    s = Session(policies)
+    with pytest.raises(IssuanceDenied) as info:
+        s.refresh(s.issued, NOW + 60, refresh={"sender_constrained": True})
+    assert info.value.description == "the policy requires a sender-constrained token (DPoP or mTLS); sign in again"
+    assert not s.store.is_revoked(s.family)  # the client may sign in again with a key
+    cnf = {"x5t#S256": "thumb"}
+    bound = Session(policies, cnf=cnf, refresh={"rotation": True})
+    assert refusal(bound.redeem, bound.issued, NOW + 60)[0] == "sender"
+    issued = bound.refresh(bound.issued, NOW + 60, {"certificate_thumbprint": "thumb"},
+                           refresh={"rotation": True, "sender_constrained": True})
+    assert issued.refresh_claims["cnf"] == issued.access_claims(BASE)["cnf"] == cnf
+
+
+def test_a_session_end_only_moves_earlier_across_refreshes(policies: Any) -> None:
+    s = Session(policies, refresh={"rotation": True})  # the session ends at NOW + 30 d
+    shorter = s.refresh(s.issued, NOW + 60, decision_id="d-3", refresh={"rotation": True, "max_session": DAY})
+    assert shorter.session_exp == s.fam().session_exp == NOW + DAY
+    claims = shorter.refresh_claims
+    assert (claims["exp"], claims["session_exp"], claims["client_id"], claims["auth_time"]) == (
+        NOW + DAY, NOW + DAY, "cli", NOW)
+    access = shorter.access_claims({"sub": "alice"})
+    assert (access["session_exp"], access["ttl"]["decision_id"], claims["ttl"]["decision_id"]) == (
+        NOW + DAY, "d-3", "d-3")
+    longer = s.refresh(shorter, NOW + 120, refresh={"rotation": True})  # 30 d again: the earlier end stays
+    assert longer.session_exp == s.fam().session_exp == longer.refresh_claims["exp"] == NOW + DAY
+    instant = s.refresh(longer, NOW + 180, refresh={"rotation": True, "max_session": None},
+                        expires_at={"session": NOW + 3600})
+    assert instant.session_exp == s.fam().session_exp == NOW + 3600
+
+
+def test_a_session_end_the_claims_carry_holds_for_the_whole_family(policies: Any) -> None:
+    # An upstream session end in the sign-in claims (an IdP's session_exp) caps the family, not only
+    # the first token: a later refresh whose claims and decision do not repeat it never outlives it.
+    store = MemoryRefreshStore()
+    chain = RefreshChain(store)
+    d = decided(policies, refresh={"rotation": True})
+    issued = chain.start({**BASE, "session_exp": NOW + 3600}, d, NOW, client_id="c")
+    assert issued.session_exp == store.family(issued.family).session_exp == NOW + 3600  # type: ignore[union-attr]
+    verified = VerifiedToken(issued.refresh_claims, ISS, "ES256", None, REFRESH_TOKEN_TYPE)
+    redemption = chain.redeem(verified, NOW + 60, client_id="c")
+    assert redemption.context()["token"]["session_exp"] == NOW + 3600
+    later = chain.rotate(redemption, BASE, d, NOW + 60)
+    assert later.session_exp == later.refresh_claims["exp"] == NOW + 3600
+    # and one a refresh's claims carry tightens the family too
+    verified = VerifiedToken(later.refresh_claims, ISS, "ES256", None, REFRESH_TOKEN_TYPE)
+    sooner = chain.rotate(chain.redeem(verified, NOW + 120, client_id="c"), {**BASE, "session_exp": NOW + 600}, d,
+                          NOW + 120)
+    assert sooner.session_exp == store.family(issued.family).session_exp == NOW + 600  # type: ignore[union-attr]
+
+
+def test_a_token_that_is_not_rotated_is_held_to_a_tightened_session_end(policies: Any) -> None:
+    s = Session(policies)  # no rotation; the token lives 7 d, the session 30 d
+    same = s.refresh(s.issued, NOW + 60, refresh={"max_session": DAY})
+    assert same.refresh_claims is None and same.rotated is False
+    assert s.record(s.issued).expires_at == NOW + DAY  # type: ignore[union-attr]
+    endless = Session(policies, refresh={"max_session": None})  # no session end: the decided lifetime alone
+    endless.refresh(endless.issued, NOW + 60, refresh_ttl=DAY, refresh={"max_session": None})
+    assert endless.record(endless.issued).expires_at == NOW + 60 + DAY  # type: ignore[union-attr]
+
+
+def test_a_refresh_at_the_session_s_end_ends_the_family(policies: Any) -> None:
+    s = Session(policies)
+    with pytest.raises(IssuanceDenied) as info:  # the new decision's session limit is reached at this instant
+        s.refresh(s.issued, NOW + 2 * DAY, refresh={"max_session": 2 * DAY})
+    assert (info.value.description, info.value.end_session) == (
+        "the session has reached its absolute limit; sign in again", True)
+    assert (s.fam().revoked_at, s.fam().revoked_reason) == (NOW + 2 * DAY, "session reached its absolute limit")
+
+
+def test_a_refresh_decision_granting_no_refresh_token_ends_the_presented_one(policies: Any) -> None:
+    s = Session(policies, refresh={"rotation": True})
+    none = s.refresh(s.issued, NOW + 60, refresh_ttl=0)
+    assert none.refresh_claims is None and none.rotated is False
+    assert refusal(s.redeem, s.issued, NOW + 60) == ("expired", "refresh token expired")
+    one = Session(policies, refresh={"rotation": True})
+    assert one.refresh(one.issued, NOW + 60, refresh_ttl=1).refresh_claims["exp"] == NOW + 61
+
+
+def test_a_lifetime_that_only_ends_with_the_session_is_not_stricter(policies: Any) -> None:
+    # Signed in 20 days ago: the session ends in 10 days, the first token lives 7 of them. Six days
+    # later the evaluator cuts the 7-day lifetime to the 4 days left: that is not a stricter decision,
+    # so the new token lives to the session's end, past the presented token's.
+    s = Session(policies, auth_time=NOW - 20 * DAY, refresh={"rotation": True})
+    assert s.issued.refresh_claims["exp"] == NOW + 7 * DAY
+    assert s.refresh(s.issued, NOW + 6 * DAY, refresh_ttl=4 * DAY).refresh_claims["exp"] == NOW + 10 * DAY
+
+
+def test_once_a_family_rotates_every_later_token_is_single_use_too(policies: Any) -> None:
+    s = Session(policies, refresh={"rotation": True})  # a confidential client
+    second = s.refresh(s.issued, NOW + 60, refresh={"rotation": False})
+    third = s.refresh(second, NOW + 120, refresh={"rotation": False})
+    assert second.rotated and third.rotated
+    assert s.record(second).successor == third.refresh_claims["jti"]  # type: ignore[union-attr]
+    t = Session(policies)  # not rotating from sign-in: a later decision may turn it on
+    assert t.refresh(t.issued, NOW + 60, refresh={"rotation": True}).rotated
+    bound = Session(policies, public=True, cnf={"jkt": "t"})  # a public client bound to a key need not rotate
+    assert bound.refresh(bound.issued, NOW + 60, {"dpop_jkt": "t"}).rotated is False
+
+
+@pytest.mark.parametrize("decided_grace, chain_grace, kept", [
+    (None, 30, 30),  # a decision from a service that does not send refresh.reuse_grace: the chain's
+    (5, 30, 5), (0, 30, 0), (3600, 0, 300)])
+def test_the_reuse_grace_is_the_decision_s_else_the_chain_s_at_most_300_seconds(
+        policies: Any, decided_grace: int | None, chain_grace: int, kept: int) -> None:
+    d = decided(policies)
+    if decided_grace is None:
+        del d["refresh"]["reuse_grace"]
+    else:
+        d["refresh"]["reuse_grace"] = decided_grace
+    store = MemoryRefreshStore()
+    issued = RefreshChain(store, reuse_grace=chain_grace).start(BASE, d, NOW, client_id="c")
+    assert store.token(issued.refresh_claims["jti"]).grace == kept  # type: ignore[union-attr]
+
+
+def test_the_chain_s_own_grace_is_none_by_default_and_at_most_300_seconds() -> None:
+    assert RefreshChain(MemoryRefreshStore()).reuse_grace == 0
+    assert RefreshChain(MemoryRefreshStore(), reuse_grace=300).reuse_grace == 300
+    for bad in (-1, 301):
+        with pytest.raises(ValueError, match="reuse_grace must be between 0 and 300 seconds"):
+            RefreshChain(MemoryRefreshStore(), reuse_grace=bad)
+
+
+def test_the_refresh_context_carries_the_session_s_sign_in_and_its_current_end(policies: Any) -> None:
+    s = Session(policies, auth_time=NOW - 3600)
+    token = token_context(s.issued.refresh_claims)
+    assert token["session_exp"] == NOW - 3600 + 30 * DAY
+    assert s.redeem(s.issued, NOW + 60).context() == {
+        "user": {"auth_time": NOW - 3600}, "token": token, "grant": {"type": "refresh_token"}}
+    s.store.tighten_session(s.family, NOW + DAY)  # moved earlier since the token was minted: the family's counts
+    assert s.redeem(s.issued, NOW + 60).context()["token"] == {**token, "session_exp": NOW + DAY}
+    # a token minted with an earlier end than its family's (by an older issuer, say) keeps its own
+    older = replace(s.issued, refresh_claims={**s.issued.refresh_claims, "session_exp": NOW + 600})
+    assert s.redeem(older, NOW + 60).context()["token"]["session_exp"] == NOW + 600
+    endless = Session(policies, refresh={"max_session": None})
+    assert "session_exp" not in endless.redeem(endless.issued, NOW + 60).context()["token"]
+    endless.store.tighten_session(endless.family, NOW + DAY)  # a session given an end after the token was minted
+    assert endless.redeem(endless.issued, NOW + 60).context()["token"]["session_exp"] == NOW + DAY
+
+
+def test_the_memory_store_only_tightens_and_keeps_the_first_revocation() -> None:
+    store = MemoryRefreshStore()
+    family = Family("f", "alice", "c", NOW, None, NOW)
+    store.create_family(family)
+    with pytest.raises(ValueError, match="^family id already exists$"):
+        store.create_family(family)
+    for end, kept in ((NOW + 100, NOW + 100), (NOW + 200, NOW + 100), (NOW + 50, NOW + 50)):
+        store.tighten_session("f", end)
+        assert store.family("f").session_exp == kept  # type: ignore[union-attr]
+    store.add_token(RefreshRecord("t", "f", NOW, NOW + 100, 100, rotation=True))
+    for expiry, kept in ((NOW + 200, NOW + 100), (NOW + 50, NOW + 50)):
+        store.tighten_token("t", expiry)
+        assert store.token("t").expires_at == kept  # type: ignore[union-attr]
+    clone = store.copy()  # an independent store with the same state
+    assert clone.consume("t", NOW + 10, "u") and not clone.consume("t", NOW + 11, "v")
+    assert store.token("t").successor is None and clone.token("t").successor == "u"  # type: ignore[union-attr]
+    store.revoke_family("unknown", NOW, "nothing to revoke")
+    store.revoke_family("f", NOW + 1, "refresh token reuse")
+    store.revoke_family("f", NOW + 2, "denied by policy")
+    assert (store.family("f").revoked_at, store.family("f").revoked_reason) == (  # type: ignore[union-attr]
+        NOW + 1, "refresh token reuse")
+    assert not clone.is_revoked("f") and clone.family("f") == replace(family, session_exp=NOW + 50)
 
 
 def test_verification_is_fast_enough() -> None:

@@ -35,7 +35,7 @@ from .analysis import analyze, condition_literals
 from .cel.parse import CelIssue, CelSyntaxError, parse
 from .cel.typecheck import NUMERIC, check
 from .context import ContextSchema, zone_info
-from .errors import Problem, ProblemCollector
+from .errors import Problem, ProblemCollector, severity_of
 from .extends import default_policy, extends_chain, merge
 from .generate import generate_program, inline_condition
 from .load import Document, JsonPath, decode_source, parse_document
@@ -424,7 +424,7 @@ class _ExpressionCompiler:
             self._report(exc.issue, text, path, file)
             return None
         result = check(tree, self.attributes)
-        for issue in result.issues:
+        for issue in result.issues + result.warnings:
             self._report(issue, text, path, file)
         kind = result.type.kind
         if expect == "bool" and kind not in ("bool", "dyn") and not result.issues:
@@ -458,7 +458,8 @@ class _ExpressionCompiler:
         offset = sum(len(line) + 1 for line in lines[: issue.line - 1]) + issue.column - 1
         doc = self.where.documents.get(file)
         location = doc.string_location(path, offset) if doc else self.where(path, file=file)
-        self.problems.append(Problem(issue.code, issue.message, location, path=".".join(map(str, path))))
+        self.problems.append(Problem(issue.code, issue.message, location, severity_of(issue.code),
+                                     path=".".join(map(str, path))))
 
 
 def _ttl_ops(effect: TtlEffect | None, compiler: _ExpressionCompiler, path: JsonPath, file: str) -> TtlOps | None:

@@ -611,11 +611,19 @@ def _same(a: Any, b: Any) -> bool:
     return a is b or (a is not ABSENT and b is not ABSENT and type(a) is type(b) and a == b)
 
 
+class ReplayError(ValueError):
+    """A line of a replayed decision log that is not a decision record, at its file and line."""
+
+    def __init__(self, file: str, line: int, message: str):
+        super().__init__(f"{file}:{line}: {message}")
+        self.file, self.line, self.message = file, line, message
+
+
 def read_replay(path: str | Path) -> Iterator[tuple[str, dict[str, Any], datetime, str | None]]:
     """Contexts from a decision log: JSON lines with ``context`` and ``time`` (RFC 3339).
 
-    A ``policy`` field (a name, or ``{"name": ...}``) selects the policy. Raises ``ValueError``
-    naming the line of the first malformed record.
+    A ``policy`` field (a name, or ``{"name": ...}``) selects the policy. Raises :class:`ReplayError`
+    at the line of the first malformed record.
     """
     from .context import parse_timestamp
 
@@ -629,7 +637,7 @@ def read_replay(path: str | Path) -> Iterator[tuple[str, dict[str, Any], datetim
                 if not isinstance(context, dict):
                     raise ValueError("context is not an object")
             except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: not a decision log record ({exc})") from None
+                raise ReplayError(str(path), number, f"not a decision log record ({exc})") from None
             policy = record.get("policy")
             if isinstance(policy, dict):
                 policy = policy.get("name")

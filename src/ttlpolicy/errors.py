@@ -72,14 +72,17 @@ class Problem:
             out["line"], out["column"] = self.location.line, self.location.column
         return out
 
-    def render(self, sources: Mapping[str, str] | None = None) -> str:
-        """``file:line:col: severity[code]: message`` followed by the source line and a caret."""
-        loc = self.location
-        return self._render(sources[loc.file].splitlines() if sources and loc and loc.file in sources else None)
+    def render(self, sources: Mapping[str, str] | None = None, unlocated: str = "<input>") -> str:
+        """``file:line:col: severity[code]: message`` followed by the source line and a caret.
 
-    def _render(self, lines: list[str] | None) -> str:
+        A problem without a location is shown at its ``path`` (``user.risk``), else at ``unlocated``."""
+        loc = self.location
+        return self._render(sources[loc.file].splitlines() if sources and loc and loc.file in sources else None,
+                            unlocated)
+
+    def _render(self, lines: list[str] | None, unlocated: str = "<input>") -> str:
         """:meth:`render` with the lines of the problem's file (split once for many problems)."""
-        where = str(self.location) if self.location else "<input>"
+        where = str(self.location) if self.location else self.path or unlocated
         head = f"{where}: {self.severity}[{self.code}]: {self.message}"
         loc = self.location
         if lines is None or not (loc and loc.line):
@@ -139,10 +142,17 @@ class UnknownPolicyError(LookupError):
         super().__init__(f"unknown policy {name!r}; known policies: {', '.join(self.known) or 'none'}")
 
 
-def render_text(problems: Iterable[Problem], sources: Mapping[str, str] | None = None) -> str:
-    problems = list(problems)
+def render_lines(problems: Iterable[Problem], sources: Mapping[str, str] | None = None,
+                 unlocated: str = "<input>") -> str:
+    """Each problem as :meth:`Problem.render` shows it, one after the other (no summary line)."""
     lines = {file: text.splitlines() for file, text in (sources or {}).items()}  # once, not per problem
-    body = "\n".join(p._render(lines.get(p.location.file) if p.location else None) for p in problems)
+    return "\n".join(p._render(lines.get(p.location.file) if p.location else None, unlocated) for p in problems)
+
+
+def render_text(problems: Iterable[Problem], sources: Mapping[str, str] | None = None) -> str:
+    """The problems, then a summary line (``2 errors, 1 warning``): how lint shows a policy set."""
+    problems = list(problems)
+    body = render_lines(problems, sources)
     errors = sum(p.severity == "error" for p in problems)
     warnings = sum(p.severity == "warning" for p in problems)
     notes = len(problems) - errors - warnings
@@ -168,7 +178,7 @@ class ProblemCollector:
 # and the codes the stages emit in step, and docs/errors.md is generated from it.
 CODES: Mapping[str, str] = {
     # files and YAML
-    "io-error": "a path cannot be read",
+    "io-error": "a path cannot be read (or, for a command's output, written)",
     "no-policies": "nothing to load: no policy files, or only abstract ones",
     "file-too-large": "a file is over the 1 MiB limit",
     "file-encoding": "a file is binary or not UTF-8",
@@ -220,6 +230,7 @@ CODES: Mapping[str, str] = {
     "cel-unsupported": "a CEL construct ttlpolicy does not support",
     "cel-literal-range": "an integer literal does not fit 64 bits, so every evaluation would fail",
     "cel-impossible-comparison": "a comparison with a literal that the attribute's declared range never satisfies",
+    "cel-duration-overflow": "the difference of two instants (`time.now - user.auth_time`) can leave the duration range and fail; compare the instants",
     # from analysis of what a compiled policy means
     "condition-never-true": "no allowed context makes the condition true: the rule is dead",
     "condition-always-true": "every allowed context makes the condition true (often two `!=` joined with "
@@ -258,11 +269,33 @@ CODES: Mapping[str, str] = {
                       "live",
     "out-of-range": "a duration or an instant outside what is allowed",
     "duplicate-id": "an event id repeats within one batch",
-    "unknown-policy": "a policy name the served set does not hold",
+    "unknown-policy": "a policy name the set does not hold (a request's `policy`, a command's --policy)",
     "unknown-attribute": "a heat-map axis names an attribute the policy does not declare",
     "values-required": "a heat-map axis needs values the attribute does not give by itself",
-    "invalid-value": "a heat-map axis value does not fit the attribute",
+    "invalid-value": "a heat-map axis value (or `heatmap --set`) does not fit the attribute",
     "compute-time-exceeded": "a computation (a heat-map) ran past its time limit",
+    # the command line's own problems (ttlpolicy COMMAND); docs/errors.md#the-command-line
+    "usage": "a command line that cannot work: a missing or extra argument, options that contradict each other, "
+             "a flag's value of the wrong form or out of range",
+    "policy-load-failed": "a command cannot run because its policy set does not load (the set's own problems "
+                          "are listed before it)",
+    "unknown-rule": "`eval --rule` names a rule the policy does not have",
+    "context-json": "a context given to a command (a file or stdin) is not valid JSON; shown at its line and column",
+    "file-exists": "a command would overwrite files that exist (`init` never overwrites)",
+    "fmt-changes-meaning": "`fmt` leaves a file as it is because formatting it would change what it means",
+    "replay-record": "a line of a decision log given to `diff --replay` is not a decision record",
+    "report-skipped-line": "a line of a log given to `report` is not a record it can count, so it is skipped",
+    "git-error": "`diff --git` cannot read the revision (no such commit, not a repository, no git)",
+    "invalid-key": "a key file cannot be used to sign or verify (not PEM, not a usable kind of key or algorithm)",
+    "state-url": "a state store URL (`decide --state`) that cannot be used or opened",
+    "missing-dependency": "a feature needs an optional package that is not installed (`heatmap --format png`: "
+                          "cairosvg)",
+    "invalid-settings": "the service's settings (config file, TTLPOLICY_* variables, flags) or the files they "
+                        "name cannot be used",
+    "insecure-bind": "`serve` refuses a non-loopback address while no credentials are configured",
+    "auth-disabled": "`serve` runs without credentials (loopback only, or --insecure-no-auth)",
+    "service-unreachable": "a command that acts on the running service cannot reach it (--url, $TTLPOLICY_URL); "
+                           "its refusals carry the service's own problem code (HTTP problems below)",
 }
 
 # The problems the HTTP API answers with: RFC 9457 ``code`` (also the last part of ``type``)
@@ -302,10 +335,12 @@ HTTP_PROBLEMS: Mapping[str, tuple[int, str]] = {
 
 # Codes that are warnings: lint shows them and exits 0 (``--strict`` fails on them), a load
 # succeeds. A rule may acknowledge one with ``allow: [{code, reason}]``; it then shows as a note.
+# (report-skipped-line and auth-disabled are the CLI's warnings: shown, the command goes on.)
 # Every other code is an error: the policy is refused. Dead or contradictory conditions are
 # errors because a reviewer must not merge them; a dominated effect or a loosening rule may be
 # exactly what was meant, and says so in review.
-WARNING_CODES: frozenset[str] = frozenset({"effect-never-applies", "loosening-rule", "allow-unused"})
+WARNING_CODES: frozenset[str] = frozenset({"effect-never-applies", "loosening-rule", "allow-unused",
+                                           "cel-duration-overflow", "report-skipped-line", "auth-disabled"})
 
 
 def severity_of(code: str) -> Severity:

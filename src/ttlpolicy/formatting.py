@@ -17,11 +17,12 @@ import yaml
 
 
 class FormatError(ValueError):
-    """The text cannot be formatted (not YAML, or formatting would change its meaning)."""
+    """The text cannot be formatted: not YAML (``yaml-syntax``), or formatting would change its
+    meaning (``fmt-changes-meaning``); ``code`` is the problem code of ttlpolicy.errors.CODES."""
 
-    def __init__(self, message: str, line: int = 1, column: int = 1):
+    def __init__(self, message: str, line: int = 1, column: int = 1, code: str = "yaml-syntax"):
         super().__init__(message)
-        self.message, self.line, self.column = message, line, column
+        self.message, self.line, self.column, self.code = message, line, column, code
 
 
 def format_yaml(text: str) -> str:
@@ -51,7 +52,7 @@ def format_yaml(text: str) -> str:
     rt.dump(data, out)
     formatted = "\n".join(line.rstrip() for line in out.getvalue().split("\n")).rstrip("\n") + "\n"
     if _meaning(formatted) != _meaning(text):
-        raise FormatError("formatting would change what the file means; left as it is")
+        raise FormatError("formatting would change what the file means; left as it is", code="fmt-changes-meaning")
     return formatted
 
 

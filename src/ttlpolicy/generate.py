@@ -181,7 +181,7 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> None:
     w.line("else:")
     w.depth += 1
     w.constants["_activation"] = schema.activation
-    _derivation(w, policy, variables)
+    _derivation(w, policy)
     w.depth -= 1
 
 
@@ -233,7 +233,7 @@ def _plain_test(w: _Writer, name: str, attribute: Attribute) -> str | None:
     return None
 
 
-def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]) -> None:
+def _derivation(w: _Writer, policy: CompiledPolicy) -> None:
     """``time.*`` in the request's (or the policy's) time zone, and ``location.zone`` from the IP."""
     schema = policy.context
     w.line("# derived attributes")
@@ -315,14 +315,13 @@ def _rule(w: _Writer, index: int, rule: CompiledRule, parsed: Mapping[str, Parse
     w.line(f"#   when: {_comment(rule.when)}")
     condition = w.const(rule.condition, f"rule{index}_")
     body = None
-    if parsed is not None:
-        entry = parsed.get(rule.when)
-        inline = entry.inline if entry is not None else "no inline source"
+    if parsed is not None:  # every condition of a loaded policy was parsed, and inline_condition ran on it
+        inline = parsed[rule.when].inline
         if isinstance(inline, tuple):
             body, names = inline
             w.constants.update(names)
-        else:  # a shape the generator does not know: counted, shown
-            fallbacks.append((rule.name, inline or "no inline source"))
+        else:  # a shape the generator does not know (inline says why): counted, shown
+            fallbacks.append((rule.name, str(inline)))
     if body is None:
         w.line(f"m = {condition}(act)")
     else:

@@ -21,9 +21,8 @@ Keys (every one expires; a subject or client id is used as given):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from ..state import Batch, StateStore
 from .events import MAX_AGE, Event
@@ -52,9 +51,11 @@ def client_key(client: str, kind: str) -> str:
     return f"act:c:{client}:{kind}"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What a decision tells the tracker: whose request, from where, when (epoch seconds)."""
+class Request(NamedTuple):
+    """What a decision tells the tracker: whose request, from where, when (epoch seconds).
+
+    A named tuple, not a frozen dataclass: one is made per decision on the event loop, and a
+    frozen dataclass's ``__init__`` costs several times a tuple's."""
 
     subject: str | None
     client: str | None

@@ -71,6 +71,7 @@ class CheckResult:
     type: T
     issues: list[CelIssue] = field(default_factory=list)
     attributes: set[str] = field(default_factory=set)  # attributes the expression reads
+    warnings: list[CelIssue] = field(default_factory=list)  # legal, but can fail at run time
 
 
 def check(tree: lark.Tree, attributes: Mapping[str, Attribute]) -> CheckResult:
@@ -83,7 +84,7 @@ def check(tree: lark.Tree, attributes: Mapping[str, Attribute]) -> CheckResult:
     """
     checker = _Checker(attributes)
     result_type = checker.visit(tree, {})
-    return CheckResult(result_type, checker.issues, checker.used)
+    return CheckResult(result_type, checker.issues, checker.used, checker.warnings)
 
 
 class _Checker:
@@ -91,6 +92,7 @@ class _Checker:
         self.attributes = attributes
         self.namespaces = {name.split(".", 1)[0] for name in attributes if "." in name}
         self.issues: list[CelIssue] = []
+        self.warnings: list[CelIssue] = []
         self.used: set[str] = set()
         self.negated: set[int] = set()  # ids of integer literal tokens right under a unary minus
 
@@ -236,8 +238,24 @@ class _Checker:
         pairs = {("timestamp", "duration", "+"): TIMESTAMP, ("duration", "timestamp", "+"): TIMESTAMP,
                  ("timestamp", "duration", "-"): TIMESTAMP, ("timestamp", "timestamp", "-"): DURATION}
         if (left.kind, right.kind, op) in pairs:
+            if (left.kind, right.kind) == ("timestamp", "timestamp") and _reads_a_name(node):
+                self._difference_of_instants(op_node, op_node.children[0], right_node)
             return pairs[(left.kind, right.kind, op)]
-        return self._arith_error(op_node, left, op, right)
+        hint = "".join(_duration_hint(left, right, op_node.children[0], right_node, "to add or subtract a duration",
+                                      other) for other in ("timestamp", "duration"))
+        return self.error(op_node, "cel-type-mismatch", f"no operator {left} {op} {right}{_mixed_hint(left, right)}{hint}")
+
+    def _difference_of_instants(self, op_node: lark.Tree, left: lark.Tree, right: lark.Tree) -> None:
+        """``time.now - user.auth_time``: two instants the context accepts (1970 to 9000) can lie
+        further apart than a duration reaches (about 292 years); the rule then fails with an error."""
+        a, b = _dotted_name(left) or "a", _dotted_name(right) or "b"
+        line, column = position(op_node)
+        example = 'duration("72h")'
+        self.warnings.append(CelIssue(
+            "cel-duration-overflow",
+            f"the difference of two instants leaves CEL's duration range (about 292 years) for instants the "
+            f"context accepts, and the rule then fails with an error: compare the instants instead, e.g. "
+            f"{b} < {a} - {example} rather than {a} - {b} > {example}", line, column))
 
     def v_multiplication(self, node: lark.Tree, ch: list, scope: dict[str, T]) -> T:
         op_node, right_node = ch
@@ -445,6 +463,11 @@ def _dotted_name(node: lark.Tree | lark.Token) -> str | None:
     return None
 
 
+def _reads_a_name(node: lark.Tree) -> bool:
+    """Whether ``node`` reads an attribute or a variable (so its value is not known at lint time)."""
+    return any(sub.data == "ident" for sub in node.iter_subtrees())
+
+
 def _suggest_method(name: str) -> str:
     """``startswith`` → ``startsWith``: CEL names are case-sensitive, so try case-insensitively first."""
     known = sorted(_STRING_METHODS | _TIMESTAMP_GETTERS | _MACROS | {"size"})
@@ -581,11 +604,13 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def _duration_hint(left: T, right: T, left_node: lark.Tree, right_node: lark.Tree) -> str:
-    """``time.now - user.auth_time > "72h"``: a duration compared with a string literal."""
-    if {left.kind, right.kind} != {"duration", "string"}:
+def _duration_hint(left: T, right: T, left_node: lark.Tree, right_node: lark.Tree,
+                   purpose: str = "to compare with a duration", other: str = "duration") -> str:
+    """``time.now - user.auth_time > "72h"`` or ``time.now - "72h"``: a string literal where a
+    duration was meant, next to a value of kind ``other``."""
+    if {left.kind, right.kind} != {other, "string"}:
         return ""
     literal_node = right_node if right.kind == "string" else left_node
     literal = next((text for _, text in _string_literals(literal_node)), None)
     example = literal if literal else "72h"
-    return f' (write duration("{example}") to compare with a duration)'
+    return f' (write duration("{example}") {purpose})'

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import PolicyError, render_text
-from .output import fail, write_json
+from ..errors import PolicyError
+from .output import fail, report, write_json
 
 
 EXAMPLES = (
@@ -89,28 +88,24 @@ def _write(path: str, data: bytes) -> None:
         raise
 
 
-def _refused(exc: PolicyError, fmt: str) -> int:
-    if fmt == "json":
-        write_json({"ok": False, **exc.to_dict()})
-    else:
-        print(render_text(exc.problems, exc.sources), file=sys.stderr)
+def _refused(exc: PolicyError) -> int:
     io_only = exc.problems and all(p.code in ("io-error", "no-policies") for p in exc.problems)
-    return 2 if io_only else 1
+    return report([], 2 if io_only else 1, exc.sources, listed=exc.problems)
 
 
 def _build(args: argparse.Namespace) -> int:
     from ..bundle import build_bundle, describe
 
     if not Path(args.directory).is_dir():
-        return fail(f"{args.directory}: not a directory")
+        return fail("io-error", f"{args.directory}: not a directory")
     try:
         data, loaded = build_bundle(args.directory, args.revision)
     except PolicyError as exc:
-        return _refused(exc, args.format)
+        return _refused(exc)
     try:
         _write(args.output, data)
     except OSError as exc:
-        return fail(f"cannot write {args.output}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot write {args.output}: {exc.strerror or exc}")
     summary = {"ok": True, "bundle": args.output, "bytes": len(data), **describe(loaded)}
     if args.format == "json":
         write_json(summary)
@@ -129,20 +124,20 @@ def _sign(args: argparse.Namespace) -> int:
         data = _read(args.bundle)
         key = load_private_key(args.key)
     except OSError as exc:
-        return fail(f"cannot read {args.bundle}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot read {args.bundle}: {exc.strerror or exc}")
     except KeyFileError as exc:
-        return fail(f"{args.key}: {exc}")
+        return fail("invalid-key", f"{args.key}: {exc}")
     try:
         signed = sign_bundle(data, key, args.kid, args.alg, where=args.bundle)
     except PolicyError as exc:
-        return _refused(exc, "text")
-    except ValueError as exc:
-        return fail(str(exc))
+        return _refused(exc)
+    except ValueError as exc:  # a key that cannot sign with the algorithm
+        return fail("invalid-key", str(exc))
     output = args.output or args.bundle
     try:
         _write(output, signed)
     except OSError as exc:
-        return fail(f"cannot write {output}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot write {output}: {exc.strerror or exc}")
     print(f"signed {output}" + (f" (kid {args.kid})" if args.kid else ""))
     return 0
 
@@ -154,19 +149,19 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         data = _read(args.bundle)
     except OSError as exc:
-        return fail(f"cannot read {args.bundle}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot read {args.bundle}: {exc.strerror or exc}")
     try:
         keys = [load_pem_public_key(path) for path in args.public_key]
         if args.jwks:
             keys += load_jwks(args.jwks)
     except KeyFileError as exc:
-        return fail(str(exc))
+        return fail("invalid-key", str(exc))
     if (args.public_key or args.jwks) and not keys:
-        return fail("no usable signature key in the given key files")
+        return fail("invalid-key", "no usable signature key in the given key files")
     try:
         loaded = open_bundle(data, args.bundle, keys)
     except PolicyError as exc:
-        return _refused(exc, args.format)
+        return _refused(exc)
     summary = {"ok": True, **describe(loaded)}
     if args.format == "json":
         write_json(summary)
@@ -185,11 +180,11 @@ def _inspect(args: argparse.Namespace) -> int:
     try:
         data = _read(args.bundle)
     except OSError as exc:
-        return fail(f"cannot read {args.bundle}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot read {args.bundle}: {exc.strerror or exc}")
     try:
         info = inspect_bundle(data, args.bundle)
     except PolicyError as exc:
-        return _refused(exc, args.format)
+        return _refused(exc)
     if args.format == "json":
         write_json(info)
         return 0

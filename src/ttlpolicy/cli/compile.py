@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     files = sorted(p for p in root.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file()) if root.is_dir() else (
         [root] if root.is_file() else [])
     if not files:
-        return fail(f"no policy files in {args.policies}")
+        return fail("no-policies", f"no policy files in {args.policies}")
     sources: dict[str, bytes | str] = {}
     problems = []
     for file in files:
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         policy = compilation.generate.get(args.show)
         if policy is None or policy.program is None:
             known = ", ".join(sorted(compilation.generate)) or "none"
-            return fail(f"no compiled policy named {args.show!r} (compiled: {known})", 1 if errors else 2)
+            return fail("unknown-policy", f"no compiled policy named {args.show!r} (compiled: {known})",
+                        1 if errors else 2)
         if args.format == "json":
             write_json({"policy": policy.name, "digest": policy.digest, "source": policy.program.source,
                         "fallbacks": [{"rule": rule, "reason": reason} for rule, reason in policy.program.fallbacks]})

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from .. import ContextError, PolicyError, PolicySet, UnknownPolicyError, load_policies
 from ..decision import Decision
 from ..state import StoreUnavailable, StoreURLError, open_store
-from ..errors import render_text
-from .output import colourise, decision_text, fail, missing_policies_hint, write_json
+from .context_input import ContextInputError, in_context, read_context
+from .output import colourise, decision_text, fail, missing_policies_hint, problem_text, report, write_json
 
 
 EXAMPLES = (
@@ -31,7 +30,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--policy", metavar="NAME", help="policy to use (default: the set's default policy)")
     parser.add_argument("--now", metavar="RFC3339", help="decision instant (default: now)")
     parser.add_argument("--explain", action="store_true", help="include every rule's outcome, matched or not")
-    parser.add_argument("--format", choices=["json", "text"], default="json",
+    # default None, read as json: a decision is JSON unless text is asked for, but only an explicit
+    # --format json turns the command's problems into JSON as well (docs/errors.md#the-command-line).
+    parser.add_argument("--format", choices=["json", "text"], default=None,
                         help="json (default; what the API returns) or text (the verdict and its trace, for people)")
     parser.add_argument("--state", metavar="URL", help="also apply a state store (sqlite:///… or redis://…): its "
                         "emergencies, and count the policy's rate limits (docs/state.md); default: no state")
@@ -40,42 +41,38 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.format = args.format or "json"
     if args.context == "-" and sys.stdin.isatty():  # waiting silently for a context nobody is typing helps no one
-        return fail("no context: pass --context FILE (a JSON object, see examples/contexts/), or pipe one in: "
-                    "echo '{\"tier\": \"finance\"}' | ttlpolicy decide")
+        return fail("usage", "no context: pass --context FILE (a JSON object, see examples/contexts/), or pipe one "
+                             "in: echo '{\"tier\": \"finance\"}' | ttlpolicy decide")
     try:
-        raw = sys.stdin.read() if args.context == "-" else open(args.context, encoding="utf-8").read()
-    except OSError as exc:
-        return fail(f"cannot read context {args.context}: {exc.strerror or exc}")
-    try:
-        context = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return fail(f"context is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+        context = read_context(args.context)
+    except ContextInputError as exc:
+        return report([exc.problem], sources=exc.sources)
     try:
         policies = load_policies(args.policies)
     except PolicyError as exc:
-        print(render_text(exc.problems, exc.sources), file=sys.stderr)
-        return fail(f"cannot load policies from {args.policies}{missing_policies_hint(args.policies)}")
+        return fail("policy-load-failed", f"cannot load policies from {args.policies}"
+                    f"{missing_policies_hint(args.policies)}", found=exc)
     if args.dry_run and not args.state:
-        return fail("--dry-run only means something with --state (without it nothing is ever counted)")
+        return fail("usage", "--dry-run only means something with --state (without it nothing is ever counted)")
     try:
         if args.state:
             decision = _decide_with_state(args, policies, context)
         else:
             decision = policies.decide(context, policy=args.policy, now=args.now, explain=args.explain)
     except StoreURLError as exc:
-        return fail(f"--state: {exc}")
+        return fail("state-url", f"--state: {exc}")
     except UnknownPolicyError as exc:
-        return fail(str(exc))
+        return fail("unknown-policy", str(exc))
     except ContextError as exc:
         if args.format == "json":
             write_json({"error": "invalid-context", **exc.to_dict()})
-        else:
-            for problem in exc.problems:
-                print(f"context.{problem.path}: {problem.code}: {problem.message}")
+        else:  # the answer for this context (exit 1), so on stdout
+            print(colourise(problem_text(in_context(exc.problems))))
         return 1
     except ValueError as exc:  # --now that is not RFC 3339
-        return fail(f"--now: {exc}")
+        return fail("usage", f"--now: {exc}")
     if args.format == "json":
         write_json(decision.to_dict())
     else:

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..diffing import (DECISION_FIELDS, Change, DiffReport, Group, Outcome, Progress, diff_policies,
+from ..diffing import (DECISION_FIELDS, Change, DiffReport, Group, Outcome, Progress, ReplayError, diff_policies,
                         read_replay)
 from ..durations import format_duration
-from ..errors import PolicyError, render_text
+from ..errors import Location, PolicyError
 from ..policyset import POLICY_SUFFIXES, PolicySet, load_policies, load_sources
 from .output import colourise, decision_text, fail, write_json
 
@@ -73,21 +73,21 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.max_scenarios < 1:
-        return fail("--max-scenarios must be at least 1")
+        return fail("usage", "--max-scenarios must be at least 1")
     if args.git is not None:
         if len(args.paths) > 1:
-            return fail("with --git, give one policy directory (compared at REV and in the working tree)")
+            return fail("usage", "with --git, give one policy directory (compared at REV and in the working tree)")
         directory = args.paths[0] if args.paths else "policies"
         try:
             base = load_git(args.git, directory)
         except GitError as exc:
-            return fail(str(exc))
+            return fail("git-error", str(exc))
         except PolicyError as exc:
             return _policy_error(exc, f"{args.git}:{directory}")
         head_dir = directory
     else:
         if len(args.paths) != 2:
-            return fail("give BASE and HEAD directories, or --git REV [DIR]")
+            return fail("usage", "give BASE and HEAD directories, or --git REV [DIR]")
         try:
             base = load_policies(args.paths[0])
         except PolicyError as exc:
@@ -98,15 +98,17 @@ def run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         return _policy_error(exc, head_dir)
     if args.policy is not None and (args.policy not in head or args.policy not in base):
-        return fail(f"policy {args.policy!r} is not on both sides")
+        return fail("unknown-policy", f"policy {args.policy!r} is not on both sides")
     try:
         replay = [record for path in args.replay for record in read_replay(path)]
     except OSError as exc:
-        return fail(f"cannot read replay log: {exc.strerror or exc}")
-    except ValueError as exc:
-        return fail(str(exc))
+        return fail("io-error", f"cannot read replay log: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        return fail("io-error", f"cannot read replay log: not UTF-8 ({exc.reason})")
+    except ReplayError as exc:
+        return fail("replay-record", exc.message, location=Location(exc.file, exc.line, 1))
     if args.prove_timeout <= 0:
-        return fail("--prove-timeout must be more than 0 seconds")
+        return fail("usage", "--prove-timeout must be more than 0 seconds")
     report = diff_policies(base, head, max_scenarios=args.max_scenarios, seed=args.seed, replay=replay,
                            only=args.policy, progress=terminal_progress(sys.stderr))
     proofs = None
@@ -220,8 +222,7 @@ def terminal_progress(stream: TextIO) -> Progress | None:
 
 
 def _policy_error(exc: PolicyError, where: str) -> int:
-    print(render_text(exc.problems, exc.sources), file=sys.stderr)
-    return fail(f"cannot load policies from {where}")
+    return fail("policy-load-failed", f"cannot load policies from {where}", found=exc)
 
 
 # -- git ----------------------------------------------------------------------------------------

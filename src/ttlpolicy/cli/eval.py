@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime
 from typing import Any, Mapping
 
-from .output import fail, missing_policies_hint, write_json
+from .context_input import ContextInputError, in_context, read_context
+from .output import fail, missing_policies_hint, report, write_json
 
 EXAMPLES = (
     "ttlpolicy eval 'time.hour < 7 || time.weekday in [\"sat\", \"sun\"]' --context ctx.json --now 2025-03-08T12:00:00Z",
@@ -50,22 +50,23 @@ def run(args: argparse.Namespace) -> int:
     from ..cel.native import compile_expression
     from ..cel.parse import CelSyntaxError, parse
     from ..cel.typecheck import check
-    from ..errors import Location, Problem, render_text
+    from ..errors import Location, Problem
     from ..policyset import resolve_now
 
     if (args.expression is None) == (args.rule is None):
-        return fail("give an EXPRESSION or --rule NAME (one of them)")
-    context = _read_context(args.context)
-    if isinstance(context, str):
-        return fail(context)
+        return fail("usage", "give an EXPRESSION or --rule NAME (one of them)")
+    try:
+        context = read_context(args.context, empty="{}", require_object=True)
+    except ContextInputError as exc:
+        return report([exc.problem], sources=exc.sources)
     try:
         policies = load_policies(args.policies)
         policy = policies.get(args.policy)
     except PolicyError as exc:
-        print(render_text(exc.problems, exc.sources), file=sys.stderr)
-        return fail(f"cannot load policies from {args.policies}{missing_policies_hint(args.policies)}")
+        return fail("policy-load-failed", f"cannot load policies from {args.policies}"
+                    f"{missing_policies_hint(args.policies)}", found=exc)
     except UnknownPolicyError as exc:
-        return fail(str(exc))
+        return fail("unknown-policy", str(exc))
     rule = None
     if args.rule is not None:
         rule = next((r for r in policy.rules if r.name == args.rule), None)
@@ -73,32 +74,28 @@ def run(args: argparse.Namespace) -> int:
             from ..suggest import did_you_mean
 
             names = [r.name for r in policy.rules]
-            return fail(f"policy {policy.name} has no rule {args.rule!r}{did_you_mean(args.rule, names)} "
-                        f"(rules: {', '.join(names)})")
+            return fail("unknown-rule", f"policy {policy.name} has no rule {args.rule!r}"
+                        f"{did_you_mean(args.rule, names)} (rules: {', '.join(names)})")
     text = rule.when if rule is not None else args.expression
     source = f"rule {rule.name}" if rule is not None else "<expression>"
     try:
         now = resolve_now(args.now)
     except ValueError as exc:
-        return fail(f"--now: {exc}")
+        return fail("usage", f"--now: {exc}")
     try:
         tree = parse(text)
     except CelSyntaxError as exc:
         issue = exc.issue
-        print(render_text([Problem(issue.code, issue.message, Location(source, issue.line, issue.column))],
-                          {source: text}), file=sys.stderr)
-        return 1
+        return report([Problem(issue.code, issue.message, Location(source, issue.line, issue.column))], 1,
+                      {source: text})
     checked = check(tree, policy.attributes)
     if checked.issues:
-        print(render_text([Problem(i.code, i.message, Location(source, i.line, i.column)) for i in checked.issues],
-                          {source: text}), file=sys.stderr)
-        return 1
+        return report([Problem(i.code, i.message, Location(source, i.line, i.column)) for i in checked.issues], 1,
+                      {source: text})
     try:
         activation = policy.context.activation(context, now)
     except ContextError as exc:
-        for problem in exc.problems:
-            print(f"context.{problem.path}: {problem.code}: {problem.message}", file=sys.stderr)
-        return 1
+        return report(in_context(exc.problems), 1)
     reads = {name: _json_ready(_read(activation, name)) for name in sorted(checked.attributes)}
     try:
         value, error = compile_expression(tree)(activation), None
@@ -115,22 +112,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_text(result))
     return 1 if error else 0
-
-
-def _read_context(name: str) -> dict[str, Any] | str:
-    try:
-        if name == "-":
-            raw = "{}" if sys.stdin.isatty() else sys.stdin.read()
-        else:
-            with open(name, encoding="utf-8") as stream:
-                raw = stream.read()
-    except OSError as exc:
-        return f"cannot read context {name}: {exc.strerror or exc}"
-    try:
-        context = json.loads(raw or "{}")
-    except json.JSONDecodeError as exc:
-        return f"context is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-    return context if isinstance(context, dict) else "the context must be a JSON object"
 
 
 def _read(activation: Mapping[str, Any], name: str) -> Any:

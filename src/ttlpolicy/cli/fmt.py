@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .output import colourise, fail
+from ..errors import Location, Problem
+from .output import fail, report
 
 EXAMPLES = (
     "ttlpolicy fmt                                   # rewrite policies/ (and policies/tests/) in place",
@@ -49,20 +50,23 @@ def run(args: argparse.Namespace) -> int:
 
     files, missing = files_in(args.paths)
     if missing:
-        return fail(f"no such file or directory: {', '.join(missing)}")
+        return fail("io-error", f"no such file or directory: {', '.join(missing)}")
     changed: list[Path] = []
-    errors = 0
+    problems: list[Problem] = []
+    sources: dict[str, str] = {}
     for file in files:
         try:
             original = file.read_text(encoding="utf-8")
             formatted = format_yaml(original)
         except OSError as exc:
-            print(f"{file}: error[io-error]: {exc.strerror or exc}", file=sys.stderr)
-            errors += 1
+            problems.append(Problem("io-error", exc.strerror or str(exc), Location(str(file))))
+            continue
+        except UnicodeDecodeError as exc:
+            problems.append(Problem("file-encoding", f"not UTF-8 ({exc.reason})", Location(str(file))))
             continue
         except FormatError as exc:
-            print(colourise(f"{file}:{exc.line}:{exc.column}: error[fmt]: {exc.message}", sys.stderr), file=sys.stderr)
-            errors += 1
+            problems.append(Problem(exc.code, exc.message, Location(str(file), exc.line, exc.column)))
+            sources[str(file)] = original
             continue
         if formatted == original:
             continue
@@ -75,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             file.write_text(formatted, encoding="utf-8")
             print(f"formatted {file}")
-    if errors:
-        return 2
+    if problems:  # every file that could be formatted was; these could not (exit 2)
+        return report(problems, 2, sources)
     if args.check and changed:
         return 1
     if not changed and not args.diff:

@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from .. import PolicyError, UnknownPolicyError, load_policies
-from ..errors import render_text
 from ..heatmap import GridError, assign, heatmap, make_axis, parse_value, reference_now
 from ..heatmap_svg import figure, heatmap_svg, html_page, svg_to_png
 from ..policyset import resolve_now
-from .output import fail, write_json
+from .context_input import ContextInputError, read_context
+from .output import fail, report
 
 
 EXAMPLES = (
@@ -59,42 +60,34 @@ def run(args: argparse.Namespace) -> int:
     try:
         policies = load_policies(args.policies)
     except PolicyError as exc:
-        print(render_text(exc.problems, exc.sources), file=sys.stderr)
-        return fail(f"cannot load policies from {args.policies}")
+        return fail("policy-load-failed", f"cannot load policies from {args.policies}", found=exc)
     try:
         policy = policies.get(args.policy)
     except UnknownPolicyError as exc:
-        return fail(str(exc))
+        return fail("unknown-policy", str(exc))
     context: dict[str, Any] = {}
     if args.context:
         try:
-            with open(args.context, encoding="utf-8") as stream:
-                context = json.load(stream)
-        except OSError as exc:
-            return fail(f"cannot read context {args.context}: {exc.strerror or exc}")
-        except json.JSONDecodeError as exc:
-            return fail(f"context is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
-        if not isinstance(context, dict):
-            return fail("the context must be a JSON object")
+            context = read_context(args.context, require_object=True)
+        except ContextInputError as exc:
+            return report([exc.problem], sources=exc.sources)
     try:
         now = resolve_now(args.now) if args.now else reference_now(policy)
     except ValueError as exc:
-        return fail(f"--now: {exc}")
+        return fail("usage", f"--now: {exc}")
     try:
         for item in args.set:
             name, sep, text = item.partition("=")
             if not sep:
-                return fail(f"--set {item!r}: write ATTR=VALUE")
+                return fail("usage", f"--set {item!r}: write ATTR=VALUE")
             now = assign(policy, context, now, name, parse_value(policy, name, text))
         x = make_axis(policy, args.x, _values(policy, args.x, args.x_values), "x")
         y = make_axis(policy, args.y, _values(policy, args.y, args.y_values), "y")
         grid = heatmap(policy, x, y, fixed=context, now=now, max_cells=args.max_cells)
     except GridError as exc:
-        for error in exc.errors:
-            print(f"ttlpolicy: {error.path or 'grid'}: {error.code}: {error.message}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError) as exc:
-        return fail(str(exc).strip("'\""))
+        return report([replace(error, path=error.path or "grid") for error in exc.errors])
+    except (ValueError, KeyError) as exc:  # a --set or --x-values value the attribute's declaration refuses
+        return fail("invalid-value", str(exc).strip("'\""))
     if args.format == "json":
         return _write(args.output, json.dumps(grid.to_dict(), indent=2, default=str) + "\n")
     svg = heatmap_svg(grid, args.lifetime, context)
@@ -106,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         png = svg_to_png(svg)
     except RuntimeError as exc:
-        return fail(str(exc))
+        return fail("missing-dependency", str(exc))
     return _write(args.output, png)
 
 
@@ -127,5 +120,5 @@ def _write(path: str | None, content: str | bytes) -> int:
         with open(path, "wb") as stream:
             stream.write(content if isinstance(content, bytes) else content.encode())
     except OSError as exc:
-        return fail(f"cannot write {path}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot write {path}: {exc.strerror or exc}")
     return 0

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     targets = [*FILES.values(), SCHEMA]
     existing = [name for name in targets if (root / name).exists()]
     if existing:
-        return fail(f"{root} already has {', '.join(existing)}; nothing was written (init never overwrites)")
+        return fail("file-exists", f"{root} already has {', '.join(existing)}; nothing was written (init never overwrites)")
     templates = resources.files("ttlpolicy") / "scaffold"
     for template, target in FILES.items():
         path = root / target

@@ -13,7 +13,7 @@ from .. import PolicyError, load_policies
 from ..policyset import POLICY_SUFFIXES
 from ..errors import Problem, render_text
 from . import lint_formats
-from .output import colourise, missing_policies_hint, plural, write_json
+from .output import colourise, fail, missing_policies_hint, plural, write_json
 
 # Machine formats register here (github and sarif live in their own modules).
 FORMATS: dict[str, Callable[[list[Problem], dict[str, Any]], str]] = {}
@@ -112,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
         for policy in summary:
             print(colourise(f"ok: policy {policy['name']} ({plural(policy['rules'], 'rule')}, {policy['digest'][:19]})"))
     if io_only:
-        for path in args.paths:
-            hint = missing_policies_hint(path, how="name the policy directory (ttlpolicy lint DIR)")
-            if hint:
-                print(f"ttlpolicy: error: cannot lint {path}{hint}", file=sys.stderr)
+        if args.format != "json":  # the JSON already lists the problem; the hint is for people
+            for path in args.paths:
+                hint = missing_policies_hint(path, how="name the policy directory (ttlpolicy lint DIR)")
+                if hint:
+                    fail("io-error", f"cannot lint {path}{hint}")
         return 2
     return 1 if errors else 0

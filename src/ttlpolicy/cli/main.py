@@ -16,6 +16,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from .. import __version__
+from .output import fail, problems_as_json
 
 # Subcommand modules, each with ``register(subparsers)`` and ``EXAMPLES``; imported lazily
 # inside the subcommand's ``run`` so that ``ttlpolicy lint`` does not pay for the HTTP stack.
@@ -44,9 +45,9 @@ class Parser(argparse.ArgumentParser):
         return text
 
     def error(self, message: str) -> NoReturn:  # argparse exits 2 on usage errors; keep that, drop the noise
+        # Always text: the command line that would say --format json is the one that cannot be read.
         self.print_usage(sys.stderr)
-        print(f"ttlpolicy: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(fail("usage", message))
 
 
 def build_parser() -> Parser:
@@ -104,9 +105,7 @@ def _help(parser: argparse.ArgumentParser, topic: str | None) -> int:
     if topic not in commands:
         from ..suggest import did_you_mean
 
-        print(f"ttlpolicy: error: no command {topic!r}{did_you_mean(topic, commands)} "
-              f"(commands: {', '.join(commands)})", file=sys.stderr)
-        return 2
+        return fail("usage", f"no command {topic!r}{did_you_mean(topic, commands)} (commands: {', '.join(commands)})")
     commands[topic].print_help()
     return 0
 
@@ -122,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.run(args))
+        with problems_as_json(getattr(args, "format", None) == "json"):  # --format json: problems as JSON too
+            return int(args.run(args))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `ttlpolicy decide ... | head`

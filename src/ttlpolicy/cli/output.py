@@ -6,9 +6,12 @@ import json
 import os
 import re
 import sys
-from typing import Any, TextIO
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 from ..durations import format_duration
+from ..errors import Location, PolicyError, Problem, render_lines, render_text, severity_of
 
 
 def write_json(data: Any, stream: TextIO | None = None) -> None:
@@ -56,9 +59,64 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def fail(message: str, code: int = 2) -> int:
-    print(f"ttlpolicy: error: {message}", file=sys.stderr)
-    return code
+# Whether the running command was asked for ``--format json``: its problems are then one JSON
+# document on stdout instead of text on stderr. ``main`` sets it once from the parsed arguments
+# (a context variable rather than a parameter threaded through every helper that can fail; it is
+# reset when the command returns, so in-process callers and tests never see a stale value).
+_PROBLEMS_AS_JSON: ContextVar[bool] = ContextVar("problems_as_json", default=False)
+
+
+@contextmanager
+def problems_as_json(enabled: bool) -> Iterator[None]:
+    """Within this block, :func:`report` writes JSON (when ``enabled``) or text."""
+    token = _PROBLEMS_AS_JSON.set(enabled)
+    try:
+        yield
+    finally:
+        _PROBLEMS_AS_JSON.reset(token)
+
+
+def problem_text(problems: Iterable[Problem], sources: Mapping[str, str] | None = None) -> str:
+    """Problems for people, as lint shows them: ``file:line:col: error[code]: message`` with the
+    source line and a caret when located; ``PATH: error[code]: message`` at a path of the input
+    (``context.user.risk``, ``y.values[1]``); else ``ttlpolicy: error[code]: message``."""
+    return render_lines(problems, sources, unlocated="ttlpolicy")
+
+
+def report(problems: Iterable[Problem], exit_code: int = 2, sources: Mapping[str, str] | None = None, *,
+           listed: Iterable[Problem] = ()) -> int:
+    """Show the problems that end a command and return its exit code: the one way the CLI reports.
+
+    With ``--format json``: ``{"ok": false, "problems": [...]}`` on stdout (each problem's
+    :meth:`~ttlpolicy.errors.Problem.to_dict`, as lint's JSON), so scripts match on ``code``.
+    Otherwise text on stderr (:func:`problem_text`). ``listed``: the problems of policy or test
+    files that led to these, shown first as lint shows them (with its summary line)."""
+    problems, listed = list(problems), list(listed)
+    if _PROBLEMS_AS_JSON.get():
+        write_json({"ok": False, "problems": [p.to_dict() for p in [*listed, *problems]]})
+        return exit_code
+    parts = [render_text(listed, sources)] if listed else []
+    if problems:
+        parts.append(problem_text(problems, sources))
+    print(colourise("\n".join(parts), sys.stderr), file=sys.stderr)
+    return exit_code
+
+
+def fail(code: str, message: str, exit_code: int = 2, *, location: Location | None = None, path: str = "",
+         found: PolicyError | None = None) -> int:
+    """Report one problem with a stable ``code`` of :data:`ttlpolicy.errors.CODES` (a test holds
+    every call to that) and return ``exit_code``: 2 usage or I/O (the default), 1 findings.
+    ``found``: the policy set's error that led to it; its problems are listed first."""
+    problem = Problem(code, message, location, severity_of(code), path)
+    if found is None:
+        return report([problem], exit_code)
+    return report([problem], exit_code, found.sources, listed=found.problems)
+
+
+def warn(code: str, message: str, location: Location | None = None) -> None:
+    """A warning that does not stop the command: always text on stderr, even with ``--format
+    json``, because stdout then carries the command's result (which lists it where it has a place)."""
+    print(colourise(problem_text([Problem(code, message, location, "warning")]), sys.stderr), file=sys.stderr)
 
 
 def _value(target: str, value: Any) -> str:

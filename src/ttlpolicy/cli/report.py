@@ -11,8 +11,8 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ..errors import PolicyError, render_text
-from .output import fail, write_json
+from ..errors import Location, PolicyError
+from .output import fail, warn, write_json
 
 
 EXAMPLES = (
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         start, end = _instant("--from", args.start), _instant("--to", args.end)
     except ValueError as exc:
-        return fail(str(exc))
+        return fail("usage", str(exc))
     if start is not None and end is not None and end <= start:
-        return fail("--to must be after --from")
+        return fail("usage", "--to must be after --from")
     known: dict[str, list[str]] | None = None
     if args.policies:
         from .. import load_policies
@@ -64,17 +64,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             policies = load_policies(args.policies)
         except PolicyError as exc:
-            print(render_text(exc.problems, exc.sources), file=sys.stderr)
-            return fail(f"cannot load policies from {args.policies}")
+            return fail("policy-load-failed", f"cannot load policies from {args.policies}", found=exc)
         known = {p.name: [r.name for r in p.rules] for p in policies}
     try:
         report = build_report(args.logs, start, end, known)
     except OSError as exc:
-        return fail(f"cannot read {exc.filename or 'a log'}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot read {exc.filename or 'a log'}: {exc.strerror or exc}")
     for skipped in report["skipped"]["first"]:
-        print(f"{skipped['file']}:{skipped['line']}: report-skipped-line: {skipped['message']}", file=sys.stderr)
+        warn("report-skipped-line", skipped["message"], Location(skipped["file"], skipped["line"], 1))
     if report["skipped"]["total"] > len(report["skipped"]["first"]):
-        print(f"ttlpolicy: {report['skipped']['total']} lines skipped in all", file=sys.stderr)
+        warn("report-skipped-line", f"{report['skipped']['total']} lines skipped in all")
     try:
         if args.output:
             with open(args.output, "w", encoding="utf-8") as file:
@@ -87,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(render_html(report))
     except OSError as exc:
-        return fail(f"cannot write {args.output}: {exc.strerror or exc}")
+        return fail("io-error", f"cannot write {args.output}: {exc.strerror or exc}")
     return 0

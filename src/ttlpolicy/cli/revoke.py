@@ -36,9 +36,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.kind != "all" and not args.value:
-        return fail(f"revoke {args.kind} needs a value (the {args.kind}'s identifier)")
+        return fail("usage", f"revoke {args.kind} needs a value (the {args.kind}'s identifier)")
     if args.kind == "all" and args.value:
-        return fail("revoke all takes no value")
+        return fail("usage", "revoke all takes no value")
     body: dict[str, Any] = {"kind": args.kind, "reason": args.reason}
     if args.value:
         body["value"] = args.value

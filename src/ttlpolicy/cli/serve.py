@@ -16,7 +16,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .output import fail, missing_policies_hint
+from .output import fail, missing_policies_hint, warn
 
 
 EXAMPLES = (
@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
-        return fail(str(exc))
+        return fail("invalid-settings", str(exc))
     refusal = settings.bind_problem()
     if refusal is not None:
-        return fail(refusal)
+        return fail("insecure-bind", refusal)
 
     multiproc_dir = None
     if settings.workers > 1:
@@ -97,10 +97,10 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
     try:
         Authenticator(settings.auth)  # unreadable keys fail here, before the bind
     except ConfigError as exc:
-        return fail(str(exc))
+        return fail("invalid-settings", str(exc))
     log_problem = sink_problem(settings.decision_log)  # an unwritable log path is a usage error (exit 2)
     if log_problem is not None:
-        return fail(log_problem)
+        return fail("io-error", log_problem)
     source = policy_source(settings)
     try:
         # One worker: build the app now, so it serves exactly the set checked here. Several: check
@@ -110,14 +110,12 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
         else:
             source.load_now()
     except PolicyError as exc:
-        print(exc.render(), file=sys.stderr)
-        return fail(f"cannot load policies from {source.description}; not starting"
-                    f"{missing_policies_hint(settings.policies)}")
+        return fail("policy-load-failed", f"cannot load policies from {source.description}; not starting"
+                    f"{missing_policies_hint(settings.policies)}", found=exc)
 
     if not settings.auth.enabled:
         where = "loopback only" if loopback else "WITHOUT AUTHENTICATION (--insecure-no-auth)"
-        print(f"ttlpolicy: no credentials configured; serving {settings.host}:{settings.port} {where}",
-              file=sys.stderr)
+        warn("auth-disabled", f"no credentials configured; serving {settings.host}:{settings.port} {where}")
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["ttlpolicy"] = {"handlers": ["default"], "level": settings.log_level.upper(),
                                           "propagate": False}
@@ -159,6 +157,6 @@ def _hash_key() -> int:
 
     key = sys.stdin.readline().rstrip("\r\n")
     if not key:
-        return fail("--hash-key reads the API key on stdin; got nothing")
+        return fail("usage", "--hash-key reads the API key on stdin; got nothing")
     print(hash_key(key))
     return 0

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any, Callable
 
-from .output import write_json
+from ..errors import Location, Problem
+from .output import report, write_json
 
 
 class ServiceError(Exception):
@@ -66,19 +66,29 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None,
 
 
 def report_problem(args: argparse.Namespace, exc: ServiceError) -> int:
-    """Print a service problem; exit 2 when unreachable or unauthorised, else 1."""
-    if args.format == "json":
-        write_json(exc.body)
-    else:
-        body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {"detail": str(exc.body)}
-        print(f"ttlpolicy: error: {body.get('detail', body)}", file=sys.stderr)
-        errors: list[dict[str, Any]] = body.get("errors") or []
-        for error in errors:
-            where = error.get("path") or "body"
-            if "line" in error:
-                where += f":{error['line']}:{error['column']}"
-            print(f"  {where}: {error.get('code', '')}: {error.get('message', '')}", file=sys.stderr)
+    """Report what the service answered (or that it could not be reached): exit 2 when unreachable
+    or unauthorised, else 1."""
+    report(service_problems(exc))
     return 2 if exc.status in (0, 401, 403) else 1
+
+
+def service_problems(exc: ServiceError) -> list[Problem]:
+    """The service's RFC 9457 problem as CLI problems: the problem itself under its own code (one of
+    HTTP_PROBLEMS: ``unauthorized``, ``invalid-emergency`` ...), then each offending field at its
+    path (``scope:1:9`` inside a CEL scope); ``service-unreachable`` when there was no answer."""
+    body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {"detail": str(exc.body)}
+    detail = str(body.get("detail") or body.get("title") or f"HTTP {exc.status}")
+    if exc.status == 0:
+        return [Problem("service-unreachable", detail)]
+    problems = [Problem(str(body.get("code") or "http-error"), detail)]
+    for error in body.get("errors") or []:
+        if not isinstance(error, dict):
+            continue
+        where = str(error.get("path") or "body")
+        location = Location(where, int(error["line"]), int(error.get("column", 0))) if "line" in error else None
+        problems.append(Problem(str(error.get("code") or "invalid-field"), str(error.get("message", "")), location,
+                                path=where))
+    return problems
 
 
 def show_entries(args: argparse.Namespace, name: str, entries: list[dict[str, Any]],

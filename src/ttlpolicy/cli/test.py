@@ -15,11 +15,12 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..durations import format_duration
-from ..errors import PolicyError, Problem, UnknownPolicyError, render_text
+from ..errors import PolicyError, Problem, UnknownPolicyError
 from ..testing import CaseResult, Report, Suite, discover, load_test_file, run_tests
 
 if TYPE_CHECKING:
     from ..prove.invariants import InvariantResult
+from . import output
 from .output import colourise, decision_text, fail, missing_policies_hint, plural, write_json
 
 
@@ -113,9 +114,9 @@ def selector(pattern: str | None) -> Callable[[str], bool] | None:
 
 def run_once(args: argparse.Namespace, *, cases: bool = True) -> int:
     if not 0 <= args.min_coverage <= 100:
-        return fail("--min-coverage must be between 0 and 100")
+        return fail("usage", "--min-coverage must be between 0 and 100")
     if args.timeout is not None and args.timeout <= 0:
-        return fail("--timeout must be more than 0 seconds")
+        return fail("usage", "--timeout must be more than 0 seconds")
     files, problems = discover(args.paths)
     suites: list[Suite] = []
     sources: dict[str, str] = {}
@@ -126,20 +127,18 @@ def run_once(args: argparse.Namespace, *, cases: bool = True) -> int:
             problems += exc.problems
             sources.update(exc.sources)
     if problems:
-        code = _usage_problems(problems, sources, args.format)
-        for path in args.paths:
-            hint = missing_policies_hint(path, how="name the policy or test directory (ttlpolicy test DIR)")
-            if hint and args.format == "text":
-                print(f"ttlpolicy: error: cannot test {path}{hint}", file=sys.stderr)
-        return code
+        hints = [] if args.format != "text" else [  # the hint is for people; JSON and JUnit list the problems
+            Problem("io-error", f"cannot test {path}{hint}") for path in args.paths
+            if (hint := missing_policies_hint(path, how="name the policy or test directory (ttlpolicy test DIR)"))]
+        return output.report(hints, 2, sources, listed=problems)
     try:
         report = run_tests(suites, select=selector(args.run_pattern), cases=cases, timeout=args.timeout)
     except PolicyError as exc:
-        return _usage_problems(exc.problems, exc.sources, args.format)
+        return output.report([], 2, exc.sources, listed=exc.problems)
     except UnknownPolicyError as exc:
-        return fail(str(exc))
+        return fail("unknown-policy", str(exc))
     if args.run_pattern is not None and not report.results and not report.invariants:
-        return fail(f"no case name matches --run {args.run_pattern!r}")
+        return fail("usage", f"no case name matches --run {args.run_pattern!r}")
     low = cases and report.coverage.percent < args.min_coverage
     if args.format == "json":
         out: dict[str, Any] = {"ok": report.ok and not low}
@@ -155,14 +154,6 @@ def run_once(args: argparse.Namespace, *, cases: bool = True) -> int:
         text = text_report(report, args.min_coverage, args.verbose) if cases else invariants_text(report, args.verbose)
         print(colourise(text))
     return 1 if not report.ok or low else 0
-
-
-def _usage_problems(problems: list[Problem], sources: dict[str, str], fmt: str) -> int:
-    if fmt == "json":
-        write_json({"ok": False, "problems": [p.to_dict() for p in problems]}, sys.stdout)
-    else:
-        print(render_text(problems, sources), file=sys.stderr)
-    return 2
 
 
 def _show(key: str, value: Any) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import re
 import threading
 import time
@@ -64,7 +65,7 @@ from .problems import Refusal, problem
 
 if TYPE_CHECKING:
     from ..compile import CompiledPolicy
-    from ..state.runtime import StateRuntime
+    from ..state.runtime import LimitCount, StateRuntime
     from .parts import ServiceParts
     from .config import Settings
 
@@ -76,6 +77,9 @@ MAX_LABELS = 200  # distinct client labels per metric; the rest are counted as "
 _ACTIVE_KEEP = 400 * 86_400.0  # longest token lifetime tracked for active-token counts
 _UTC = timezone.utc
 MAX_PENDING = 10_000  # decided requests waiting for the writer thread; more are counted, not kept
+# Allowed decisions' expiry times waiting for the once-a-second flush, and (client, second) counts
+# kept while the store does not answer; beyond either bound they are counted, not kept.
+MAX_TOKENS = 100_000
 WRITE_EVERY = 0.1  # seconds between the writer thread's transactions
 
 
@@ -107,6 +111,9 @@ class ActivityMetrics:
                                   ["reason"], registry=registry)
         self.unrecorded.labels("queue_full")
         self.unrecorded.labels("store_unavailable")
+        self.tokens_uncounted = Counter("ttlpolicy_active_tokens_uncounted", "Allowed decisions left out of the "
+                                        "active-token counts (too many waiting while the store did not answer).",
+                                        registry=registry)
         self._clients: set[str] = set()
         self.events.labels("token.refreshed")  # precreate so dashboards show 0 rather than "no data"
         self.events.labels("auth.failed")
@@ -172,7 +179,11 @@ class ActivityAPI:
         log_settings = self.settings.event_log
         self.event_log = EventLog(DecisionLogSettings(sink=log_settings.sink, path=log_settings.path),
                                   lambda lost: None)  # lost lines show in its health()
-        self._tokens: collections.deque[tuple[str, float]] = collections.deque(maxlen=100_000)
+        # Allowed decisions' (client, expiry) from the decide path (deque.append and popleft are
+        # atomic: no lock), summed by the flusher into {(client, expiry second): count}.
+        self._tokens: collections.deque[tuple[str, float]] = collections.deque()
+        self._token_counts: dict[tuple[str, int], int] = {}
+        self._created: dict[tuple[str, str], Any] = {}  # (policy, client label) -> tokens_created child
         self._used: dict[tuple[str, str], frozenset[str]] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -215,7 +226,7 @@ class ActivityAPI:
             self._writer_stop.set()
             writer.join(5)
         self.write_pending()
-        self._flush_tokens()
+        self.flush_tokens()
         self.event_log.stop()
         self.webhooks.stop()
 
@@ -228,14 +239,17 @@ class ActivityAPI:
 
     # -- the decide path ------------------------------------------------------------------------
 
-    def observe(self, context: dict[str, Any], compiled: CompiledPolicy | None = None) -> Observation | None:
+    def observe(self, context: dict[str, Any], compiled: CompiledPolicy | None = None,
+                limits: LimitCount | None = None) -> Observation | None:
         """Activity and actions for a decision's subject and client (one round trip), and record it.
 
         ``None`` when activity is off, no store is configured, or the request names neither a
         user nor a client. The activity is read and recorded at the real time, whatever the
         request's ``now`` says: ``now`` moves the policy's clock, not what happened. When
         ``compiled`` reads no ``activity.*`` the values are not read (``{}``) and the recording
-        goes to the writer thread (see the module's docstring).
+        goes to the writer thread (see the module's docstring). Otherwise the decision's
+        rate-limit hits (``limits``) go in the same round trip, when they can (see
+        :class:`~ttlpolicy.state.runtime.LimitCount`).
         """
         if not self.settings.enabled:
             return None
@@ -257,7 +271,9 @@ class ActivityAPI:
         store = self.runtime.store
         if compiled is not None and self._writer is not None and not self._reads(compiled):
             known = self._actions
-            if known is not None:  # no round trip
+            if not known and known is not None:
+                in_force = []  # no action in force anywhere: the usual case
+            elif known is not None:  # no round trip
                 in_force = sorted((action_id, kind) for per, key in (("subject", subject), ("client", client_id))
                                   if key is not None for action_id, kind, until in known.get((per, key), ())
                                   if request.now < until)
@@ -278,11 +294,17 @@ class ActivityAPI:
             offset = tracker.queue_requests(batch, pending)
             queued = ActionStore(store).queue_in_force(batch, subject, client_id)
             reads = tracker.queue_observe(batch, request, offset=offset + queued)
+            hits = limits.queue(batch) if limits is not None else 0
             try:
                 results = batch.execute()
             except StoreUnavailable as exc:
                 self._count_unrecorded("store_unavailable", len(pending))
+                if limits is not None:
+                    limits.failed()
                 return self._unavailable_observation(exc, client_id)
+        if hits:
+            assert limits is not None
+            limits.take(results[len(results) - hits:])
         return Observation(reads.values(results), ActionStore.in_force(results[offset:offset + queued], request.now),
                            client=client_id)
 
@@ -373,21 +395,29 @@ class ActivityAPI:
         that changed the decision add nothing to it."""
         client = observation.client if observation is not None else None
         if observation is not None:
-            applied = apply_actions(decision, observation.actions)
+            applied = apply_actions(decision, observation.actions) if observation.actions else []
             used = self._reads(compiled)
-            info: dict[str, Any] = {"available": observation.values is not None}
-            if observation.values is not None:
-                info["values"] = {k: v for k, v in observation.values.items() if k in used}
-            else:
-                info["reason"] = observation.error
-            if applied:
-                info["actions"] = applied
-            if used or applied:
+            if used or applied:  # else the decision shows nothing of it
+                info: dict[str, Any] = {"available": observation.values is not None}
+                if observation.values is not None:
+                    info["values"] = {k: v for k, v in observation.values.items() if k in used}
+                else:
+                    info["reason"] = observation.error
+                if applied:
+                    info["actions"] = applied
                 decision.extra["activity"] = info
         if decision.allow:
-            self.metrics.tokens_created.labels(decision.policy_name, self.metrics.client_label(client)).inc()
+            label = self.metrics.client_label(client)
+            created = self._created.get((decision.policy_name, label))
+            if created is None:  # .labels() costs more than the increment: look each child up once
+                created = self._created[(decision.policy_name, label)] = \
+                    self.metrics.tokens_created.labels(decision.policy_name, label)
+            created.inc()
             if client is not None and decision.access_ttl > 0:
-                self._tokens.append((client, time.time() + decision.access_ttl))
+                if len(self._tokens) < MAX_TOKENS:
+                    self._tokens.append((client, time.time() + decision.access_ttl))
+                else:
+                    self.metrics.tokens_uncounted.inc()
 
     # -- active tokens (batched off the request path) -------------------------------------------
 
@@ -395,7 +425,7 @@ class ActivityAPI:
         while not self._stop.wait(1.0):
             if self.settings.enabled:
                 self.refresh_actions()
-            self._flush_tokens()
+            self.flush_tokens()
             self._announce_ended_emergencies()
 
     def emergency_ended(self, emergency: Any, now: float) -> None:
@@ -419,21 +449,37 @@ class ActivityAPI:
             if ended_at <= now and now - ended_at < 86_400:
                 self.emergency_ended(emergency, now)
 
-    def _flush_tokens(self) -> None:
-        store = self.runtime.store
-        if not self._tokens or not self.runtime.health.ok:
-            return  # kept (up to the deque's bound) until the store answers again
-        pending = []
-        while self._tokens:
-            pending.append(self._tokens.popleft())
-        batch = store.batch()
-        for client, expires in pending:
-            batch.window_add(f"act:active:{client}", expires, _ACTIVE_KEEP)
-        batch.set_add("act:clients", {c for c, _ in pending}, _ACTIVE_KEEP)
+    def flush_tokens(self) -> None:
+        """Write the allowed decisions' expiry times for the active-token counts: one window entry
+        per client and expiry second, holding how many tokens expire then (rounded up to the whole
+        second: a token counts as active at most a second longer). At thousands of decisions a
+        second this is a handful of rows per flush, where a row per decision kept the thread busy
+        for a tenth of the CPU. Kept (bounded) until the store answers again."""
+        counts, tokens = self._token_counts, self._tokens
+        try:
+            while True:
+                client, expires = tokens.popleft()
+                key = (client, math.ceil(expires))
+                if key in counts:
+                    counts[key] += 1
+                elif len(counts) < MAX_TOKENS:
+                    counts[key] = 1
+                else:
+                    self.metrics.tokens_uncounted.inc()
+        except IndexError:
+            pass
+        if not counts or not self.runtime.health.ok:
+            return
+        batch = self.runtime.store.batch()
+        for (client, second), n in counts.items():
+            batch.window_add(f"act:active:{client}", float(second), _ACTIVE_KEEP, n)
+        batch.set_add("act:clients", {client for client, _ in counts}, _ACTIVE_KEEP)
         try:
             batch.execute()
         except StoreUnavailable:
             log.warning("active-token counts not recorded: the state store did not answer")
+            return
+        counts.clear()
 
     def token_counts(self) -> dict[str, tuple[int, int]]:
         """``client -> (active tokens, expired in the last 5 minutes)`` from the store."""

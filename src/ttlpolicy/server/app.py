@@ -208,12 +208,15 @@ class Service:
                                          policy=compiled.name)
             context = {**context, "token": token_context(verified.claims)}
             subject = {k: v for k in _SUBJECT_FIELDS if isinstance(v := verified.claims.get(k), str)}
-        observation = self.activity.observe(context, compiled)
+        # A policy reading activity.* makes a store round trip before it decides; its rate-limit
+        # hits go in the same one when they can (counted=limits then says so).
+        limits = self.state.counting(compiled, context, instant, policies, caller)
+        observation = self.activity.observe(context, compiled, limits)
         if observation is not None and observation.values:
             context = {**context, "activity": observation.values}
         try:
             decision = compiled.decide(context, instant, explain)
-            decision = self.state.after_policy(decision, compiled, context, instant, policies, caller)
+            decision = self.state.after_policy(decision, compiled, context, instant, policies, caller, limits)
         except ContextError as exc:
             self.metrics.error(compiled.name)
             return 422, problem_body("invalid-context", f"the context violates {len(exc.problems)} declared "
@@ -276,7 +279,7 @@ class Service:
                 caller = self._authorize(authorization, api_key, DECIDE_SCOPES)
                 self._check_audit_trail()
                 self.gate.check_body_headers(content_type, content_length)
-                raw = await self.gate.receive_body(receive)
+                raw = await self.gate.receive_body(receive, scope)
                 if raw is None:
                     return  # the client went away: nobody to answer
                 body = self.gate.parse(raw)

@@ -10,9 +10,11 @@ adds, per connection:
 * **header timeout** — from the first byte of a request (or the connection's opening) until
   its headers are complete; then ``408 request-timeout`` (nothing answered to a connection that
   never sent a byte) and the connection is closed;
-* **body timeout** — the app answers ``408`` itself (``RequestGate.receive_body``); a second timer
-  a second later closes the connection if the body still has not arrived (e.g. on a route that
-  does not read bodies);
+* **body timeout** — from the end of the headers until the body is complete; then ``408
+  request-timeout`` if no response has started yet, and the connection is closed (also when the
+  route answered without reading the body). The scope carries the extension
+  ``ttlpolicy.body_timeout`` (``gate.SERVER_BODY_TIMEOUT``) so that the app does not arm a timer of
+  its own per request, as it does under any other server;
 * **idle timeout** — uvicorn's keep-alive timer, set to ``limits.idle_timeout``;
 * **header size** — request line and headers over ``limits.max_header_bytes``: ``431
   headers-too-large``;
@@ -31,6 +33,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import INTERNAL_ENV, LimitSettings, Settings
+from .gate import SERVER_BODY_TIMEOUT
 from .problems import PROBLEM_MEDIA_TYPE, problem_body
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
@@ -93,9 +96,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._header_size_exact > self.limits.max_header_bytes:
             self._too_large()
             return
-        # The app answers 408 after body_timeout; this closes the connection a second later if
-        # the body still has not arrived (a route that does not read it, a stuck app).
-        self._arm(self.limits.body_timeout + 1.0, self._body_late)
+        # The body is due within body_timeout (one timer for both the header and the body phase:
+        # re-armed here, cancelled when the message is complete). The app relies on it.
+        self.scope["extensions"] = {**(self.scope.get("extensions") or {}), SERVER_BODY_TIMEOUT: {}}
+        self._arm(self.limits.body_timeout, self._body_late)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -131,8 +135,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _body_late(self) -> None:
         self._timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_started:
+            self._refuse(408, "request-timeout", f"request body not received within {self.limits.body_timeout:g} s")
+            return
+        self.transport.close()  # answered without reading the body: nothing more to wait for
 
     def _too_large(self) -> None:
         self._refuse(431, "headers-too-large", f"request line and headers exceed {self.limits.max_header_bytes} bytes")

@@ -33,7 +33,7 @@ from ..errors import Problem
 from ..state.emergency import EmergencyInputError
 from ..state.ratelimit import retry_after_seconds
 from ..state.revocation import KINDS, RevocationInputError, TokenFacts
-from ..state.runtime import StateRuntime
+from ..state.runtime import LimitCount, StateRuntime
 from ..state.store import StoreUnavailable, StoreURLError
 from .auth import Caller
 from .config import ConfigError, Settings
@@ -153,11 +153,20 @@ class StateAPI:
                        f"({', '.join(self.callers.keys.get(caller.id, self.callers.rate))}); retry after {seconds}s",
                        headers={"Retry-After": str(seconds)}, retry_after=seconds)
 
+    def counting(self, compiled: CompiledPolicy, context: Mapping[str, Any], instant: datetime,
+                 policies: PolicySet, caller: Caller) -> LimitCount | None:
+        """The decision's rate-limit hits, for a round trip made before the policy (``None``: no limits)."""
+        limits = policies.rate_limits.get(compiled.name, ())
+        if not limits:
+            return None
+        return self.runtime.counting(compiled, context, instant, limits, caller=f"{caller.kind}:{caller.id}")
+
     def after_policy(self, decision: Decision, compiled: CompiledPolicy, context: Mapping[str, Any],
-                     instant: datetime, policies: PolicySet, caller: Caller) -> Decision:
+                     instant: datetime, policies: PolicySet, caller: Caller,
+                     counted: LimitCount | None = None) -> Decision:
         limits = policies.rate_limits.get(compiled.name, ())
         out = self.runtime.after_policy(decision, compiled, context, instant, limits,
-                                        caller=f"{caller.kind}:{caller.id}")
+                                        caller=f"{caller.kind}:{caller.id}", counted=counted)
         if out is not decision:
             extra = out.extra
             for entry in extra.get("rate_limits", ()):

@@ -25,17 +25,19 @@ poller probes it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from ..errors import ContextError
 from ..decision import Decision
 from .emergency import Emergencies, EmergencyMatch
 from .ratelimit import RateLimitOutcome, hashed_key, key_digest, retry_after_seconds, store_key
 from .revocation import Revocation, Revocations, TokenFacts
-from .store import StateStore, StoreUnavailable, Window
+from .store import Batch, StateStore, StoreUnavailable, Window
 from .tighten import Ceiling, tighten
 
 if TYPE_CHECKING:
@@ -170,21 +172,29 @@ class StateRuntime:
 
     def after_policy(self, decision: Decision, compiled: CompiledPolicy, context: Mapping[str, Any],
                      instant: datetime, limits: tuple[Any, ...] = (), *, caller: str | None = None,
-                     consume: bool = True) -> Decision:
-        """Apply rate limits, emergencies and a degraded store to a decision; only ever tightens."""
+                     consume: bool = True, counted: LimitCount | None = None) -> Decision:
+        """Apply rate limits, emergencies and a degraded store to a decision; only ever tightens.
+
+        ``counted``: the limits' hits, already counted in another round trip (see :class:`LimitCount`);
+        if it did not run, they are counted here."""
         now = self.clock()
         live = self.emergencies.live(now)
         if not limits and not live and self.health.ok:
             return decision  # the common case: nothing to read, nothing to add
+        done = counted is not None and counted.done
         # The policy has validated the context; the activation is built again only when something
         # needs it (an emergency's scope, a rate limit's condition or a key that is more than a
         # string attribute as sent).
         activation = (compiled.context.activation(context, instant)
-                      if live or any(limit.needs_activation for limit in limits) else None)
+                      if live or (not done and any(limit.needs_activation for limit in limits)) else None)
         ceilings: list[Ceiling] = []
         extra: dict[str, Any] = {}
         if limits and consume:
-            outcomes = self._count(compiled.name, limits, activation, context, caller, instant.timestamp())
+            if done:
+                assert counted is not None
+                outcomes = counted.outcomes
+            else:
+                outcomes = self._count(compiled.name, limits, activation, context, caller, instant.timestamp())
             if outcomes is not None:
                 extra["rate_limits"] = [o.to_dict() for o in outcomes]
                 exceeded = [o for o in outcomes if not o.hit.allowed]
@@ -206,9 +216,16 @@ class StateRuntime:
                                     self.degraded_access, self.degraded_refresh))
         return tighten(decision, ceilings, extra)
 
-    def _count(self, policy: str, limits: tuple[Any, ...], activation: Mapping[str, Any] | None,
-               context: Mapping[str, Any], caller: str | None, at: float) -> list[RateLimitOutcome] | None:
-        """Count one event per matching limit, in one round trip; None when the store is down."""
+    def counting(self, compiled: CompiledPolicy, context: Mapping[str, Any], instant: datetime,
+                 limits: tuple[Any, ...], caller: str | None = None) -> LimitCount | None:
+        """A decision's rate-limit hits, to be queued on a batch that runs before the policy
+        (the activity's, for a policy reading ``activity.*``), so that the decision makes one
+        store round trip, not two; ``None`` when there is nothing to count."""
+        return LimitCount(self, compiled, context, instant, limits, caller) if limits else None
+
+    def _matching(self, limits: tuple[Any, ...], activation: Mapping[str, Any] | None, context: Mapping[str, Any],
+                  caller: str | None) -> list[tuple[Any, str]]:
+        """The limits whose condition holds (or cannot be evaluated: fail safe, it counts), with their key's digest."""
         matching = []
         for limit in limits:
             try:
@@ -217,19 +234,24 @@ class StateRuntime:
                 holds = True
             if holds is not False:
                 matching.append((limit, key_digest(limit.key_values(activation, caller, context))))
+        return matching
+
+    def _count(self, policy: str, limits: tuple[Any, ...], activation: Mapping[str, Any] | None,
+               context: Mapping[str, Any], caller: str | None, at: float) -> list[RateLimitOutcome] | None:
+        """Count one event per matching limit, in one round trip; None when the store is down."""
+        matching = self._matching(limits, activation, context, caller)
         if not matching:
             return []
         if not self.health.ok:
             return None  # the degraded ceiling stands in for limits that cannot be counted
         batch = self.store.batch()
-        for limit, digest in matching:
-            batch.window_hit(store_key(policy, limit.name, (), digest), at, limit.windows)
+        _queue_hits(batch, policy, matching, at)
         try:
             hits = batch.execute()
         except StoreUnavailable as exc:
             self.health.failed(str(exc), self.clock())
             return None
-        return [RateLimitOutcome(limit, hashed_key((), digest), hit) for (limit, digest), hit in zip(matching, hits)]
+        return _outcomes(matching, hits)
 
     # -- callers of the API ----------------------------------------------------------------------
 
@@ -265,6 +287,68 @@ class StateRuntime:
     def is_token_revoked(self, claims: Mapping[str, Any]) -> bool:
         """For :class:`ttlpolicy.tokens.TokenVerifier`: any revocation covering these claims."""
         return self.revoked(TokenFacts.from_claims(claims)) is not None
+
+
+class LimitCount:
+    """A decision's rate-limit hits, queued on a batch that runs before the policy does.
+
+    Counting does not depend on the decision (every matching request counts, allowed or not),
+    only on the request; so the hits can share the round trip that reads the activity of a
+    policy reading ``activity.*``. They cannot when a limit itself reads ``activity.*`` (its
+    values are what that round trip fetches) or when the context does not validate (the policy
+    refuses it and nothing is counted): then :meth:`queue` queues nothing and
+    :meth:`StateRuntime.after_policy` counts as usual, in a round trip of its own.
+    """
+
+    def __init__(self, runtime: StateRuntime, compiled: CompiledPolicy, context: Mapping[str, Any],
+                 instant: datetime, limits: tuple[Any, ...], caller: str | None):
+        self._runtime, self._compiled, self._context = runtime, compiled, context
+        self._instant, self._limits, self._caller = instant, limits, caller
+        self._matching: list[tuple[Any, str]] = []
+        self.done = False  # True once the hits are counted (or their round trip failed)
+        self.outcomes: list[RateLimitOutcome] | None = None  # None: the store did not answer
+
+    def queue(self, batch: Batch) -> int:
+        """Queue the hits on ``batch``; returns how many operations (0: they are counted later)."""
+        if any(_reads_activity(limit) for limit in self._limits):
+            return 0
+        activation = None
+        if any(limit.needs_activation for limit in self._limits):
+            try:
+                activation = self._compiled.context.activation(self._context, self._instant)
+            except ContextError:
+                return 0
+        self._matching = self._runtime._matching(self._limits, activation, self._context, self._caller)
+        if not self._matching:
+            self.done, self.outcomes = True, []
+            return 0
+        _queue_hits(batch, self._compiled.name, self._matching, self._instant.timestamp())
+        return len(self._matching)
+
+    def take(self, hits: Sequence[Any]) -> None:
+        """The results of the operations :meth:`queue` queued, in order."""
+        self.done, self.outcomes = True, _outcomes(self._matching, hits)
+
+    def failed(self) -> None:
+        """The batch did not run: the store did not answer (the caller marks it degraded)."""
+        if self._matching:
+            self.done, self.outcomes = True, None
+
+
+def _reads_activity(limit: Any) -> bool:
+    return _ACTIVITY.search(limit.when) is not None or any(_ACTIVITY.search(p.text) for p in limit.key)
+
+
+_ACTIVITY = re.compile(r"\bactivity\.")
+
+
+def _queue_hits(batch: Batch, policy: str, matching: list[tuple[Any, str]], at: float) -> None:
+    for limit, digest in matching:
+        batch.window_hit(store_key(policy, limit.name, (), digest), at, limit.windows)
+
+
+def _outcomes(matching: list[tuple[Any, str]], hits: Sequence[Any]) -> list[RateLimitOutcome]:
+    return [RateLimitOutcome(limit, hashed_key((), digest), hit) for (limit, digest), hit in zip(matching, hits)]
 
 
 def _emergency_entry(match: EmergencyMatch) -> dict[str, Any]:

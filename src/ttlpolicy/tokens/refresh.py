@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping, Protocol
 
-from .issue import DecisionView, IssuanceDenied, apply_decision
+from .issue import DecisionView, IssuanceDenied, apply_decision, session_end
 from .sender import check_sender
 from .verify import TokenInvalid, VerifiedToken, _epoch, token_context
 
@@ -204,7 +204,7 @@ class Redemption:
         """Context namespaces the server knows for this refresh: ``user.auth_time`` of the session,
         the ``token`` claims, with the (possibly tightened) ``session_exp`` of the family."""
         token = token_context(self.verified.claims)
-        if self.family.session_exp is not None:
+        if self.family.session_exp is not None:  # the family's end, unless the token's own is earlier
             token["session_exp"] = min(token.get("session_exp", self.family.session_exp), self.family.session_exp)
         return {"user": {"auth_time": self.family.auth_time}, "token": token,
                 "grant": {"type": "refresh_token"}}
@@ -246,9 +246,9 @@ class RefreshChain:
         if auth_time is None:
             auth_time = claims.get("auth_time", instant)
         auth = int(_epoch(auth_time))
-        session_exp = _earliest(auth + view.max_session if view.max_session is not None else None,
-                                view.instant("session"))
         base = {**claims, "auth_time": auth, "client_id": client_id}
+        # the earliest of auth_time + max_session, the decided instant and a session_exp the claims carry
+        session_exp = session_end(base, view)
         if view.refresh_ttl <= 0:
             return Issued(None, session_exp, None, cnf, False, view, instant, decision_id)
         family = Family(id=secrets.token_urlsafe(18), subject=subject, client_id=client_id, auth_time=auth,
@@ -257,8 +257,8 @@ class RefreshChain:
         base["sid"] = family.id
         if cnf is not None:
             base["cnf"] = dict(cnf)
-        refresh = apply_decision(base, view, instant, "refresh", session_exp, decision_id=decision_id,
-                                 step_up_satisfied=True)
+        # apply_decision finds the same session end in base and the decision itself
+        refresh = apply_decision(base, view, instant, "refresh", decision_id=decision_id, step_up_satisfied=True)
         rotation = view.rotation or (public_client and cnf is None)
         self.store.create_family(family)
         self.store.add_token(self._record(refresh, family.id, view, rotation))
@@ -287,8 +287,7 @@ class RefreshChain:
             raise TokenInvalid("revoked", "token family revoked")
         # Proof of possession comes before reuse detection: a thief without the key must not be
         # able to revoke the victim's session by replaying a consumed token.
-        check_sender({"cnf": family.cnf} if family.cnf else {}, dpop_jkt=dpop_jkt,
-                     certificate_thumbprint=certificate_thumbprint)
+        check_sender({"cnf": family.cnf}, dpop_jkt=dpop_jkt, certificate_thumbprint=certificate_thumbprint)
         if family.session_exp is not None and at >= family.session_exp:
             self.store.revoke_family(family.id, at, "session reached its absolute limit")
             raise TokenInvalid("expired", "session expired; sign in again")
@@ -318,17 +317,16 @@ class RefreshChain:
         view.refuse_unless_issuable()
         if view.sender_constrained and family.cnf is None:
             raise IssuanceDenied("the policy requires a sender-constrained token (DPoP or mTLS); sign in again")
-        session_exp = _earliest(family.session_exp,
-                                family.auth_time + view.max_session if view.max_session is not None else None,
-                                view.instant("session"))
+        base = {**claims, "sid": family.id, "client_id": family.client_id, "auth_time": family.auth_time}
+        if family.cnf is not None:
+            base["cnf"] = dict(family.cnf)
+        # the family's end, or earlier: auth_time + max_session, the decided instant, a session_exp the claims carry
+        session_exp = session_end(base, view, family.session_exp)
         if session_exp is not None and session_exp != family.session_exp:
             self.store.tighten_session(family.id, session_exp)
         if session_exp is not None and at >= session_exp:
             self.store.revoke_family(family.id, at, "session reached its absolute limit")
             raise IssuanceDenied("the session has reached its absolute limit; sign in again", end_session=True)
-        base = {**claims, "sid": family.id, "client_id": family.client_id, "auth_time": family.auth_time}
-        if family.cnf is not None:
-            base["cnf"] = dict(family.cnf)
 
         def issued(refresh: dict[str, Any] | None, rotated: bool) -> Issued:
             return Issued(family.id, session_exp, refresh, family.cnf, rotated, view, instant, decision_id)
@@ -337,21 +335,17 @@ class RefreshChain:
         if ttl <= 0:  # the policy grants no refresh token in this context: this one ends here
             self.store.tighten_token(record.jti, at)
             return issued(None, False)
+        # once rotating, always (a public client's bearer tokens rotate from sign-in on: RFC 9700 §4.14.2)
+        rotation = view.rotation or record.rotation
+        if not rotation:  # the presented token lives on, and tighten_token never lengthens it
+            self.store.tighten_token(record.jti, at + ttl if session_exp is None else min(at + ttl, session_exp))
+            return issued(None, False)
+        refresh = apply_decision(base, view, instant, "refresh", session_exp, decision_id=decision_id)
         # A stricter decision than the one the presented token got never extends the horizon. A
         # lifetime that merely ends with the session (the evaluator cuts it to what remains of
         # max_session) is not stricter: the session end bounds it anyway.
-        stricter = ttl < record.ttl and (session_exp is None or at + ttl < session_exp)
-        horizon = record.expires_at if stricter else None
-        rotation = view.rotation or record.rotation or (family.public_client and family.cnf is None)
-        if not rotation:
-            expires = _earliest(at + ttl, session_exp, horizon)
-            assert expires is not None
-            self.store.tighten_token(record.jti, expires)
-            return issued(None, False)
-        refresh = apply_decision(base, view, instant, "refresh", session_exp, decision_id=decision_id,
-                                 step_up_satisfied=True)
-        if horizon is not None and refresh["exp"] > horizon:
-            refresh["exp"] = horizon
+        if ttl < record.ttl and (session_exp is None or at + ttl < session_exp):
+            refresh["exp"] = min(refresh["exp"], record.expires_at)
         new = self._record(refresh, family.id, view, True)
         self.store.add_token(new)  # before the swap, so a concurrent retry always finds it
         self._swap(redemption, new.jti, at)
@@ -387,7 +381,3 @@ def _decided_refresh_ttl(view: DecisionView) -> int:
     ttl = view.refresh_ttl
     return min(ttl, int(view.idle_timeout)) if view.idle_timeout is not None else ttl
 
-
-def _earliest(*values: int | None) -> int | None:
-    present = [v for v in values if v is not None]
-    return min(present) if present else None

@@ -293,10 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_http:
         log("HTTP: wrk on loopback")
         from httpbench import http_markdown, run_http
+        rounds = 1 if args.quick else 3
         http, notes = run_http(workforce_contexts(200, seed=9), seconds=3 if args.quick else 10,
-                               warmup=1 if args.quick else 3, workers_list=(1,) if args.quick else (1, 2))
+                               warmup=1 if args.quick else 3, workers_list=(1,) if args.quick else (1, 2),
+                               rounds=rounds)
         native = next(t for t in wf if t.engine.startswith("ttlpolicy (native"))
-        md += http_markdown(http, notes, 3 if args.quick else 10, native.mean_us)
+        md += http_markdown(http, notes, 3 if args.quick else 10, native.mean_us, rounds=rounds)
 
     md += [f"Total run time {time.perf_counter() - started:.0f} s; load average at the end: "
            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.", ""]

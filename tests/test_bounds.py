@@ -99,6 +99,9 @@ RELATIONAL: dict[str, str] = {
                                 f"    default: 9{MARK}\n",
     "a number a condition compares an attribute with": HEAD + BASE + "rules:\n  - name: r\n"
                                                        f"    when: time.hour > 23{MARK}\n    deny: x\n",
+    "the nesting of a condition (and of every other CEL text: rate-limit keys, emergency scopes, test and invariant "
+    "conditions)": HEAD + BASE + "rules:\n  - name: r\n    when: '" + "(" * 30 + "user.mfa" + ")" * 30
+                   + f"'{MARK}\n    deny: x\n",
 }
 
 

@@ -117,13 +117,16 @@ def test_well_typed_contexts_never_reach_the_closure() -> None:
         raise AssertionError("the generated code fell back to the closure")
 
     act = {"device": {"trust": "managed"}, "tier": "finance", "user": {"risk": 0.95, "mfa": False,
-           "groups": ["staff", "admins"]}, "client": {"type": "public"}, "location": {"zone": "vpn"},
-           "resource": {"sensitivity": "restricted"}}
+           "groups": ["staff", "admins"]}, "client": {"type": "public"}, "location": {"zone": "vpn",
+           "country": "DE", "expected": ["FR", "DE"]}, "resource": {"sensitivity": "restricted"}}
     cases = {'device.trust == "unmanaged"': False, 'tier in ["finance", "government"]': True,
              "user.risk >= 0.9": True, 'has(client.type) && client.type == "public"': True,
              '!(location.zone in ["corporate", "vpn"])': False, '"admins" in user.groups': True,
              '"oncall" in user.groups || has(user.department)': False,
-             'resource.sensitivity == "restricted" && !user.mfa': True}
+             'resource.sensitivity == "restricted" && !user.mfa': True,
+             "has((client.type)) && has(client.name)": False, "location.country in location.expected": True,
+             'location.zone in location.expected || "DE" in user.groups': False,
+             "size(user.groups) > 1": True, "size(user.groups) == 3": False, "size(location.country) <= 2": True}
     for text, expected in cases.items():
         fn = codegen.generate(parse(text), closure, leaf_parts)
         assert fn is not None and fn(act) is expected, text

@@ -82,8 +82,9 @@ def test_decide_reads_stdin_and_reports_context_problems(capsys: pytest.CaptureF
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"user": {"risk": 7, "mfa": "yes"}, "colour": "red"}'))
     code, out, _ = run(capsys, "decide", "--policies", str(POLICIES), "--now", NOW)
     assert code == 1
-    problems = json.loads(out)["problems"]
-    assert sorted(p["path"] for p in problems) == ["colour", "user.mfa", "user.risk"]
+    refused = json.loads(out)
+    assert (refused["ok"], refused["error"]) == (False, "invalid-context")
+    assert sorted(p["path"] for p in refused["problems"]) == ["colour", "user.mfa", "user.risk"]
 
 
 @pytest.mark.parametrize("args, message", [

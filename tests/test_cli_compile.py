@@ -38,3 +38,17 @@ def test_errors_and_unknown_policies(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["compile", "--policies", str(tmp_path)]) == 1
     assert "p.yaml:4:" in capsys.readouterr().err
     assert main(["compile", "--policies", str(tmp_path / "missing")]) == 2
+
+
+def test_json_lists_the_problems_instead_of_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.yaml").write_text("apiVersion: ttlpolicy/v1\nname: p\nrules:\n  - {name: r, when: 'user.nope', "
+                                     "deny: x}\n")
+    assert main(["compile", "--policies", str(tmp_path), "--format", "json"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert err == "" and summary["errors"] == len(summary["problems"]) >= 1
+    assert ("cel-unknown-attribute", 4) in [(p["code"], p["location"]["line"]) for p in summary["problems"]]
+    assert main(["compile", "--policies", str(tmp_path), "--show", "nope", "--format", "json"]) == 1
+    out, err = capsys.readouterr()
+    problems = json.loads(out)["problems"]
+    assert err == "" and problems[-1]["code"] == "unknown-policy" and len(problems) == summary["errors"] + 1

@@ -241,9 +241,10 @@ def test_every_problem_of_a_context_is_reported_with_its_path() -> None:
         ("context-type", "time", "expected an object, got string"),
         ("context-value", "tenant", "expected a string, got integer"),
         ("context-unknown-attribute", "weather", "not a declared attribute of this policy"),
-        ("context-missing", "user.badge", "required attribute is missing"),  # it has no valid value
-    ]
+    ]  # user.badge was sent, and refused: said once, not also "missing"
     assert _problems({}) == [("context-missing", "user.badge", "required attribute is missing")]
+    assert _problems({"user": 5}) == [("context-type", "user", "expected an object, got integer")]
+    assert _problems({"user": {"badge": None}}) == [("context-missing", "user.badge", "required attribute is missing")]
     assert _problems(["not", "an", "object"]) == [("context-type", "context", "context must be an object, got list")]
 
 

@@ -25,7 +25,7 @@ ELSEWHERE = {
     "file-encoding": "test_load.py", "yaml-too-many-nodes": "test_load.py", "yaml-key": "below",
     "condition-never-true": "test_analysis.py", "condition-always-true": "test_analysis.py",
     "effect-never-applies": "test_analysis.py", "loosening-rule": "test_analysis.py",
-    "allow-unused": "test_analysis.py",
+    "allow-unused": "test_analysis.py", "cel-too-deep": "test_cel_depth.py",
     "no-tests": "test_testing.py", "test-file": "test_testing.py",
     "set-changing": "test_server_reload.py", "manifest-mismatch": "test_server_reload.py",
     **{code: "test_bundle.py" for code in ("manifest-invalid", "signature-missing", "signature-invalid",

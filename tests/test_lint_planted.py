@@ -48,6 +48,12 @@ PLANTED = [
      "is above limits.access_ttl.max (12h)"),
     ("workforce.yaml", "when: |\n      (has(user.department)", "when: |\n      ((has(user.department)",
      "(", "cel-syntax", "is never closed; add ')'"),
+    # cel-python's parser makes `true` and `false` tokens without a position: errors in the
+    # expressions that start with one were reported with none (a traceback in lint)
+    ("workforce.yaml", 'resource.sensitivity == "restricted" && !user.mfa',
+     'resource.sensitivity == "restricted" && (true + 1 > 0)', "true", "cel-type-mismatch", "no operator bool + int"),
+    ("workforce.yaml", 'device.platform == "other"', 'device.platform.matches(false ? "other":"[")',
+     "false", "cel-unsupported", "invalid regex"),
 ]
 
 

@@ -207,3 +207,24 @@ def test_the_body_timeout_is_the_apps_unless_the_server_keeps_it() -> None:
     # ttlpolicy's protocol (tests/test_server_timeouts.py) answers 408 and closes the connection
     # itself: the app arms no timer and only sees the disconnect.
     assert asyncio.run(_decide_with_a_body_that_never_comes(app, {SERVER_BODY_TIMEOUT: {}})) == []
+
+
+def test_serve_freezes_the_built_service_out_of_the_cyclic_collectors_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import uvicorn
+
+    from ttlpolicy.cli.main import main
+
+    seen: dict[str, int] = {}
+
+    def run(app: Any, **settings: Any) -> None:  # instead of serving: what the server would start with
+        seen["frozen"] = gc.get_freeze_count()
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    gc.unfreeze()
+    try:
+        assert main(["serve", "--policies", str(POLICIES), "--no-watch", "--port", "0"]) == 0
+    finally:
+        gc.unfreeze()  # the test process goes on collecting as usual
+    assert seen["frozen"] > 1000  # the imports and the loaded policy set

@@ -60,7 +60,8 @@ subject_tokens:
 
 
 def claims(**extra: Any) -> dict[str, Any]:
-    return {"iss": ISS, "aud": "ttlpolicy", "sub": "alice", "jti": "jti-1", "iat": NOW - 60, "exp": NOW + 600,
+    # valid for hours: NOW is when this module was imported, and a loaded suite takes many minutes
+    return {"iss": ISS, "aud": "ttlpolicy", "sub": "alice", "jti": "jti-1", "iat": NOW - 60, "exp": NOW + 4 * 3600,
             **extra}
 
 

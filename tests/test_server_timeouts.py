@@ -7,6 +7,7 @@ with a generous socket timeout as a safety net; none asserts how long anything t
 from __future__ import annotations
 
 import json
+import select
 import socket
 from typing import Iterator
 
@@ -109,3 +110,34 @@ def test_connections_beyond_the_cap_get_503() -> None:
         with connect(server) as sock:  # capacity is back once they are gone
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert read_until_closed(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_a_large_body_in_the_same_read_as_its_headers_is_a_body_problem(server: ServerProcess) -> None:
+    """Headers and a 100 kB body in one write reach the server in one read: the headers are small,
+    so the answer is the body limit's 413, not 431 (which a coarse count of the read gave)."""
+    body = b'{"context": {}}' + b" " * 100_000
+    with connect(server) as sock:
+        sock.sendall(b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        status, problem, _ = problem_of(read_until_closed(sock))
+    assert status == 413 and problem["code"] == "body-too-large"
+
+
+def test_headers_that_never_end_are_refused_before_they_are_all_read(server: ServerProcess) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        for _ in range(20):  # 320 kB of one header that never ends, a piece at a time ...
+            sock.sendall(b"a" * 16_384)
+            if select.select([sock], [], [], 0.2)[0]:  # ... until the server answers
+                break
+        status, problem, _ = problem_of(read_until_closed(sock))
+    assert status == 431 and problem["code"] == "headers-too-large"
+
+
+def test_oversized_headers_of_a_pipelined_request_get_431(server: ServerProcess) -> None:
+    small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3000 + b"\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(small + big)  # one write: the second request begins inside the first one's chunk
+        response = read_until_closed(sock)
+    assert b"HTTP/1.1 431" in response and b"headers-too-large" in response  # refused, not served

@@ -93,6 +93,7 @@ def test_deny_and_step_up(api: TestClient) -> None:
     ('device.trust == "managed" && user.colour == "red"', "cel-unknown-attribute", 30),
     ("user.risk > 1", "cel-type-mismatch", 1),
     ("user.risk", "cel-not-boolean", 1),
+    ("(" * 100 + "user.mfa" + ")" * 100, "cel-too-deep", 26),  # refused, not a RecursionError
 ])
 def test_a_bad_scope_is_422_at_its_column(api: TestClient, scope: str, code: str, column: int) -> None:
     response = start(api, scope=scope)

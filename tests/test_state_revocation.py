@@ -29,7 +29,7 @@ KEYS = {"soc": ("soc-key", ["revoke"]), "issuer": ("issuer-key", ["decide"]), "r
 
 def token(**extra: Any) -> str:
     claims = {"iss": ISS, "aud": "ttlpolicy", "sub": "alice", "jti": "jti-1", "sid": "fam-1", "client_id": "web",
-              "tenant": "acme", "iat": NOW - 60, "exp": NOW + 600, **extra}
+              "tenant": "acme", "iat": NOW - 60, "exp": NOW + 4 * 3600, **extra}  # hours: NOW is the import
     return jwt.encode(claims, KEY, algorithm="ES256")
 
 

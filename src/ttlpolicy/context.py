@@ -347,9 +347,11 @@ class ContextSchema:
                         out[key] = check(value)
                     except ValueError as exc:
                         problems.append(Problem("context-value", str(exc), path=key))
+        refused = {problem.path for problem in problems}  # sent but refused: said once, not also "missing"
         for name in self._required:
             namespace, _, field = name.partition(".")
-            if (field not in out.get(namespace, {})) if field else (name not in out):
+            missing = (field not in out.get(namespace, {})) if field else (name not in out)
+            if missing and name not in refused and namespace not in refused:
                 problems.append(Problem("context-missing", "required attribute is missing", path=name))
         if problems:
             raise ContextError(problems)

@@ -228,6 +228,7 @@ CODES: Mapping[str, str] = {
     "cel-not-numeric": "a factor expression is not a number",
     "cel-unknown-function": "a CEL function or method that does not exist",
     "cel-unsupported": "a CEL construct ttlpolicy does not support",
+    "cel-too-deep": "an expression nests too deeply (a syntax tree deeper than 250 levels)",
     "cel-literal-range": "an integer literal does not fit 64 bits, so every evaluation would fail",
     "cel-impossible-comparison": "a comparison with a literal that the attribute's declared range never satisfies",
     "cel-duration-overflow": "the difference of two instants (`time.now - user.auth_time`) can leave the duration range and fail; compare the instants",
@@ -303,7 +304,7 @@ CODES: Mapping[str, str] = {
 # says what happened this time, and ``errors`` lists each offending field with a code of CODES.
 HTTP_PROBLEMS: Mapping[str, tuple[int, str]] = {
     "invalid-json": (400, "Request body is not valid JSON"),
-    "invalid-request": (400, "Request body does not have the expected shape"),
+    "invalid-request": (400, "Request does not have the expected shape"),  # its body or its query
     "invalid-security-event": (400, "Security event refused"),
     "unauthorized": (401, "Missing or invalid credentials"),
     "insufficient-scope": (403, "Credentials lack the required scope"),

@@ -52,13 +52,11 @@ def _slow_() -> Any:
     raise _Slow
 
 
-def _lacks(items: list[Any]) -> bool:
-    """``"lit" in items`` was false: false for CEL too when every item is a string (comparing a
-    string with a number or a list is an error in CEL, so mixed lists go to the closure)."""
-    for item in items:
-        if type(item) is not str:
-            raise _Slow
-    return False
+def unwrap(t: lark.Tree) -> lark.Tree:
+    """``t`` without the grammar's one-child links around it (``expr`` → ``conditionalor`` → …)."""
+    while t.data in _LINKS and len(t.children) == 1:
+        t = t.children[0]
+    return t
 
 
 class _Generator:
@@ -80,8 +78,7 @@ class _Generator:
 
     def boolean(self, t: lark.Tree) -> str:
         """Python source for ``t``, which yields a bool or raises (any exception means: use the closure)."""
-        while t.data in _LINKS and len(t.children) == 1:
-            t = t.children[0]
+        t = unwrap(t)
         if t.data in ("conditionaland", "conditionalor") and len(t.children) == 2:
             kind = t.data  # a chain a && b && c is left-nested: flatten it as the closure does
             operands: list[str] = []
@@ -115,14 +112,11 @@ class _Generator:
 
     def path(self, t: lark.Tree) -> str | None:
         """``act['a']['b']`` for an attribute chain ``a.b``, else ``None``."""
-        while t.data in _LINKS and len(t.children) == 1:
-            t = t.children[0]
+        t = unwrap(t)
         fields: list[str] = []
         while t.data == "member_dot":
             fields.append(str(t.children[1]))
-            t = t.children[0]
-            while t.data in _LINKS and len(t.children) == 1:
-                t = t.children[0]
+            t = unwrap(t.children[0])
         if t.data != "ident":
             return None
         fields.append(str(t.children[0]))
@@ -144,9 +138,9 @@ class _Generator:
             container = self.path(right_tree)
             if op == "relation_in" and container is not None:  # `location.country in location.expected`
                 v, w = self.variable(), self.variable()
-                # As the closure's `in_`: found is true; not found is false when every item is a string.
-                return (f"((True if {v} in {w} else _lacks({w})) if type({v} := {path}) is str "
-                        f"and type({w} := {container}) is list else _slow_())")
+                # As the closure's `in_`: a string equals only an equal string (CEL's equality is
+                # heterogeneous: "1" == 1 is false, not an error), so Python's `in` is the answer.
+                return f"({v} in {w} if type({v} := {path}) is str and type({w} := {container}) is list else _slow_())"
             return None
         v = self.variable()
         if op == "relation_in":
@@ -166,8 +160,7 @@ class _Generator:
 
     def size_of(self, t: lark.Tree) -> str | None:
         """The attribute path ``p`` of ``size(p)``, else ``None``."""
-        while t.data in _LINKS and len(t.children) == 1:
-            t = t.children[0]
+        t = unwrap(t)
         if t.data != "ident_arg" or str(t.children[0]) != "size" or len(t.children) != 2:
             return None
         args = t.children[1].children
@@ -193,16 +186,12 @@ class _Generator:
             return None
         v = self.variable()
         k = self.constant(value)
-        return f"((True if {k} in {v} else _lacks({v})) if type({v} := {path}) is list else _slow_())"
+        return f"({k} in {v} if type({v} := {path}) is list else _slow_())"  # as above
 
     def has(self, t: lark.Tree) -> str | None:
-        if len(t.children) != 2 or len(t.children[1].children) != 1:
-            return None
-        inner = t.children[1].children[0]
-        while inner.data != "member_dot" and inner.data in _LINKS and len(inner.children) == 1:
-            inner = inner.children[0]
-        if inner.data != "member_dot":
-            return None
+        """``has(a.b)``: the native compiler has already checked its argument (one field
+        selection, in parentheses or not) and refused anything else."""
+        inner = unwrap(t.children[1].children[0])
         base = self.path(inner.children[0])
         field = str(inner.children[1])
         if base is None:
@@ -221,7 +210,7 @@ def _code(source: str) -> CodeType:
 
 
 # What a condition's source may name besides its constants and ``act`` (the activation).
-HELPERS: dict[str, Any] = {"_slow_": _slow_, "_lacks": _lacks}
+HELPERS: dict[str, Any] = {"_slow_": _slow_}
 BUILTINS: dict[str, Any] = {"type": type, "str": str, "int": int, "float": float, "bool": bool, "dict": dict,
                             "list": list, "len": len, "Exception": Exception}
 

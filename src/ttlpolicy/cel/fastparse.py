@@ -19,8 +19,7 @@ of precedence is a node even with one child (``expr → conditionalor → condit
 → addition → multiplication → unary → member → primary → literal``); left-recursive operators
 nest to the left (``a < b`` is ``relation(relation_lt(relation(a)), addition(b))``); anonymous
 punctuation is dropped from the children but counts for the positions; ``true`` and ``false``
-are ``BOOL_LIT`` tokens *without* positions (cel-python's lexer callback makes new tokens), and
-a node whose first leaf is one has no start position either.
+are ``BOOL_LIT`` tokens (with their positions: see ``parse._bool_literal``).
 """
 
 from __future__ import annotations
@@ -252,8 +251,7 @@ class _Parser:
         if kind == "name":
             value = tok[1]
             if value in ("true", "false"):
-                # cel-python's lexer callback returns a new token: no position at all.
-                token = Token("BOOL_LIT", value)
+                token = self.token("BOOL_LIT", tok)
                 return Tree("literal", [token], _token_span(token))
             if value == "null":
                 return self.literal(tok)
@@ -333,7 +331,7 @@ def _span(first: Meta, last: Meta) -> Meta:
 
 
 def _token_span(token: Token) -> Meta:
-    """The position of a node of one token (``None`` throughout for a ``BOOL_LIT``)."""
+    """The position of a node of one token."""
     meta: Any = Meta()
     meta.empty = False
     meta.line, meta.column, meta.start_pos = token.line, token.column, token.start_pos

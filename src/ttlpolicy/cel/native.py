@@ -59,6 +59,7 @@ _LINKS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addi
                     "unary", "member", "primary", "paren_expr"})
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _SIMPLE_TYPES = (str, int, float, bool)
+_MAP_KEY_KINDS = ("string", "int", "uint", "bool")
 
 
 def compile_expression(tree: lark.Tree, generate: bool = True) -> Callable[[Mapping[str, Any]], Any]:
@@ -209,16 +210,10 @@ def _path_getter(path: tuple[str, ...]) -> Fn:
 
 
 def _iter_range(v: Any, macro: str) -> Any:
-    t = type(v)
-    if t is list or t is tuple:
-        return v
-    if t is dict:
-        return list(v)
+    """What a macro ranges over: a list's items, a map's keys (iterating a Mapping gives them)."""
     k = nf.kind(v)
-    if k == "list":
-        return list(v)
-    if k == "map":
-        return list(v.keys())
+    if k == "list" or k == "map":
+        return v
     raise nf.no_overload(macro, v)  # cel-python iterates strings char by char (documented)
 
 
@@ -455,12 +450,7 @@ class _Compiler:
             not_ = nf.not_
 
             def negate(act: Activation) -> bool:
-                v = f(act)
-                if v is True:
-                    return False
-                if v is False:
-                    return True
-                return not_(v)
+                return not_(f(act))
 
             return _fold(_Node(negate, boolean=True), operand)
         neg = nf.neg
@@ -501,15 +491,7 @@ class _Compiler:
         bf, xf = base.fn, index.fn
 
         def index_fn(act: Activation) -> Any:
-            b = bf(act)
-            i = xf(act)
-            tb = type(b)
-            if tb is dict and type(i) is str:
-                try:
-                    return b[i]
-                except KeyError:
-                    raise CELEvalError(f"no such key: {i!r}") from None
-            return _index_slow(b, i)
+            return _index(bf(act), xf(act))
 
         return _fold(_Node(index_fn), base, index)
 
@@ -578,7 +560,7 @@ class _Compiler:
             out: dict[Any, Any] = {}
             for kf, vf in pairs:
                 k = kf(act)
-                if nf.kind(k) not in ("string", "int", "uint", "bool"):
+                if nf.kind(k) not in _MAP_KEY_KINDS:
                     raise CELEvalError(f"unsupported map key type '{nf.kind(k)}'")
                 if k in out:
                     raise CELEvalError("duplicate map key")
@@ -665,12 +647,10 @@ class _Compiler:
         return _fold(_Node(call2, boolean=boolean), *args)
 
     def _has(self, t: lark.Tree, arg_trees: list[lark.Tree]) -> _Node:
-        inner = arg_trees[0] if len(arg_trees) == 1 else t
-        while inner.data != "member_dot" and len(inner.children) == 1 and isinstance(
-            inner.children[0], lark.Tree
-        ) and inner.data != "paren_expr":
-            inner = inner.children[0]
-        if len(arg_trees) != 1 or inner.data != "member_dot":
+        # The argument must be a field selection, written as such (parentheses allowed, as in
+        # cel-go): not an expression that merely contains one, like has([a.b]).
+        inner = codegen.unwrap(arg_trees[0]) if len(arg_trees) == 1 else t
+        if inner.data != "member_dot":
             raise _unsupported(t, "has() requires a field selection argument, e.g. has(a.b)")
         base = self.expr(inner.children[0])
         field = str(inner.children[1])
@@ -679,7 +659,7 @@ class _Compiler:
         def has(act: Activation) -> bool:
             # Presence test: the operand itself must evaluate; only the last field may be absent.
             v = bf(act)
-            if type(v) is dict or isinstance(v, Mapping):
+            if nf.kind(v) == "map":
                 return field in v
             raise nf.no_overload("has", v)  # cel-python: false for any error (documented)
 
@@ -762,19 +742,18 @@ class _Compiler:
         return _Node(filter_)
 
 
-def _index_slow(b: Any, i: Any) -> Any:
+def _index(b: Any, i: Any) -> Any:
+    """``b[i]``: a list's item by an int or uint position, a map's value by a key."""
     kb, ki = nf.kind(b), nf.kind(i)
-    if kb == "list":
-        if ki not in ("int", "uint"):
-            raise nf.no_overload("_[_]", b, i)
+    if kb == "list" and (ki == "int" or ki == "uint"):
         if 0 <= i < len(b):
             return b[i]
         raise CELEvalError(f"index out of range: {int(i)}")  # no Python negative indexing
-    if kb == "map":
-        if ki not in ("string", "int", "uint", "bool"):
-            raise nf.no_overload("_[_]", b, i)
-        try:
-            return b[i]
-        except KeyError:
-            raise CELEvalError(f"no such key: {i!r}") from None
+    if kb == "map" and ki in _MAP_KEY_KINDS:
+        # CEL's key equality (1 == 1u, but true != 1), not Python's dict lookup, which finds the
+        # value of a key `true` for the index 1.
+        key = nf._matching_key(b, i)
+        if key is nf._MISSING:
+            raise CELEvalError(f"no such key: {i!r}")
+        return b[key]
     raise nf.no_overload("_[_]", b, i)

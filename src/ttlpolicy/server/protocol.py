@@ -20,7 +20,13 @@ adds, per connection:
   headers-too-large``;
 * **connections** — beyond ``limits.max_connections`` per worker a new connection gets ``503
   too-many-connections`` and is closed at once.
+
 Every refusal is an RFC 9457 problem with ``Connection: close``.
+
+It also writes each response with one ``write(2)``: uvicorn writes the status line and headers
+at ``http.response.start`` and the body at ``http.response.body``, two system calls that cost
+more than any other single step of a decide request under load; :class:`_OneWrite` holds the
+first until the second.
 """
 
 from __future__ import annotations
@@ -47,8 +53,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._awaiting_headers = True
-        self._header_size = 0  # bytes received while the headers are incomplete (a coarse early check)
-        self._header_size_exact = 0  # the request line and headers as parsed
+        self._header_size = 0  # bytes received while the headers are incomplete (at least their size)
+        # Whether the current request began inside the chunk that ended the one before (a
+        # pipelined request): then _header_size is no bound on its headers' size.
+        self._chunks = 0
+        self._completed_in = -1
+        self._mid_chunk = False
+        # One deadline at a time (header or body phase) and the callback for when it passes; the
+        # timer behind it is lazy (see _arm).
+        self._deadline = 0.0
+        self._late: Callable[[], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     # -- the connection ---------------------------------------------------------------------------
@@ -63,44 +77,56 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_headers:
-            self._header_size += len(data)
-            if self._timer is None:  # the first bytes after an idle keep-alive: a request has begun
-                self._arm(self.limits.header_timeout, self._headers_late)
-            if self._header_size > self.limits.max_header_bytes + 65_536:
-                # Far past the limit without the end of the headers: refuse before parsing more.
-                self._too_large()
-                return
+        self._chunks += 1
+        if not self._awaiting_headers:
+            super().data_received(data)
+            return
+        self._header_size += len(data)
+        if self._late is None:  # the first bytes after an idle keep-alive: a request has begun
+            self._arm(self.limits.header_timeout, self._headers_late)
+        # Parse first: one read may hold the headers and a large body after them, which is the
+        # body limit's business (413), not this one's. httptools parses a read in C without
+        # keeping it; what it hands over is bounded by the read.
         super().data_received(data)
+        if self._awaiting_headers and self._header_size > self.limits.max_header_bytes + 65_536:
+            # Far past the limit and the headers still not complete: refuse before reading more.
+            self._too_large()
 
     # -- parser callbacks -------------------------------------------------------------------------
 
-    def on_url(self, url: bytes) -> None:
-        self._header_size_exact += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_size_exact += len(name) + len(value) + 4
-        super().on_header(name, value)
-
     def on_message_begin(self) -> None:
-        self._header_size_exact = 0
+        self._mid_chunk = self._chunks == self._completed_in
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        self._header_size = 0
-        if self._header_size_exact > self.limits.max_header_bytes:
+        # The bytes received since the request began bound its headers' size from above; only a
+        # request near the limit (or pipelined behind another) has them measured exactly.
+        limit = self.limits.max_header_bytes
+        if (self._header_size > limit or self._mid_chunk) and self._parsed_header_size() > limit:
             self._too_large()
             return
-        # The body is due within body_timeout (one timer for both the header and the body phase:
-        # re-armed here, cancelled when the message is complete). The app relies on it.
+        self._header_size = 0
+        # The body is due within body_timeout (the same deadline as the header phase, moved on
+        # here and dropped when the message is complete). The app relies on it.
         self.scope["extensions"] = {**(self.scope.get("extensions") or {}), SERVER_BODY_TIMEOUT: {}}
         self._arm(self.limits.body_timeout, self._body_late)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and not self.expect_100_continue:
+            # This request's cycle writes through _OneWrite (100 Continue must go out at once).
+            one = _OneWrite(self.transport, cycle.on_response)
+            cycle.transport = one  # type: ignore[assignment]
+            cycle.on_response = one.response_complete
+
+    def _parsed_header_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def on_body(self, body: bytes) -> None:
         if not self.transport.is_closing():  # refused at its headers: the rest is not read
@@ -111,21 +137,40 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self._cancel()
         self._awaiting_headers = True  # the next request on this connection (idle: uvicorn's timer)
+        self._completed_in = self._chunks
         super().on_message_complete()
 
     # -- timers and refusals ----------------------------------------------------------------------
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        self._cancel()
-        self._timer = self.loop.call_later(delay, callback)
+        """Call ``callback`` unless :meth:`_cancel` or another ``_arm`` comes within ``delay`` seconds.
+
+        Lazy: a request moves a deadline (two float stores) instead of creating and cancelling
+        two timer handles (a few µs per request). The one timer, when it fires, calls back if
+        the deadline has passed and otherwise sleeps until the current one."""
+        self._deadline = self.loop.time() + delay
+        self._late = callback
+        timer = self._timer
+        if timer is None or timer.when() > self._deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(self._deadline, self._tick)
 
     def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._late = None  # the timer, if any, finds nothing to do and stops
+
+    def _tick(self) -> None:
+        self._timer = None
+        late = self._late
+        if late is None:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._tick)
+            return
+        self._late = None
+        late()
 
     def _headers_late(self) -> None:
-        self._timer = None
         if self.transport.is_closing():
             return
         if self._header_size == 0 and (self.cycle is None or self.cycle.response_complete):
@@ -134,7 +179,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refuse(408, "request-timeout", f"request headers not received within {self.limits.header_timeout:g} s")
 
     def _body_late(self) -> None:
-        self._timer = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_started:
@@ -156,6 +200,45 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             head.append(b"retry-after: 1")
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         self.transport.close()
+
+
+class _OneWrite:
+    """The transport as one response's cycle sees it: the status line and headers that uvicorn
+    writes at ``http.response.start`` are held until the body's first write (or the response's
+    end, or anything else asked of the transport) and sent with it, so that a response is one
+    ``write(2)`` instead of two. Every other call goes to the transport, after the flush."""
+
+    __slots__ = ("_transport", "_head", "_first", "_on_response")
+
+    def __init__(self, transport: asyncio.Transport, on_response: Callable[[], None]):
+        self._transport = transport
+        self._head = b""
+        self._first = True
+        self._on_response = on_response
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._head = data
+            return
+        if self._head:
+            data, self._head = self._head + data, b""
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        self._first = False
+        if self._head:
+            head, self._head = self._head, b""
+            self._transport.write(head)
+
+    def response_complete(self) -> None:
+        """The cycle's ``on_response``: a response without a body write (HEAD) goes out now."""
+        self.flush()
+        self._on_response()
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self._transport, name)
 
 
 def protocol_class(limits: LimitSettings) -> type[GuardedHttpProtocol]:

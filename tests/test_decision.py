@@ -6,9 +6,13 @@ import dataclasses
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
+from typing import Any
 
-from ttlpolicy.decision import Decision, RuleOutcome, Step, step_dict
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ttlpolicy.decision import Decision, RuleOutcome, Step, _utc, step_dict
 
 ISSUED = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 
@@ -90,3 +94,17 @@ def test_expiry_instants_are_utc_whatever_the_machine_s_time_zone(monkeypatch: p
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.integers(min_value=0, max_value=int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp())))
+def test_expiry_instants_are_formatted_as_strftime_formats_them(second: int) -> None:
+    assert _utc.__wrapped__(second) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["access_ttl", "refresh_ttl"]), st.sampled_from(["base", "cap", "deny"]),
+                          st.one_of(st.none(), st.integers(0, 10**6), st.floats(0, 4)), st.integers(0, 10**6),
+                          st.one_of(st.none(), st.just("r")), st.one_of(st.none(), st.just("defaults"))), max_size=6))
+def test_the_json_trace_is_step_dict_of_every_compact_entry(steps: list[Any]) -> None:
+    """to_dict() writes the common entries (a rule or a source, not both) out inline."""
+    assert _decision(steps=steps).to_dict()["trace"] == [step_dict(entry) for entry in steps]

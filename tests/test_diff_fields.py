@@ -72,7 +72,8 @@ def test_every_decision_field_has_a_loosening_rule_or_a_reason_not_to_compare() 
     names = {"trace" if f.name == "steps" else f.name for f in dataclasses.fields(Decision) if f.name != "_trace"}
     json_roots = {key.split(".")[0] for key in fields} | {"rotation", "idle_timeout", "max_session", "reuse_grace",
                                                            "sender_constrained", "policy_name", "policy_digest"}
-    assert names - json_roots == {"issued_at", "session_end", "extra"}
+    # (and ``activation``: what the rules saw, the decision's input, kept for what runs after the policy)
+    assert names - json_roots == {"issued_at", "session_end", "extra", "activation"}
 
 
 LOOSER_TIGHTER: dict[str, tuple[Any, Any]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -225,3 +226,27 @@ def test_one_address_written_several_ways_is_one_key(runtime: StateRuntime, poli
               for ip in ("192.0.2.7", "::ffff:192.0.2.7")]
     keys = [next(e["key"] for e in d["rate_limits"] if e["name"] == "per-ip") for d in mapped]
     assert keys[0] == keys[1]
+
+
+def test_a_condition_of_a_limit_reads_the_activation_the_policy_built(  # type: ignore[no-untyped-def]
+        runtime: StateRuntime, policies, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`when: grant.type == ...` needs the activation: the decision carries the one the program
+    built for its rules (validating the context again cost ~9 µs), and it is that request's."""
+    from ttlpolicy.context import ContextSchema
+
+    built: list[object] = []
+    original = ContextSchema.activation
+    monkeypatch.setattr(ContextSchema, "activation", lambda self, *a: built.append(a) or original(self, *a))
+    compiled = policies.get("rl")
+    decision = compiled.decide(refresh(), T0)
+    assert decision.activation == original(compiled.context, refresh(), T0)  # the request's own activation
+    built.clear()
+    allowed = [runtime.decide(policies, refresh(), now=T0 + timedelta(seconds=s)).allow for s in range(4)]
+    assert allowed == [True, True, True, False]  # the condition held: the limit counted
+    other = {"grant": {"type": "authorization_code"}, "user": {"id": "alice"}, "location": {"ip": "192.0.2.2"}}
+    assert runtime.decide(policies, other, now=T0 + timedelta(seconds=5)).allow  # the condition did not hold
+    assert built == []  # no activation built again
+    # A decision that carries none (made elsewhere, then handed over) still has its activation built.
+    runtime.after_policy(dataclasses.replace(decision, activation=None), compiled, refresh(), T0,
+                         policies.rate_limits["rl"])
+    assert len(built) == 1

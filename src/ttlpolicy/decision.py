@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Callable, ClassVar, Mapping, Union
 
 # One trace step as compact data, formatted into a :class:`Step` only when asked (``trace``,
@@ -91,6 +90,10 @@ class Decision:
     policy_digest: str
     tier: str | None = None
     rules: list[RuleOutcome] | None = None  # every rule's outcome, with explain=True
+    # The validated context with its defaults and derived attributes that the rules saw (the CEL
+    # activation), for what runs after the policy (rate limits' and emergencies' conditions)
+    # without validating the context again; not part of the decision's JSON.
+    activation: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
     # What the issuer does when a rotated refresh token is presented again after the grace window
     # (RFC 9700 §4.14.2); one value today, a field of the decision for the diff to compare.
@@ -165,6 +168,12 @@ def _attribute(key: str, schema: Mapping[str, Any], attribute: str | None = None
     return DecisionField(key, schema, f"d.{name}", name)
 
 
+# A compact trace entry as its JSON object, without a call per entry (``step_dict`` is the
+# definition, and the general case): every step names either its rule or its source.
+_STEP_DICTS = ("({'target': t, 'step': s, 'value': v, 'result': r, 'rule': ru} if so is None and ru is not None "
+               "else {'target': t, 'step': s, 'value': v, 'result': r, 'source': so} if ru is None and so is not None "
+               "else step_dict((t, s, v, r, ru, so)))")
+
 # The one definition of a decision's fields. to_dict() is generated from it (below), the OpenAPI
 # document's Decision schema is built from it, diff compares (or names as not compared) each of
 # its keys, and the token SDK's DecisionView reads its attributes through it.
@@ -193,7 +202,7 @@ FIELDS: tuple[DecisionField, ...] = (
                   "[e.to_dict() for e in d.errors] if d.errors else []", "errors"),
     _attribute("tier", {"type": ["string", "null"]}),
     DecisionField("trace", {"type": "array", "items": STEP_SCHEMA},
-                  "[step_dict(e) for e in d.steps] if d._trace is None else d.trace_dicts()"),
+                  f"[{_STEP_DICTS} for t, s, v, r, ru, so in d.steps] if d._trace is None else d.trace_dicts()"),
     _attribute("policy.name", {"type": "string"}, "policy_name"),
     _attribute("policy.digest", {"type": "string"}, "policy_digest"),
     DecisionField("rules", {"type": "array", "items": RULE_OUTCOME_SCHEMA,
@@ -204,10 +213,23 @@ FIELDS: tuple[DecisionField, ...] = (
 
 @functools.lru_cache(maxsize=4096)
 def _utc(second: int) -> str:
-    """``2026-03-02T10:00:00Z`` for epoch ``second``. Memoized (a pure function of one int, safe
-    to share between threads): decisions made in the same second expire in the same few seconds,
-    and formatting costs ten times the lookup."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+    """``2026-03-02T10:00:00Z`` for epoch ``second`` (at least 0). Memoized (a pure function of
+    one int, safe to share between threads): decisions made in the same second expire in the same
+    few seconds. Formatted from the day and two small tables of the time of day: a third of
+    ``time.strftime``'s cost, which mattered when requests carry instants of their own."""
+    day, rest = divmod(second, 86400)
+    minute, rest = divmod(rest, 60)
+    return _day(day) + _HOURS_MINUTES[minute] + _SECONDS[rest]
+
+
+@functools.lru_cache(maxsize=64)
+def _day(day: int) -> str:
+    return date.fromordinal(day + _EPOCH_ORDINAL).isoformat() + "T"
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_HOURS_MINUTES = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
+_SECONDS = tuple(f"{s:02d}Z" for s in range(60))
 
 
 

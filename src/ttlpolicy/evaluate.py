@@ -16,6 +16,7 @@ above 1. The decision lists such rules under ``errors``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -76,7 +77,7 @@ def decide(policy: CompiledPolicy, activation: Mapping[str, Any], now: datetime,
         collected.denies.append(session_denied)
     access_value, refresh_value = deny(collected.denies, access_value, refresh_value, trace)
     return _decision(policy, collected, access_value, refresh_value, idle_timeout, max_session, session_end,
-                     tier_name, now, trace)
+                     tier_name, now, trace, activation)
 
 
 def collect(policy: CompiledPolicy, activation: Mapping[str, Any], explain: bool) -> Collected:
@@ -224,7 +225,7 @@ def deny(denies: list[tuple[str, str]], access_value: int, refresh_value: int, t
 
 def _decision(policy: CompiledPolicy, c: Collected, access_value: int, refresh_value: int, idle_timeout: int | None,
               max_session: int | None, session_end: datetime | None, tier_name: Any, now: datetime,
-              trace: list[TraceEntry]) -> Decision:
+              trace: list[TraceEntry], activation: Mapping[str, Any] | None = None) -> Decision:
     # Rules are compiled in name order, so ``matched`` and ``step_ups`` are already sorted;
     # sort anyway (cheap on short sorted lists) so correctness does not hang on that.
     c.step_ups.sort()
@@ -242,7 +243,7 @@ def _decision(policy: CompiledPolicy, c: Collected, access_value: int, refresh_v
         deny_reason="; ".join(reason for _, reason in denies) if denies else None,
         matched=c.matched, errors=c.errors, steps=trace,
         policy_name=policy.name, policy_digest=policy.digest,
-        tier=tier_name if isinstance(tier_name, str) else None, rules=c.outcomes,
+        tier=tier_name if isinstance(tier_name, str) else None, rules=c.outcomes, activation=activation,
     )
 
 
@@ -252,11 +253,18 @@ def session_end_of(activation: Mapping[str, Any], max_session: int | None) -> da
     one (the issuer cannot forge it), else the context's ``user.auth_time``."""
     token = activation.get("token") or {}
     start = token.get("auth_time") or (activation.get("user") or {}).get("auth_time")
-    end = start + timedelta(seconds=max_session) if start is not None and max_session is not None else None
+    end = start + _seconds_delta(max_session) if start is not None and max_session is not None else None
     token_end = token.get("session_exp")
     if token_end is not None and (end is None or token_end < end):
         return token_end
     return end
+
+
+@functools.lru_cache(maxsize=256)
+def _seconds_delta(seconds: int) -> timedelta:
+    """``timedelta(seconds=...)`` for a policy's session lengths (a few values), built once: it
+    cost more than the rest of the session's arithmetic."""
+    return timedelta(seconds=seconds)
 
 
 def _restrictions(rule: CompiledRule) -> list[str]:

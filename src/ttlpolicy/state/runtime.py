@@ -182,11 +182,15 @@ class StateRuntime:
         if not limits and not live and self.health.ok:
             return decision  # the common case: nothing to read, nothing to add
         done = counted is not None and counted.done
-        # The policy has validated the context; the activation is built again only when something
-        # needs it (an emergency's scope, a rate limit's condition or a key that is more than a
-        # string attribute as sent).
-        activation = (compiled.context.activation(context, instant)
-                      if live or (not done and any(limit.needs_activation for limit in limits)) else None)
+        # The policy has validated the context, and its program hands over the activation its rules
+        # saw; it is built again only for a decision that does not carry one, when something needs
+        # it (an emergency's scope, a rate limit's condition or a key that is more than a string
+        # attribute as sent).
+        activation = None
+        if live or (not done and any(limit.needs_activation for limit in limits)):
+            activation = decision.activation
+            if activation is None:
+                activation = compiled.context.activation(context, instant)
         ceilings: list[Ceiling] = []
         extra: dict[str, Any] = {}
         if limits and consume:

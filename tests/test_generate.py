@@ -467,3 +467,17 @@ def test_why_a_condition_is_called_as_a_closure_is_cut_at_200_characters(monkeyp
     assert policy.program is not None
     [(rule, reason)] = policy.program.fallbacks
     assert reason == ("ValueError: " + "x" * 300)[:200] and len(reason) == 200
+
+
+def test_idle_timeouts_only_rules_set_bound_the_refresh_lifetime() -> None:
+    """No idle timeout in the defaults, and every rule sets one: the matching rule's still applies."""
+    policy, handed = _compiled_with_recorder(_document({
+        "rules": [{"when": "user.mfa", "refresh": {"idle_timeout": 600}},
+                  {"when": "!user.mfa", "refresh": {"idle_timeout": 1200}}],
+        "defaults": {"access_ttl": 3600, "refresh_ttl": 86400}, "limits": {}}))
+    now = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    for mfa, idle in ((True, 600), (False, 1200)):
+        decision = policy.decide({"user": {"mfa": mfa}}, now)
+        assert (decision.refresh_ttl, decision.idle_timeout) == (idle, idle)
+        assert decision.to_dict() == _reference(policy, {"user": {"mfa": mfa}}, now).to_dict()
+    assert handed == []

@@ -311,3 +311,16 @@ def test_a_shared_round_trip_that_fails_never_opens_the_rate_limit(tmp_path: Pat
         out = decide(client, "adaptive", "DE")
         assert out["state"] == "degraded" and out["activity"]["available"] is False
         assert out["access_ttl"] <= 600 and "rate_limits" not in out  # the degraded ceiling holds instead
+
+
+def test_a_full_queue_is_counted_per_request_and_logged_once_a_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(activity_api, "WRITE_EVERY", 3600.0)
+    monkeypatch.setattr(activity_api, "MAX_PENDING", 1)
+    client, counting, url = make_client(tmp_path)
+    with client, caplog.at_level("WARNING", logger="ttlpolicy.server"):
+        for country in ("DE", "FR", "BR", "IT", "ES"):
+            decide(client, "plain", country)
+        assert 'ttlpolicy_activity_unrecorded_total{reason="queue_full"} 4.0' in client.get("/metrics").text
+        lines = [r.getMessage() for r in caplog.records if "not recorded in the activity" in r.getMessage()]
+        assert lines == ["1 decided request(s) not recorded in the activity (queue full)"]  # not one per request

@@ -201,6 +201,216 @@ EQUALITY: list[tuple[str, Any]] = [
     ("true < 1", Err("no such overload")),
 ]
 
+# ------------------------------------------------------------------------------ Arithmetic
+# langdef "Overflow" and the operator table: int and uint results are range-checked at both ends
+# (the ends themselves are values), integer division truncates toward zero and the remainder
+# takes the dividend's sign (as Go); double division follows IEEE 754; no mixing of kinds.
+ARITHMETIC: list[tuple[str, Any]] = [
+    ("-9223372036854775807 - 1", -(2**63)),
+    ("9223372036854775806 - (-1)", 2**63 - 1),
+    ("4611686018427387904 * -2", -(2**63)),
+    ("18446744073709551614u + 1u", 2**64 - 1),
+    ("1u - 1u", 0),
+    ("2u * 3u", 6),
+    ("4294967296u * 4294967296u", Err("uint64 overflow")),
+    ("18446744073709551615u / 1u", 2**64 - 1),
+    ("7u % 3u", 1),
+    ("5u / 0u", Err("division by zero")),
+    ("5u % 0u", Err("modulus by zero")),
+    ("7 / -2", -3),
+    ("-7 / -2", 3),
+    ("-8 / 2", -4),
+    ("1 / 2", 0),
+    ("-1 / 2", 0),
+    ("0 / -5", 0),
+    ("7 % -2", 1),
+    ("-7 % -2", -1),
+    ("7 % -1", 0),
+    ("-9223372036854775808 % 2", 0),
+    ("-9223372036854775808 / 2", -(2**62)),
+    ("1.5 * 2.0", 3.0),
+    ("1.5 - 0.25", 1.25),
+    ("-(0.5 + 1.0)", -1.5),
+    ("1.0 / 0.0 == double(\"inf\")", True),
+    ("-1.0 / 0.0 == double(\"-inf\")", True),
+    ("1.0 / -0.0 == double(\"-inf\")", True),
+    ("-1.0 / -0.0 == double(\"inf\")", True),
+    ("0.0 / 0.0 != 0.0 / 0.0", True),  # NaN: unequal to itself
+    ("double(\"nan\") / 0.0 != 0.0", True),
+    ("1 * 1.0", Err("no such overload")),
+    ("1 - duration(\"1s\")", Err("no such overload")),
+    ("duration(\"1s\") - timestamp(0)", Err("no such overload")),
+]
+
+# -------------------------------------------------------------------------------- Ordering
+# langdef "Ordering": <, <=, >, >= on numbers (across int, uint and double at run time), strings,
+# bytes, bools, timestamps and durations; NaN is ordered with nothing; anything else is an error.
+ORDERING: list[tuple[str, Any]] = [
+    ("1 <= 1.0", True),
+    ("2 <= 1.5", False),
+    ("1u >= 1", True),
+    ("2 >= 1.5", True),
+    ("1 >= 2u", False),
+    ("2 > 1u", True),
+    ("1.5 > 2", False),
+    ("1 < double(\"nan\")", False),
+    ("1 <= double(\"nan\")", False),
+    ("double(\"nan\") >= 1", False),
+    ("double(\"nan\") > 1", False),
+    ("1 == double(\"nan\")", False),
+    ("duration(\"1s\") <= duration(\"1s\")", True),
+    ("duration(\"2s\") <= duration(\"1s\")", False),
+    ("timestamp(2) >= timestamp(2)", True),
+    ("timestamp(1) >= timestamp(2)", False),
+    ("b\"a\" <= b\"b\"", True),
+    ("true >= false", True),
+    ("1 != 1.0", False),
+    ("[1] != [1.0]", False),
+    ("[1, 2] == [1]", False),
+    ("{\"a\": 1} == {\"b\": 1}", False),
+    ("\"a\" <= 1", Err("no such overload")),
+    ("[1] >= [1]", Err("no such overload")),
+]
+
+# ------------------------------------------------------------------------------ Membership
+# langdef "in": list membership and map KEY membership, with run-time heterogeneous equality.
+MEMBERSHIP: list[tuple[str, Any]] = [
+    ("\"b\" in {\"a\": 1}", False),
+    ("\"a\" in {\"a\": 1}", True),
+    ("1.0 in {1: \"x\"}", True),
+    ("1u in {1: \"x\"}", True),
+    ("true in {1: \"x\"}", False),
+    ("[1] in {\"a\": 1}", False),
+    ("\"x\" in {1: \"x\"}", False),
+    ("1 in \"1\"", Err("no such overload")),
+]
+
+# -------------------------------------------------------------------- Timestamp accessors
+# langdef "List of Standard Definitions" and "Timezones": getFullYear ... getMilliseconds of a
+# timestamp in UTC or in a zone (an IANA name or a fixed offset +HH:MM / -HH:MM), zero-based
+# except getDate; of a duration (without a zone): the whole duration in the unit, truncated,
+# except getMilliseconds (the milliseconds part). 2023-12-31 is a Sunday.
+_T = "timestamp(\"2023-12-31T23:30:45.678901234Z\")"
+_END = "timestamp(\"9999-12-31T23:59:59.999999999Z\")"
+_START = "timestamp(\"0001-01-01T00:00:00Z\")"
+ACCESSORS: list[tuple[str, Any]] = [
+    (f"{_T}.getFullYear()", 2023),
+    (f"{_T}.getFullYear(\"+01:00\")", 2024),
+    (f"{_T}.getMonth()", 11),
+    (f"{_T}.getMonth(\"+01:00\")", 0),
+    (f"{_T}.getDayOfYear()", 364),
+    (f"{_T}.getDayOfYear(\"+01:00\")", 0),
+    (f"{_T}.getDayOfMonth()", 30),
+    (f"{_T}.getDate()", 31),
+    (f"{_T}.getDate(\"+01:00\")", 1),
+    (f"{_T}.getDayOfWeek()", 0),
+    (f"{_T}.getDayOfWeek(\"Europe/Paris\")", 1),
+    (f"{_T}.getHours()", 23),
+    (f"{_T}.getHours(\"Europe/Paris\")", 0),
+    (f"{_T}.getHours(\"-05:30\")", 18),
+    (f"{_T}.getHours(\"America/St_Johns\")", 20),
+    (f"{_T}.getMinutes()", 30),
+    (f"{_T}.getMinutes(\"+05:45\")", 15),
+    (f"{_T}.getMinutes(\"-00:15\")", 15),
+    (f"{_T}.getSeconds()", 45),
+    (f"{_T}.getMilliseconds()", 678),
+    (f"{_T}.getMilliseconds(\"Asia/Kathmandu\")", 678),
+    (f"getHours({_T}, \"UTC\")", 23),
+    # the local date may leave the timestamp range (Go answers year 10000 and year 0)
+    (f"{_END}.getFullYear(\"+01:00\")", 10000),
+    (f"{_END}.getDayOfWeek(\"+01:00\")", 6),
+    (f"{_END}.getHours(\"Asia/Tokyo\")", 8),
+    (f"{_END}.getMilliseconds(\"+01:00\")", 999),
+    (f"{_START}.getFullYear(\"-01:00\")", 0),
+    (f"{_START}.getDayOfYear(\"-01:00\")", 365),
+    (f"{_START}.getDayOfWeek(\"-01:00\")", 0),
+    # zones: the grammar, and nothing else
+    (f"{_T}.getHours(\"+24:00\")", Err("unknown time zone")),
+    (f"{_T}.getHours(\"+01:60\")", Err("unknown time zone")),
+    (f"{_T}.getHours(\"1:30\")", Err("unknown time zone")),
+    (f"{_T}.getHours(\"+01:00 \")", Err("unknown time zone")),
+    (f"{_T}.getHours(\"Mars/Olympus_Mons\")", Err("unknown time zone")),
+    (f"{_T}.getMilliseconds(\"Mars/Olympus_Mons\")", Err("unknown time zone")),
+    (f"{_T}.getHours(null)", Err("no such overload")),
+    (f"{_T}.getHours(1)", Err("no such overload")),
+    # durations
+    ("duration(\"-3730s\").getHours()", -1),
+    ("duration(\"-59m\").getHours()", 0),
+    ("duration(\"-1.5s\").getSeconds()", -1),
+    ("duration(\"1.999s\").getMilliseconds()", 999),
+    ("duration(\"-0.0015s\").getMilliseconds()", -1),
+    ("duration(\"1s\").getHours(\"UTC\")", Err("no such overload")),
+    ("duration(\"1s\").getFullYear()", Err("no such overload")),
+    ("\"2023\".getFullYear()", Err("no such overload")),
+]
+
+# ------------------------------------------------------------------ Conversions from text
+# int(), uint() and double() of a string read a number and nothing else (no spaces, no digit
+# separators, no other scripts' digits -- which Python's int() and float() would take);
+# timestamp() reads an RFC 3339 date-time: a UTC offset below 24 hours, no second 60.
+TEXT: list[tuple[str, Any]] = [
+    ("int(\"-0x10\")", -16),
+    ("int(\"0X1F\")", 31),
+    ("int(\"+12\")", 12),
+    ("int(\" 12\")", Err("conversion error")),
+    ("int(\"1_000\")", Err("conversion error")),
+    ("int(\"\\u0663\")", Err("conversion error")),  # ARABIC-INDIC DIGIT THREE
+    ("int(\"0x\")", Err("conversion error")),
+    ("int(\"0x-1f\")", Err("conversion error")),
+    ("int(\"1" + "0" * 4400 + "\")", Err("too many digits")),
+    ("uint(\"0x1F\")", 31),
+    ("uint(\"18446744073709551615\")", 2**64 - 1),
+    ("uint(\"0x1_f\")", Err("conversion error")),
+    ("uint(\"-0x1\")", Err("uint64 overflow")),
+    ("double(\"-9.5e-1\")", -0.95),
+    ("double(\".5\")", 0.5),
+    ("double(\"-Infinity\") == double(\"-inf\")", True),
+    ("double(\"NaN\") != double(\"NaN\")", True),
+    ("double(\" 1.5\")", Err("conversion error")),
+    ("double(\"1_0\")", Err("conversion error")),
+    ("double(\"0x1p-2\")", Err("conversion error")),
+    ("timestamp(\"0001-01-01T00:00:00Z\") == timestamp(-62135596800)", True),
+    ("string(timestamp(\"0001-01-01T00:00:00Z\"))", "0001-01-01T00:00:00Z"),
+    ("timestamp(\"2020-01-01T05:30:00+05:30\") == timestamp(\"2020-01-01T00:00:00Z\")", True),
+    ("timestamp(\"2019-12-31T18:30:00-05:30\") == timestamp(\"2020-01-01T00:00:00Z\")", True),
+    ("timestamp(\"2020-01-01T00:00:00+23:59\") == timestamp(\"2019-12-31T00:01:00Z\")", True),
+    ("string(timestamp(\"2020-01-01T01:00:00.000000001+01:00\"))", "2020-01-01T00:00:00.000000001Z"),
+    ("timestamp(\"2020-01-01T00:00:00+24:00\")", Err("bad UTC offset")),
+    ("timestamp(\"2020-01-01T00:00:00+00:60\")", Err("bad UTC offset")),
+    ("timestamp(\"2020-01-01T00:60:00Z\")", Err("time of day")),
+    ("timestamp(\"2020-01-01T00:00:60Z\")", Err("time of day")),
+    ("timestamp(\"2020-01-01T23:59:59Z\") == timestamp(86399 + 1577836800)", True),
+    ("timestamp(-62135596801)", Err("out of range")),
+    ("timestamp(9223372036854775807)", Err("out of range")),
+]
+
+# ------------------------------------------------------------------- Values and conversions
+# What each conversion keeps, and where it stops (langdef "List of Standard Definitions").
+VALUES: list[tuple[str, Any]] = [
+    ("int(5)", 5),
+    ("uint(5u)", 5),
+    ("uint(5)", 5),
+    ("uint(-1)", Err("uint64 overflow")),
+    ("uint(18446744073709549568.0)", 18446744073709549568),
+    ("uint(timestamp(0))", Err("no such overload")),
+    ("int(true)", Err("no such overload")),
+    ("double(1.5)", 1.5),
+    ("double(2u)", 2.0),
+    ("double(true)", Err("no such overload")),
+    ("string(\"a\")", "a"),
+    ("string(false)", "false"),
+    ("string(18446744073709551615u)", "18446744073709551615"),
+    ("string(b\"\\xff\")", Err("invalid UTF-8")),
+    ("string(duration(\"0s\"))", "0s"),
+    ("string(duration(\"-9223372036.854775808s\"))", "-9223372036.854775808s"),
+    ("bool(true)", True),
+    ("bool(false)", False),
+    ("duration(duration(\"1s\")) == duration(\"1s\")", True),
+    ("duration(\".5s\") == duration(\"500ms\")", True),
+    ("duration(1)", Err("no such overload")),
+    ("timestamp(true)", Err("no such overload")),
+]
+
 # -------------------------------------------------------- What the policy language leaves out
 LEFT_OUT: list[tuple[str, str]] = [
     ("int", "'int' is a CEL type name"),
@@ -210,7 +420,8 @@ LEFT_OUT: list[tuple[str, str]] = [
 ]
 
 GROUPS = {"overflow": OVERFLOW, "time": TIME, "strings": STRINGS, "conversions": CONVERSIONS,
-          "equality": EQUALITY}
+          "equality": EQUALITY, "arithmetic": ARITHMETIC, "ordering": ORDERING, "membership": MEMBERSHIP,
+          "accessors": ACCESSORS, "text": TEXT, "values": VALUES}
 CASES = [(group, text, expected) for group, cases in GROUPS.items() for text, expected in cases]
 
 # cel-python's answers where they differ from the definition ("error" or the value it returns).
@@ -236,6 +447,8 @@ def _literal(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if value >= 2**63:  # only a uint can hold it (uint results leave CEL as plain ints)
+            return f"{value}u"
         return str(value) if value != -(2**63) else "-9223372036854775808"
     if isinstance(value, float):
         return f'double("{value!r}")'

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from celpy.celparser import CELParser
 from hypothesis import HealthCheck, assume, given, settings
@@ -248,11 +248,11 @@ def _celpy_eq(a: Any, b: Any) -> bool:
     ka, kb = nf.kind(a), nf.kind(b)
     if ka == kb:
         if ka == "list":
-            return nf._fold_eq(len(a) == len(b), zip(a, b))
+            return len(a) == len(b) and _celpy_all(zip(a, b))
         if ka == "map":
             if a.keys() != b.keys():
                 return False
-            return nf._fold_eq(True, ((a[k], b[k]) for k in a))
+            return _celpy_all((a[k], b[k]) for k in a)
         return bool(a == b)
     if ka in ("int", "uint", "double") or kb in ("int", "uint", "double"):
         raise nf.no_overload("_==_", a, b)
@@ -263,9 +263,40 @@ def _celpy_eq(a: Any, b: Any) -> bool:
     return False
 
 
+def _celpy_all(pairs: Iterable[tuple[Any, Any]]) -> bool:
+    """CEL's ``&&`` over element comparisons that may fail: a false wins, then an error."""
+    error: CELEvalError | None = None
+    for x, y in pairs:
+        try:
+            if not _celpy_eq(x, y):
+                return False
+        except CELEvalError as e:
+            error = error or e
+    if error is not None:
+        raise error
+    return True
+
+
+def _celpy_in(item: Any, container: Any) -> bool:
+    """``in`` with celpy's equality: a match wins, then an error, then false."""
+    if nf.kind(container) not in ("list", "map"):
+        raise nf.no_overload("@in", item, container)
+    error: CELEvalError | None = None
+    for element in container:
+        try:
+            if _celpy_eq(element, item):
+                return True
+        except CELEvalError as e:
+            error = error or e
+    if error is not None:
+        raise error
+    return False
+
+
 def _check(text: str, act: dict[str, Any]) -> None:
     tree = CELParser().parse(text)
-    with mock.patch.object(nf, "eq", _celpy_eq):  # looked up at compile time and by in_/ne
+    # celpy's equality and membership, looked up at compile time (and by ne)
+    with mock.patch.object(nf, "eq", _celpy_eq), mock.patch.object(nf, "in_", _celpy_in):
         native = _outcome(compile_expression(tree, generate=False), act)
     closures = _outcome(compile_expression(tree, generate=False), act)
     generated = _outcome(compile_expression(tree), act)  # generated code, where a condition has some

@@ -129,7 +129,7 @@ CORPUS: list[tuple[str, dict[str, Any] | None]] = [
     ("matches(\"abc\", \"b\")", None), ("\"\\x41\\u00e9\\101\\n\"", None), ("r\"\\n\"", None),
     ("b\"\\x41\" + b\"b\"", None), ("\"a\" + \"b\"", None), ("[1] + [2]", None), ("[1] + \"a\"", None),
     ("int(\"12\") + int(\"0x1f\")", None), ("int(\"1.5\")", None), ("int(1.9) + int(-1.9)", None),
-    ("int(1e30)", None), ("int(1u)", None), ("int(true)", None), ("uint(5)", None), ("uint(-1)", None),
+    ("int(1e30)", None), ("int(1u)", None), ("uint(5)", None), ("uint(-1)", None),
     ("double(1)", None), ("double(\"1.5\")", None), ("double(\"x\")", None), ("string(1)", None),
     ("string(1.5)", None), ("string(b\"ab\")", None), ("bool(\"true\")", None), ("bool(\"x\")", None),
     # timestamps and durations
@@ -224,6 +224,8 @@ KNOWN_DIFFERENCES: list[tuple[str, dict[str, Any], Any]] = [
     ("string(null)", {}, CELEvalError),  # celpy: "None"
     ("bool(1)", {}, CELEvalError),  # celpy: true
     ("int(null)", {}, CELEvalError),  # celpy: 0
+    ("int(true)", {}, CELEvalError),  # celpy: 1; CEL converts to int from uint, double, string, timestamp
+    ("uint(true)", {}, CELEvalError),  # celpy: 1u
     ("duration(\"1h\") * 2", {}, CELEvalError),  # celpy: 2h (no such CEL overload)
     ("{1.5: \"x\"}", {}, CELEvalError),  # double map keys are not allowed in CEL
     ("[1] != null", {}, True),  # celpy: error, although [1] == null is false
@@ -350,6 +352,58 @@ ERROR_MESSAGES: list[tuple[str, dict[str, Any] | None, str]] = [
     ("{user.risk: \"x\"}", None, "unsupported map key type 'double'"),
     ("{\"a\": 1, \"a\": 2}", None, "duplicate map key"),
     ("{user.name: 1, \"alice@corp.com\": 2}", None, "duplicate map key"),
+    # operators, conversions and functions: the operator or function and its operands' kinds
+    ("1 + 1.0", None, "no such overload: _+_ applied to (int, double)"),
+    ("1 - 1.0", None, "no such overload: _-_ applied to (int, double)"),
+    ("1 * 1.0", None, "no such overload: _*_ applied to (int, double)"),
+    ("1 / 1.0", None, "no such overload: _/_ applied to (int, double)"),
+    ("1 % 1.0", None, "no such overload: _%_ applied to (int, double)"),
+    ("-\"a\"", None, "no such overload: -_ applied to (string)"),
+    ("!1", None, "no such overload: !_ applied to (int)"),
+    ("1 < \"a\"", None, "no such overload: _<_ applied to (int, string)"),
+    ("1 <= \"a\"", None, "no such overload: _<=_ applied to (int, string)"),
+    ("1 > \"a\"", None, "no such overload: _>_ applied to (int, string)"),
+    ("1 >= \"a\"", None, "no such overload: _>=_ applied to (int, string)"),
+    ("1 in \"a\"", None, "no such overload: @in applied to (int, string)"),
+    ("(1).startsWith(\"a\")", None, "no such overload: startsWith applied to (int, string)"),
+    ("\"a\".endsWith(1)", None, "no such overload: endsWith applied to (string, int)"),
+    ("\"a\".contains(null)", None, "no such overload: contains applied to (string, null_type)"),
+    ("(1).matches(\"a\")", None, "no such overload: matches applied to (int, string)"),
+    ("int(null)", None, "no such overload: int applied to (null_type)"),
+    ("uint(true)", None, "no such overload: uint applied to (bool)"),
+    ("double(true)", None, "no such overload: double applied to (bool)"),
+    ("string(null)", None, "no such overload: string applied to (null_type)"),
+    ("bool(1)", None, "no such overload: bool applied to (int)"),
+    ("timestamp(1.0)", None, "no such overload: timestamp applied to (double)"),
+    ("duration(1)", None, "no such overload: duration applied to (int)"),
+    ("int(\"x\")", None, "int() conversion error"),
+    ("uint(\"x\")", None, "uint() conversion error"),
+    ("int(\"1" + "0" * 4400 + "\")", None, "int() conversion error: too many digits"),
+    ("double(\"x\")", None, "double() conversion error"),
+    ("bool(\"x\")", None, "bool() conversion error"),
+    ("string(b\"\\xff\")", None, "invalid UTF-8 in bytes"),
+    ("duration(\"1x\")", None, "duration() conversion error: expected e.g. \"90s\", \"1h30m\", \"1.5h\""),
+    ("int(1e19)", None, "int64 overflow: double out of range"),
+    ("uint(-1.0)", None, "uint64 overflow: double out of range"),
+    ("9223372036854775807 * 2", None, "int64 overflow"),
+    ("-9223372036854775808 % -1", None, "int64 overflow"),
+    ("0u - 1u", None, "uint64 overflow"),
+    ("1 / 0", None, "division by zero"),
+    ("1u / 0u", None, "division by zero"),
+    ("1 % 0", None, "modulus by zero"),
+    ("1u % 0u", None, "modulus by zero"),
+    ("-duration(\"-9223372036.854775808s\")", None, "duration out of range"),
+    ("timestamp(\"9999-12-31T23:59:59.999999999Z\") + duration(\"1ns\")", None, "timestamp out of range"),
+    ("timestamp(\"0000-01-01T00:00:00Z\")", None, "timestamp out of range"),
+    ("timestamp(\"garbage\")", None, "timestamp() conversion error: not an RFC 3339 date-time"),
+    ("timestamp(\"2020-02-30T00:00:00Z\")", None, "timestamp() conversion error: no such date"),
+    ("timestamp(\"2020-01-01T24:00:00Z\")", None, "timestamp() conversion error: no such time of day"),
+    ("timestamp(\"2020-01-01T00:00:00+24:00\")", None, "timestamp() conversion error: bad UTC offset"),
+    ("timestamp(0).getHours(\"Mars/Olympus_Mons\")", None, "unknown time zone"),
+    ("timestamp(0).getHours(\"+25:00\")", None, "unknown time zone"),
+    ("timestamp(0).getHours(1)", None, "no such overload: timezone applied to (int)"),
+    ("duration(\"1s\").getHours(\"UTC\")", None, "no such overload: getHours applied to (duration, string)"),
+    ("duration(\"1s\").getFullYear()", None, "no such overload: getFullYear applied to (duration)"),
 ]
 
 
@@ -394,6 +448,67 @@ def test_conditions_run_as_their_closures(text: str) -> None:
     condition per request)."""
     tree = _parse(text)
     assert compile_expression(tree, generate=False).__code__ is _Compiler().compile(tree).fn.__code__
+
+
+# Values from a request's context: timedelta and datetime (aware or naive) stand for CEL
+# durations and timestamps, to the microsecond; patterns of matches() may be data too.
+CONTEXT_VALUES: list[tuple[str, dict[str, Any], Any]] = [
+    ("string(d)", {"d": datetime.timedelta(days=1, seconds=1, microseconds=5)}, "86401.000005s"),
+    ("d == duration(\"-86400.000001s\")", {"d": -datetime.timedelta(days=1, microseconds=1)}, True),
+    ("int(t)", {"t": datetime.datetime(1970, 1, 2)}, 86400),  # naive: UTC
+    ("int(t)", {"t": datetime.datetime(1970, 1, 2, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))},
+     86400),
+    ("t.getHours()", {"t": datetime.datetime(2024, 1, 1, 5, 30)}, 5),
+    ("t.getHours()", {"t": datetime.datetime(2024, 1, 1, 5, 30,
+                                              tzinfo=datetime.timezone(-datetime.timedelta(hours=3)))},
+     8),
+    ("t.getDate(\"Pacific/Kiritimati\")", {"t": datetime.datetime(2024, 1, 1, 12)}, 2),  # UTC+14
+    ("t - duration(\"1us\") < t", {"t": datetime.datetime(2024, 1, 1)}, True),
+    ("s.matches(p)", {"s": "alice@corp.com", "p": "@corp\\.com$"}, True),
+    ("s.matches(p)", {"s": "alice@corp.com", "p": "^corp"}, False),
+    ("matches(s, p)", {"s": "abc", "p": "b"}, True),  # a substring is enough (RE2's search)
+    ("s.matches(p)", {"s": "aa", "p": "(a)\\1"}, CELEvalError),  # backreferences: not RE2
+    ("s.matches(p)", {"s": "a", "p": "["}, CELEvalError),
+    ("s.matches(p)", {"s": "a", "p": 1}, CELEvalError),
+]
+
+
+@pytest.mark.parametrize(("text", "act", "expected"), CONTEXT_VALUES,
+                         ids=[f"{c[0]} {sorted(c[1].values(), key=str)[0]!s:.30}" for c in CONTEXT_VALUES])
+def test_context_values(text: str, act: dict[str, Any], expected: Any) -> None:
+    fn = compile_expression(_parse(text))
+    if expected is CELEvalError:
+        with pytest.raises(CELEvalError):
+            fn(act)
+    else:
+        assert same(fn(act), expected)
+
+
+def test_a_naive_datetime_is_utc_whatever_the_servers_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving time
+    time.tzset()
+    try:
+        noon = {"t": datetime.datetime(2024, 1, 1, 12)}
+        assert compile_expression(_parse("t.getHours()"))(noon) == 12
+        assert compile_expression(_parse("t.getHours(\"+01:00\")"))(noon) == 13
+        assert compile_expression(_parse("int(t)"))(noon) == 1704110400
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_the_internal_values() -> None:
+    """Uint, Duration and Timestamp (exported for the prover) print and compare as CEL values."""
+    from ttlpolicy.cel.native_functions import Duration, Timestamp, Uint
+
+    assert repr(Uint(3)) == "3u"
+    assert repr(Duration(-1_500_000_000)) == "duration('-1.5s')"
+    assert repr(Timestamp(1)) == "timestamp('1970-01-01T00:00:00.000000001Z')"
+    assert Duration(5) == Duration(5) and Duration(5) != Timestamp(5) and Duration(5) != 5
+    assert Timestamp(5) == Timestamp(5) and Timestamp(5) != Duration(5) and Timestamp(5) != 5
+    assert len({Duration(5), Duration(5), Timestamp(5), Timestamp(6)}) == 3
 
 
 def test_error_messages_are_short_and_leak_no_data() -> None:

@@ -86,6 +86,7 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "broken.json").write_text('{"user": {\n  "mfa": true\n  "risk": 1}}')
     (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "latin1.json").write_bytes('{"tier": "finanzämter"}'.encode("latin-1"))  # a traceback once
     (tmp_path / "garbage.pem").write_text("not a key")
     (tmp_path / "bundle.tar.gz").write_bytes(b"x")
     (tmp_path / "replay.jsonl").write_text('{"context": {}}\n')
@@ -99,6 +100,9 @@ CASES = [
     ("usage", ["revoke", "all", "everyone", "--reason", "r"], 2),
     ("usage", ["decide", "--policies", str(POLICIES), "--now", "yesterday"], 2),
     ("io-error", ["decide", "--policies", str(POLICIES), "--context", "missing.json"], 2),
+    ("io-error", ["eval", "true", "--policies", str(POLICIES), "--context", "latin1.json"], 2),
+    ("io-error", ["heatmap", "--policies", str(POLICIES), "--x", "tier", "--y", "device.trust", "--context",
+                  "latin1.json"], 2),
     ("context-json", ["decide", "--policies", str(POLICIES), "--context", "broken.json"], 2),
     ("context-type", ["eval", "true", "--policies", str(POLICIES), "--context", "list.json"], 2),
     ("policy-load-failed", ["decide", "--policies", str(BROKEN)], 2),

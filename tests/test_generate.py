@@ -279,12 +279,16 @@ _EVERY_EFFECT = {
         {"name": "risk", "when": "user.risk > 0.5", "access_ttl": {"multiply": "1.0 - user.risk"}},
         {"name": "risky", "when": "user.risk > 0.8", "deny": "too risky"},
         {"name": "restricted", "when": 'resource.sensitivity == "restricted"', "step_up": "mfa"},
-    ]}
-_EVERY_CONTEXT = [
-    {"location": {"ip": "10.1.2.3"}, "user": {"risk": 0.6}},
-    {"location": {"ip": "192.0.2.7"}, "time": {"zone": "Asia/Tokyo"}, "resource": {"sensitivity": "restricted"}},
-    {"user": {"risk": 0.9}},
-    {},
+        # without user.department the inline test raises, and the condition's closure decides (CEL: error || true)
+        {"name": "either", "when": 'user.department == "x" || user.mfa', "access_ttl": {"cap": 900}},
+    ],
+    "attributes": {"user.department": {"type": "string"}}}
+_EVERY_CONTEXT = [  # each sends user.department but one, where "either" needs its closure
+    {"location": {"ip": "10.1.2.3"}, "user": {"risk": 0.6, "department": "y"}},
+    {"location": {"ip": "192.0.2.7"}, "time": {"zone": "Asia/Tokyo"}, "resource": {"sensitivity": "restricted"},
+     "user": {"department": "y"}},
+    {"user": {"risk": 0.9, "department": "x"}},
+    {"user": {"mfa": True}},
 ]
 
 

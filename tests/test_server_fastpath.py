@@ -228,3 +228,66 @@ def test_serve_freezes_the_built_service_out_of_the_cyclic_collectors_way(monkey
     finally:
         gc.unfreeze()  # the test process goes on collecting as usual
     assert seen["frozen"] > 1000  # the imports and the loaded policy set
+
+
+_MULTIPROCESS = """
+import sys
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from ttlpolicy.server.metrics import _LATENCY_BUCKETS, _TTL_BUCKETS, Metrics
+
+mode, directory = sys.argv[1], sys.argv[2]
+samples = [("a", True, False, 3600, 0, ["r1", "r2"], 0.0001), ("a", False, False, 0, 0, [], 0.3),
+           ("b", True, True, 61, 2592000, ["r1"], 0.00001), ("a", True, True, 99999999, 86400, ["r2"], 2.0),
+           ("b", True, False, 60, 60, [], 0.00025)]
+if mode == "ours":
+    metrics = Metrics(lambda: 0.0)
+    for round_ in range(2):  # copied twice: the second copy adds only what came since the first
+        for sample in samples:
+            metrics.decision(*sample)
+        for policy in ("a", "unknown"):
+            metrics.error(policy)
+        metrics.flush()
+    sys.stdout.write(metrics.render().decode())
+else:  # what prometheus-client's multiprocess values give when every value is observed
+    decisions = Counter("ttlpolicy_decisions", "d", ["policy", "outcome"])
+    rules = Counter("ttlpolicy_rule_matches", "r", ["policy", "rule"])
+    access = Histogram("ttlpolicy_access_ttl_seconds", "a", ["policy"], buckets=_TTL_BUCKETS)
+    refresh = Histogram("ttlpolicy_refresh_ttl_seconds", "r", ["policy"], buckets=_TTL_BUCKETS)
+    latency = Histogram("ttlpolicy_decision_duration_seconds", "l", buckets=_LATENCY_BUCKETS)
+    for round_ in range(2):
+        for policy, allow, step_up, access_ttl, refresh_ttl, matched, seconds in samples:
+            decisions.labels(policy, "deny" if not allow else "step_up" if step_up else "allow").inc()
+            for rule in matched:
+                rules.labels(policy, rule).inc()
+            access.labels(policy).observe(access_ttl)
+            refresh.labels(policy).observe(refresh_ttl)
+            latency.observe(seconds)
+        for policy in ("a", "unknown"):
+            decisions.labels(policy, "error").inc()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    sys.stdout.write(generate_latest(registry).decode())
+"""
+
+
+def test_several_workers_copy_their_counts_into_the_shared_files_as_if_observed(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR (``--workers`` > 1), the counts kept on the event loop and
+    copied by ``flush()`` render exactly as prometheus-client's own multiprocess values would."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "multiprocess.py"
+    script.write_text(_MULTIPROCESS)
+    rendered = {}
+    for mode in ("ours", "reference"):
+        directory = tmp_path / mode
+        directory.mkdir()
+        out = subprocess.run([sys.executable, str(script), mode, str(directory)], capture_output=True, text=True,
+                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}, timeout=120)
+        assert out.returncode == 0, out.stderr
+        rendered[mode] = {line for line in out.stdout.splitlines() if line.startswith((
+            "ttlpolicy_decisions_total", "ttlpolicy_rule_matches_total", "ttlpolicy_access_ttl_seconds",
+            "ttlpolicy_refresh_ttl_seconds", "ttlpolicy_decision_duration_seconds"))}
+    assert len(rendered["reference"]) > 50 and rendered["ours"] == rendered["reference"]

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -98,6 +99,12 @@ def test_two_workers_aggregate_metrics(tmp_path: Path) -> None:
         with httpx.Client(base_url=server.url, timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as http:
             for _ in range(decisions):
                 assert http.post("/v1/decide", json={"context": {}}).status_code == 200
+        # Each worker copies its counts into the shared files within FLUSH_EVERY (0.25 s), and
+        # before it answers a scrape: wait until the other worker's are in, then every scrape agrees.
+        deadline = time.monotonic() + 15
+        while metric_total(httpx.get(server.url + "/metrics", timeout=5).text, "ttlpolicy_decisions_total") \
+                != decisions and time.monotonic() < deadline:
+            time.sleep(0.1)
         for _ in range(4):
             text = httpx.get(server.url + "/metrics", timeout=5).text
             assert metric_total(text, "ttlpolicy_decisions_total") == decisions

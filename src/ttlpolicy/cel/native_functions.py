@@ -28,6 +28,7 @@ Where cel-python answers differently, ``tests/test_cel_native.py`` (``KNOWN_DIFF
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import re
 import zoneinfo
@@ -58,6 +59,7 @@ class Uint(int):
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 _UINT_MAX = 2**64 - 1
+_TWO_63, _TWO_64 = 2.0**63, 2.0**64  # the bounds of int() and uint() of a double
 _NoneType = type(None)
 
 # ---------------------------------------------------------------------------- time values
@@ -133,10 +135,6 @@ def timestamp_ns(v: Any) -> int:
     return (d.days * 86400 + d.seconds) * _NS + d.microseconds * 1000
 
 
-def _as_datetime(v: Any) -> datetime.datetime:
-    return v.plain() if type(v) is Timestamp else v
-
-
 def _time_ns(v: Any, k: str) -> int:
     return timestamp_ns(v) if k == "timestamp" else duration_ns(v)
 
@@ -204,7 +202,8 @@ def no_overload(op: str, *args: Any) -> CELEvalError:
 
 
 def eq(a: Any, b: Any) -> bool:
-    """CEL ``==``: heterogeneous at run time (langdef "Equality"); only list/map elements err."""
+    """CEL ``==``: heterogeneous at run time (langdef "Equality"), so it never fails: values of
+    different kinds are unequal, lists and maps are equal when their elements are."""
     ta = type(a)
     if ta is type(b) and ta is not list and ta is not dict and ta is not tuple \
             and ta is not datetime.datetime:
@@ -212,17 +211,15 @@ def eq(a: Any, b: Any) -> bool:
     ka, kb = kind(a), kind(b)
     if ka == kb:
         if ka == "list":
-            return _fold_eq(len(a) == len(b), zip(a, b))
+            return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b))
         if ka == "map":
             if len(a) != len(b):
                 return False
-            pairs = []
             for k, v in a.items():
                 match = _matching_key(b, k)
-                if match is _MISSING:
+                if match is _MISSING or not eq(v, b[match]):
                     return False
-                pairs.append((v, b[match]))
-            return _fold_eq(True, pairs)
+            return True
         if ka in _TIME:
             return _time_ns(a, ka) == _time_ns(b, kb)
         return bool(a == b)
@@ -244,22 +241,6 @@ def _matching_key(m: Any, key: Any) -> Any:
     return _MISSING
 
 
-def _fold_eq(same_len: bool, pairs: Any) -> bool:
-    # Element-wise logical AND: a definite `false` wins over errors (CEL commutative &&).
-    if not same_len:
-        return False
-    err: CELEvalError | None = None
-    for x, y in pairs:
-        try:
-            if not eq(x, y):
-                return False
-        except CELEvalError as e:
-            err = err or e
-    if err is not None:
-        raise err
-    return True
-
-
 def ne(a: Any, b: Any) -> bool:
     return not eq(a, b)
 
@@ -274,9 +255,7 @@ def _numeric_cmp(a: Any, b: Any) -> int | None:
 
 
 def _compare(op: str, a: Any, b: Any) -> int | None:
-    ta = type(a)
-    if ta is type(b) and (ta is int or ta is float or ta is str):
-        return -1 if a < b else (1 if a > b else (0 if a == b else None))
+    # Two ints, doubles or strings never get here: the compiled comparison does those itself.
     ka, kb = kind(a), kind(b)
     if ka == kb and ka in _ORDERED:
         if ka in _TIME:
@@ -304,26 +283,17 @@ def ge(a: Any, b: Any) -> bool:
 
 
 def in_(item: Any, container: Any) -> bool:
-    """CEL ``in`` on lists and maps (map: key membership). True wins over element errors."""
+    """CEL ``in`` on lists and maps (map: key membership), with ``==``'s heterogeneous equality."""
     k = kind(container)
     if k == "map":
-        if type(item) is str and item in container:
-            return True
+        if type(item) is str:  # a string equals only strings: the map's own lookup decides
+            return item in container
         elems: Any = container.keys()
     elif k == "list":
         elems = container
     else:
         raise no_overload("@in", item, container)
-    err: CELEvalError | None = None
-    for e in elems:
-        try:
-            if eq(e, item):
-                return True
-        except CELEvalError as ex:
-            err = err or ex
-    if err is not None:
-        raise err
-    return False
+    return any(eq(e, item) for e in elems)
 
 
 # ---------------------------------------------------------------------------- arithmetic
@@ -391,14 +361,21 @@ def mul(a: Any, b: Any) -> Any:
     raise no_overload("_*_", a, b)
 
 
+def _quotient(a: int, b: int) -> int:
+    """``a / b`` truncated toward zero, as CEL (and Go) divide integers; Python's ``//`` floors."""
+    q = a // b
+    if q < 0 and q * b != a:
+        q += 1
+    return q
+
+
 def div(a: Any, b: Any) -> Any:
     ka, kb = kind(a), kind(b)
     if ka == kb:
         if ka == "int":
             if b == 0:
                 raise CELEvalError("division by zero")
-            q = abs(a) // abs(b)  # CEL truncates toward zero (Go semantics)
-            return check_int(-q if (a < 0) != (b < 0) else q)
+            return check_int(_quotient(a, b))
         if ka == "uint":
             if b == 0:
                 raise CELEvalError("division by zero")
@@ -408,7 +385,7 @@ def div(a: Any, b: Any) -> Any:
                 # IEEE 754. cel-python returns +inf for every x/0.0 (documented difference).
                 if a == 0.0 or math.isnan(a):
                     return math.nan
-                return math.copysign(math.inf, a) * math.copysign(1.0, b)
+                return math.inf if math.copysign(1.0, a) == math.copysign(1.0, b) else -math.inf
             return a / b
     raise no_overload("_/_", a, b)
 
@@ -421,8 +398,7 @@ def mod(a: Any, b: Any) -> Any:
                 raise CELEvalError("modulus by zero")
             if b == -1 and a == _INT_MIN:
                 raise CELEvalError("int64 overflow")  # the quotient overflows, so the remainder does
-            r = abs(a) % abs(b)  # sign follows the dividend (Go semantics)
-            return -r if a < 0 else r
+            return a - b * _quotient(a, b)  # so the sign follows the dividend (Go semantics)
         if ka == "uint":
             if b == 0:
                 raise CELEvalError("modulus by zero")
@@ -452,63 +428,72 @@ def not_(a: Any) -> bool:
 # ---------------------------------------------------------------------------- conversions
 
 
-def _parse_int_text(s: str) -> int:
-    # Mirrors celpy.celtypes.IntType: optional hex prefix, otherwise Python int().
-    if s[:2] in ("0x", "0X"):
-        return int(s[2:], 16)
-    if s[:3] in ("-0x", "-0X"):
-        return -int(s[3:], 16)
-    return int(s)
+# The text int() and uint() read: decimal digits, or hexadecimal ones after 0x as cel-python
+# reads them. Python's int() alone would also take spaces, underscores and other scripts' digits.
+_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+")
+_HEX_TEXT = re.compile(r"(-?)0[xX]([0-9a-fA-F]+)")
+# What double() reads (Go's strconv.ParseFloat, as CEL): a decimal number with an optional
+# exponent, inf, infinity or nan in any case -- again without Python's spaces and underscores.
+_DOUBLE_TEXT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|inf(?:inity)?)|nan",
+                          re.IGNORECASE)
+
+
+def _parse_int_text(s: str, conversion: str) -> int:
+    m = _HEX_TEXT.fullmatch(s)
+    if m is not None:
+        return -int(m[2], 16) if m[1] else int(m[2], 16)
+    if _DECIMAL_TEXT.fullmatch(s) is None:
+        raise CELEvalError(f"{conversion}() conversion error")
+    try:
+        return int(s)
+    except ValueError:  # more digits than Python reads (4300): far out of range
+        raise CELEvalError(f"{conversion}() conversion error: too many digits") from None
 
 
 def to_int(v: Any) -> int:
+    # CEL converts to int from uint, double, string and timestamp only: int(true) is an error
+    # (cel-python answers 1).
     k = kind(v)
-    try:
-        if k == "int":
-            return v
-        if k in ("uint", "bool"):
-            return check_int(int(v))
-        if k == "double":
-            # The open range (minInt, maxInt): float(maxInt) is 2**63, already out of range.
-            if not _INT_MIN < v < _INT_MAX:
-                raise CELEvalError("int64 overflow: double out of range")
-            return math.trunc(v)
-        if k == "string":
-            return check_int(_parse_int_text(v))
-        if k == "timestamp":
-            return timestamp_ns(v) // _NS  # seconds since the epoch, floored like Go's Unix()
-    except (ValueError, OverflowError):
-        raise CELEvalError("int() conversion error") from None
+    if k == "int":
+        return v
+    if k == "uint":
+        return check_int(int(v))
+    if k == "double":
+        # The open range (minInt, maxInt): as doubles, -2**63 and 2**63 (maxInt rounds up).
+        if not -_TWO_63 < v < _TWO_63:
+            raise CELEvalError("int64 overflow: double out of range")
+        return math.trunc(v)
+    if k == "string":
+        return check_int(_parse_int_text(v, "int"))
+    if k == "timestamp":
+        return timestamp_ns(v) // _NS  # seconds since the epoch, floored like Go's Unix()
     raise no_overload("int", v)
 
 
 def to_uint(v: Any) -> Uint:
+    # From int, double and string only (not bool, not timestamp).
     k = kind(v)
-    try:
-        if k == "uint":
-            return v
-        if k in ("int", "bool"):
-            return check_uint(int(v))
-        if k == "double":
-            if not -1.0 < v < _UINT_MAX:
-                raise CELEvalError("uint64 overflow: double out of range")
-            return Uint(math.trunc(v))
-        if k == "string":
-            return check_uint(int(v[2:], 16) if v[:2] in ("0x", "0X") else int(v))
-        if k == "timestamp":
-            return check_uint(timestamp_ns(v) // _NS)
-    except (ValueError, OverflowError):
-        raise CELEvalError("uint() conversion error") from None
+    if k == "uint":
+        return v
+    if k == "int":
+        return check_uint(v)
+    if k == "double":
+        if not -1.0 < v < _TWO_64:  # maxUint rounds up to 2**64 as a double
+            raise CELEvalError("uint64 overflow: double out of range")
+        return Uint(math.trunc(v))
+    if k == "string":
+        return check_uint(_parse_int_text(v, "uint"))
     raise no_overload("uint", v)
 
 
 def to_double(v: Any) -> float:
     k = kind(v)
-    if k in ("double", "int", "uint", "string"):
-        try:
-            return float(v)
-        except (ValueError, OverflowError):
-            raise CELEvalError("double() conversion error") from None
+    if k in ("double", "int", "uint"):
+        return float(v)  # exact, or the nearest double: every int and uint is in range
+    if k == "string":
+        if _DOUBLE_TEXT.fullmatch(v) is None:
+            raise CELEvalError("double() conversion error")
+        return float(v)
     raise no_overload("double", v)
 
 
@@ -516,9 +501,8 @@ def format_timestamp(ts: Any) -> str:
     """RFC 3339 in UTC with as many fractional digits as needed (Go's ``RFC3339Nano``)."""
     ns = timestamp_ns(ts)
     seconds, fraction = divmod(ns, _NS)
-    text = (_EPOCH + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    if len(text) < 19:  # strftime drops leading zeros of years before 1000 on some platforms
-        text = text.zfill(19)
+    # zfill: strftime drops the leading zeros of years before 1000 on some platforms
+    text = (_EPOCH + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S").zfill(19)
     return f"{text}{_fraction(fraction)}Z"
 
 
@@ -544,7 +528,7 @@ def to_string(v: Any) -> str:
         return str(float(v))
     if k == "bytes":
         try:
-            return v.decode("utf-8")
+            return v.decode()  # UTF-8
         except UnicodeDecodeError:
             raise CELEvalError("invalid UTF-8 in bytes") from None
     if k == "timestamp":
@@ -579,10 +563,7 @@ def to_timestamp(v: Any) -> Any:
     if k == "timestamp":
         return v
     if k == "int":
-        seconds = int(v)
-        if not _TIMESTAMP_MIN // _NS <= seconds <= _TIMESTAMP_MAX // _NS:
-            raise CELEvalError("timestamp out of range")
-        return Timestamp(seconds * _NS)
+        return Timestamp(v * _NS)
     if k == "string":
         return Timestamp(_parse_rfc3339(v))
     raise no_overload("timestamp", v)
@@ -602,11 +583,11 @@ def _parse_rfc3339(text: str) -> int:
     if hour > 23 or minute > 59 or second > 59:
         raise CELEvalError("timestamp() conversion error: no such time of day")
     offset = 0
-    if m.group(9):
-        oh, om = int(m.group(10)), int(m.group(11))
-        if oh > 23 or om > 59:
+    sign, oh, om = m.group(9, 10, 11)  # None for "Z"
+    if sign:
+        if int(oh) > 23 or int(om) > 59:
             raise CELEvalError("timestamp() conversion error: bad UTC offset")
-        offset = (oh * 3600 + om * 60) * (-1 if m.group(9) == "-" else 1)
+        offset = (int(oh) * 3600 + int(om) * 60) * (-1 if sign == "-" else 1)
     nanos = int((m.group(7) or "").ljust(9, "0"))
     return ((days * 86400 + hour * 3600 + minute * 60 + second - offset) * _NS) + nanos
 
@@ -647,9 +628,8 @@ def size(v: Any) -> int:
 
 
 def _str_pair(name: str, s: Any, x: Any) -> None:
-    if type(s) is not str or type(x) is not str:
-        if kind(s) != "string" or kind(x) != "string":
-            raise no_overload(name, s, x)
+    if kind(s) != "string" or kind(x) != "string":
+        raise no_overload(name, s, x)
 
 
 def starts_with(s: Any, x: Any) -> bool:
@@ -707,77 +687,86 @@ def matches(s: Any, pattern: Any) -> bool:
 
 # ---------------------------------------------------------------------------- timestamp accessors
 
-_TZ_OFFSET = re.compile(r"^([+-]?)(\d\d?):(\d\d)$")
-_TZ_CACHE: dict[str, datetime.tzinfo] = {}
+# langdef "Timezones": an IANA name ("UTC", "Europe/Paris") or a fixed offset "+05:30" (less
+# than a day, as Python's and Go's fixed zones are).
+_TZ_OFFSET = re.compile(r"([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
+_CYCLE_YEARS = 400  # the Gregorian calendar, weekdays included, repeats every 400 years
 
 
 def tz_lookup(name: Any) -> datetime.tzinfo:
+    """The zone an accessor's argument names (``zoneinfo`` keeps the zones it has read)."""
     if kind(name) != "string":
         raise no_overload("timezone", name)
-    tz = _TZ_CACHE.get(name)
-    if tz is not None:
-        return tz
+    if name.startswith(("+", "-")):
+        m = _TZ_OFFSET.fullmatch(name)
+        if m is None:
+            raise CELEvalError("unknown time zone")
+        sign, hours, minutes = m.groups()
+        offset = datetime.timedelta(hours=int(hours), minutes=int(minutes))
+        return datetime.timezone(-offset if sign == "-" else offset)
     try:
-        tz = zoneinfo.ZoneInfo(name)
+        return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        m = _TZ_OFFSET.match(name)
-        if not m:
-            raise CELEvalError("unknown time zone") from None
-        sign, hh, mm = m.groups()
-        minutes = (int(hh) * 60 + int(mm)) * (-1 if sign == "-" else 1)
-        try:
-            tz = datetime.timezone(datetime.timedelta(minutes=minutes))
-        except ValueError:
-            raise CELEvalError("unknown time zone") from None
-    if len(_TZ_CACHE) < 256:
-        _TZ_CACHE[name] = tz
-    return tz
+        raise CELEvalError("unknown time zone") from None
 
 
-def _local(ts: Any, tz: Any) -> datetime.datetime:
-    return _as_datetime(ts).astimezone(_UTC if tz is None else tz_lookup(tz))
+def _wall_clock(v: Any, zone: datetime.tzinfo) -> tuple[datetime.datetime, int]:
+    """The date and time of day in ``zone`` at the timestamp ``v``, and the years to add to its year.
 
-
-def _ts_accessor(name: str, fn: Callable[[datetime.datetime], int],
-                 dur_fn: Callable[[int], int] | None) -> Callable[..., int]:
-    def accessor(v: Any, tz: Any = None) -> int:
-        k = kind(v)
-        if k == "timestamp":
-            if name == "getMilliseconds":  # the only part finer than the datetime in the zone
-                return timestamp_ns(v) % _NS // 1_000_000
-            return fn(_local(v, tz))
-        if k == "duration" and dur_fn is not None and tz is None:
-            return dur_fn(duration_ns(v))
-        raise no_overload(name, v) if tz is None else no_overload(name, v, tz)
-
-    accessor.__name__ = name
-    return accessor
-
-
-def _truncated(ns: int, unit: int) -> int:
-    q = abs(ns) // unit
-    return -q if ns < 0 else q
+    At the ends of the range the local date can fall in year 0 or 10000, which ``datetime``
+    cannot hold (CEL answers 10000 for the year, as Go does); 400 years away the calendar and the
+    zone's rules are the same, so the date is taken there and its year moved back."""
+    if type(v) is Timestamp:
+        v = v.plain()
+    elif v.tzinfo is None:  # a naive datetime is UTC, as in timestamp_ns(), not the server's zone
+        v = v.replace(tzinfo=_UTC)
+    try:
+        return v.astimezone(zone), 0
+    except OverflowError:
+        years = _CYCLE_YEARS if v.year == 1 else -_CYCLE_YEARS
+        return v.replace(year=v.year + years).astimezone(zone), -years
 
 
 def _day_of_year(d: datetime.datetime) -> int:
     return d.toordinal() - datetime.date(d.year, 1, 1).toordinal()
 
 
-TIME_ACCESSORS: dict[str, Callable[..., int]] = {
-    "getFullYear": _ts_accessor("getFullYear", lambda d: d.year, None),
-    "getMonth": _ts_accessor("getMonth", lambda d: d.month - 1, None),
-    "getDayOfYear": _ts_accessor("getDayOfYear", _day_of_year, None),
-    "getDayOfMonth": _ts_accessor("getDayOfMonth", lambda d: d.day - 1, None),
-    "getDate": _ts_accessor("getDate", lambda d: d.day, None),
-    "getDayOfWeek": _ts_accessor("getDayOfWeek", lambda d: d.isoweekday() % 7, None),
-    # On a duration these convert the whole duration to the unit, truncating toward zero,
-    # except getMilliseconds, which is the milliseconds component (langdef; cel-spec tests).
-    "getHours": _ts_accessor("getHours", lambda d: d.hour, lambda ns: _truncated(ns, 3600 * _NS)),
-    "getMinutes": _ts_accessor("getMinutes", lambda d: d.minute, lambda ns: _truncated(ns, 60 * _NS)),
-    "getSeconds": _ts_accessor("getSeconds", lambda d: d.second, lambda ns: _truncated(ns, _NS)),
-    "getMilliseconds": _ts_accessor("getMilliseconds", lambda d: d.microsecond // 1000,
-                                    lambda ns: _truncated(ns - _truncated(ns, _NS) * _NS, 1_000_000)),
+# langdef "List of Standard Definitions": each accessor of a timestamp, in UTC or in a zone ...
+_TIMESTAMP_PARTS: dict[str, Callable[[datetime.datetime], int]] = {
+    "getFullYear": lambda d: d.year,
+    "getMonth": lambda d: d.month - 1,
+    "getDayOfYear": _day_of_year,
+    "getDayOfMonth": lambda d: d.day - 1,
+    "getDate": lambda d: d.day,
+    "getDayOfWeek": lambda d: d.isoweekday() % 7,
+    "getHours": lambda d: d.hour,
+    "getMinutes": lambda d: d.minute,
+    "getSeconds": lambda d: d.second,
+    "getMilliseconds": lambda d: d.microsecond // 1000,
 }
+# ... and of a duration (no zone): the whole duration in the unit, truncated toward zero, except
+# getMilliseconds, the milliseconds part (langdef; cel-spec's tests).
+_DURATION_PARTS: dict[str, Callable[[int], int]] = {
+    "getHours": lambda ns: _quotient(ns, 3600 * _NS),
+    "getMinutes": lambda ns: _quotient(ns, 60 * _NS),
+    "getSeconds": lambda ns: _quotient(ns, _NS),
+    "getMilliseconds": lambda ns: _quotient(ns - _quotient(ns, _NS) * _NS, 1_000_000),
+}
+
+
+def time_part(name: str, v: Any, *zone: Any) -> int:
+    """``v.getHours()``, ``v.getHours("Europe/Paris")`` and the other accessors named in
+    ``_TIMESTAMP_PARTS``. ``zone`` is the optional argument: absent, not ``None``, because
+    ``getHours(null)`` is an error, not the hour in UTC."""
+    k = kind(v)
+    if k == "timestamp":
+        wall, years = _wall_clock(v, tz_lookup(zone[0]) if zone else _UTC)
+        part = _TIMESTAMP_PARTS[name](wall)
+        return part + years if name == "getFullYear" else part
+    if k == "duration" and not zone and name in _DURATION_PARTS:
+        return _DURATION_PARTS[name](duration_ns(v))
+    raise no_overload(name, v, *zone)
+
 
 # name -> (implementation, allowed argument counts including the receiver)
 FUNCTIONS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
@@ -786,7 +775,7 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     "endsWith": (ends_with, (2,)),
     "contains": (contains, (2,)),
     "matches": (matches, (2,)),
-    **{name: (fn, (1, 2)) for name, fn in TIME_ACCESSORS.items()},
+    **{name: (functools.partial(time_part, name), (1, 2)) for name in _TIMESTAMP_PARTS},
 }
 CONVERSIONS: dict[str, Callable[[Any], Any]] = {
     "int": to_int,

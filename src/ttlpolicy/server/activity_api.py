@@ -192,6 +192,7 @@ class ActivityAPI:
         # policy reading activity.* always sees every request recorded before its own.
         self._pending: list[ActivityRequest] = []
         self._pending_lock = threading.Lock()
+        self._unlogged: dict[str, tuple[float, int]] = {}  # reason -> (last logged, dropped since)
         self._write_lock = threading.Lock()
         self._writer: threading.Thread | None = None
         self._writer_stop = threading.Event()
@@ -346,9 +347,19 @@ class ActivityAPI:
         return pending
 
     def _count_unrecorded(self, reason: str, n: int) -> None:
-        if n:
-            self.metrics.unrecorded.labels(reason).inc(n)
-            log.warning("%d decided request(s) not recorded in the activity (%s)", n, reason.replace("_", " "))
+        """Count requests whose recording is dropped; say so in the log at most once a second per
+        reason, with how many since the last line (a full queue drops one per request: a log line
+        each, on the event loop, slowed the overloaded service down further)."""
+        if not n:
+            return
+        self.metrics.unrecorded.labels(reason).inc(n)
+        now = time.monotonic()
+        since, waiting = self._unlogged.get(reason, (float("-inf"), 0))
+        if now - since < 1.0:
+            self._unlogged[reason] = (since, waiting + n)
+            return
+        self._unlogged[reason] = (now, 0)
+        log.warning("%d decided request(s) not recorded in the activity (%s)", waiting + n, reason.replace("_", " "))
 
     def write_pending(self) -> int:
         """Record the requests waiting for the writer thread (one transaction); returns how many.

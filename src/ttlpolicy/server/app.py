@@ -386,7 +386,7 @@ class Service:
                                 "loaded_at": loaded.loaded_at, "error": None, "reasons": reasons,
                                 **self.holder.delivery()}
         if error is not None:
-            body["error"] = {"detail": f"the last reload failed; serving the last good set", **error.to_dict()}
+            body["error"] = {"detail": "the last reload failed; serving the last good set", **error.to_dict()}
         body["state"] = self.state.readiness()
         if body["state"]["status"] != "ok":
             body["status"] = "degraded"
@@ -459,6 +459,7 @@ class Service:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.decision_log.start()
+        self.metrics.start()  # several workers: copies the counts into the shared files
         self.activity.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -167,6 +167,8 @@ class Emergencies:
             return list(self._all.values())
 
     def live(self, now: float) -> list[Emergency]:
+        if not self._all:  # the usual case, on every decision: no lock, no list
+            return []
         return [e for e in self.all() if e.live(now)]
 
     def listing(self, now: float, status: str = "active") -> list[Emergency]:

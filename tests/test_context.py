@@ -8,14 +8,17 @@ the one source of the rules and messages; the reference evaluator builds its act
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from ttlpolicy import ContextError, load_sources
-from ttlpolicy.context import (MAX_EPOCH, MAX_LIST, MAX_STRING, check_value, parse_ip, parse_timestamp,
+from ttlpolicy.context import (MAX_EPOCH, ContextSchema, MAX_LIST, MAX_STRING, check_value, parse_ip, parse_timestamp,
                                value_checker, zone_info)
 from ttlpolicy.model import Attribute
 
@@ -342,3 +345,63 @@ def test_any_mapping_is_a_context_and_a_required_top_level_attribute_is_checked(
     with pytest.raises(ContextError) as raised:
         policy.context.activation({"user": {"badge": "b1"}}, NOW)
     assert [(p.path, p.message) for p in raised.value.problems] == [("seats", "required attribute is missing")]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.one_of(st.ip_addresses().map(str), st.ip_addresses(v=4).map(lambda a: str(a).replace(".", ".0", 1)),
+                 st.text(alphabet="0123456789.:abcdefABCDEF% x", max_size=20)))
+def test_an_address_parses_as_ipaddress_reads_it(text: str) -> None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse_ip(text)
+        return
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    assert parse_ip(text) == (address.version, int(address))
+
+
+_networks = st.one_of(st.ip_addresses(v=4).flatmap(lambda a: st.integers(8, 32).map(
+                          lambda n: ipaddress.ip_network(f"{a}/{n}", strict=False))),
+                      st.ip_addresses(v=6).flatmap(lambda a: st.integers(16, 128).map(
+                          lambda n: ipaddress.ip_network(f"{a}/{n}", strict=False))))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(_networks, st.sampled_from(["a", "b", "c"])), max_size=8),
+       st.lists(st.ip_addresses(), min_size=1, max_size=8))
+def test_an_address_is_in_the_first_zone_that_holds_it(zones: list[Any], addresses: list[Any]) -> None:
+    """Found by bisection over disjoint ranges: the zone a scan of the table in order finds
+    (overlapping zones, which the validator refuses, included)."""
+    schema = ContextSchema({}, ZoneInfo("UTC"), zones)
+    for address in [*addresses, *(net.network_address for net, _ in zones), *(net.broadcast_address for net, _ in zones)]:
+        mapped = address.ipv4_mapped if address.version == 6 and address.ipv4_mapped else address  # as parse_ip
+        expected = next((name for net, name in zones if mapped in net), "none")
+        assert schema.ip_zone(str(address)) == expected, (zones, address)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+       st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m))),
+       st.sampled_from([str.upper, str.lower]))
+@example(datetime(1970, 1, 1), timezone.utc, str.upper)
+@example(datetime(1969, 12, 31, 23, 59, 59, 999999), timezone.utc, str.upper)
+@example(datetime(1970, 1, 1, 0, 59), timezone(timedelta(hours=1)), str.upper)
+@example(datetime(8999, 12, 31, 23, 59, 59, 999999), timezone.utc, str.upper)
+@example(datetime(8999, 12, 31, 23, 59, 59), timezone.utc, str.lower)
+@example(datetime(9000, 1, 1, 0, 59), timezone(timedelta(hours=1)), str.upper)
+def test_a_timestamp_is_accepted_exactly_when_its_instant_is_in_range(local: datetime, offset: timezone,
+                                                                      case: Any) -> None:
+    """The short path for well-inside instants must not move the edges of the range."""
+    instant = local.replace(tzinfo=offset)
+    text = case(instant.isoformat())
+    try:
+        epoch = instant.timestamp()
+    except (OverflowError, ValueError):
+        epoch = float("inf")
+    if 0 <= epoch < MAX_EPOCH:
+        assert parse_timestamp(text) == instant
+    else:
+        with pytest.raises(ValueError, match="out of range"):
+            parse_timestamp(text)

@@ -16,7 +16,6 @@ above 1. The decision lists such rules under ``errors``.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +25,7 @@ from .decision import Decision, RuleOutcome, TraceEntry
 from .durations import MAX_DURATION, format_duration
 from .program import CompiledPolicy, CompiledRule, TtlOps
 
-_EPSILON = 1e-6  # 3600 * 0.7 is 2519.9999999999995 in binary floating point; people mean 2520
+EPSILON = 1e-6  # 3600 * 0.7 is 2519.9999999999995 in binary floating point; people mean 2520
 
 
 class _Target:
@@ -253,18 +252,11 @@ def session_end_of(activation: Mapping[str, Any], max_session: int | None) -> da
     one (the issuer cannot forge it), else the context's ``user.auth_time``."""
     token = activation.get("token") or {}
     start = token.get("auth_time") or (activation.get("user") or {}).get("auth_time")
-    end = start + _seconds_delta(max_session) if start is not None and max_session is not None else None
+    end = start + timedelta(seconds=max_session) if start is not None and max_session is not None else None
     token_end = token.get("session_exp")
     if token_end is not None and (end is None or token_end < end):
         return token_end
     return end
-
-
-@functools.lru_cache(maxsize=256)
-def _seconds_delta(seconds: int) -> timedelta:
-    """``timedelta(seconds=...)`` for a policy's session lengths (a few values), built once: it
-    cost more than the rest of the session's arithmetic."""
-    return timedelta(seconds=seconds)
 
 
 def _restrictions(rule: CompiledRule) -> list[str]:
@@ -369,7 +361,7 @@ def seconds(value: float) -> int:
     # 0 × a finite factor is 0; it would take the first branch and come out as 0 anyway).
     if not value <= MAX_DURATION:
         return MAX_DURATION if value > MAX_DURATION else 0
-    return int(math.floor(value + _EPSILON))
+    return int(math.floor(value + EPSILON))
 
 
 def error_text(exc: BaseException) -> str:

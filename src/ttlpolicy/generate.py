@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 import lark
 
 from .cel import codegen
-from .context import EXTRA_CHECKS, MAX_STRING, value_checker
+from .context import EXTRA_CHECKS, MAX_STRING, ContextSchema, value_checker
 from .decision import Decision
-from .evaluate import bound_session, decide as reference_decide, deny, seconds, session_end_of
+from .durations import MAX_DURATION
+from .evaluate import EPSILON, bound_session, decide as reference_decide, deny, seconds
 from .model import Attribute
 from .program import CompiledPolicy, CompiledRule, ParsedExpression, Program, TtlOps
 from .vocabulary import NO_ZONE, WEEKDAYS
@@ -104,10 +106,10 @@ def generate_program(policy: CompiledPolicy, parsed: Mapping[str, ParsedExpressi
     w = _Writer()
     fallbacks: list[tuple[str, str]] = []
     w.lines.append("def decide(context, now, explain):")
-    _validation(w, policy)
+    variables = _validation(w, policy)
     w.line("if explain:  # every rule's outcome, by the reference evaluator")
     w.line("    return _reference(_policy, act, now, True)")
-    chunks = _collection(w, policy, parsed, fallbacks)
+    chunks = _collection(w, policy, parsed, fallbacks, variables)
     _combination(w, policy)
     sources = ["\n".join(lines) + "\n" for lines in [w.lines, *chunks]]
     namespace: dict[str, Any] = {
@@ -128,7 +130,8 @@ def _header(policy: CompiledPolicy, fallbacks: list[tuple[str, str]]) -> str:
 # ------------------------------------------------------------------------------- validation
 
 
-def _validation(w: _Writer, policy: CompiledPolicy) -> None:
+def _validation(w: _Writer, policy: CompiledPolicy) -> dict[str, str]:
+    """The context's validation; returns the variable that holds each namespace's dict."""
     schema = policy.context
     namespaces: dict[str, dict[str, Attribute]] = {}
     top: dict[str, Attribute] = {}
@@ -162,14 +165,14 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> None:
         w.line(f"if type(x) is not dict or not x.keys() <= {w.const(frozenset(sendable), 'keys')}:")
         w.line("    raise _Slow")
         for leaf, attribute in sendable.items():
-            _check(w, f"{namespace}.{leaf}", attribute, "x", leaf, f"{var}[{_key(leaf)}]",
+            _check(w, f"{namespace}.{leaf}", attribute, "x", leaf, f"{var}[{_key(leaf)}]", schema,
                    zone_finder=schema.ip_zone if schema.has_zones else None)
         w.depth -= 1
     w.line("act = {" + ", ".join(f"{_key(ns)}: {var}" for ns, var in variables.items()) + "}")
     for name, attribute in top.items():
         if attribute.derived:
             continue
-        _check(w, name, attribute, "context", name, f"act[{_key(name)}]",
+        _check(w, name, attribute, "context", name, f"act[{_key(name)}]", schema,
                default=None if attribute.default is None else w.const(attribute.default, "default"))
     for name, attribute in schema.attributes.items():
         if attribute.required:
@@ -177,19 +180,22 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> None:
             test = f"{_key(leaf)} not in {variables[namespace]}" if leaf else f"{_key(name)} not in act"
             w.line(f"if {test}: raise _Slow  # {name} is required")
     w.depth -= 1
-    w.line("except (_Slow, ValueError):")
+    w.line("except Exception:  # _Slow, ValueError, ...: the validator says what, or agrees")
     w.line("    act = _activation(context, now)  # every problem listed (ContextError), or the same activation")
+    if variables:  # the rules read each namespace from its variable
+        w.line(f"    {', '.join(variables.values())} = {', '.join(f'act[{_key(ns)}]' for ns in variables)}")
     w.line("else:")
     w.depth += 1
     w.constants["_activation"] = schema.activation
-    _derivation(w, policy)
+    _derivation(w, policy, variables)
     w.depth -= 1
+    return variables
 
 
 _IP = "location.ip"
 
 
-def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, target: str,
+def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, target: str, schema: ContextSchema,
            default: str | None = None, zone_finder: Callable[[str], str] | None = None) -> None:
     """Assign the sent value of one attribute if it is plainly valid; otherwise ``_Slow``."""
     w.line(f"v = {source}.get({_key(key)})")
@@ -200,7 +206,7 @@ def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, t
         w.line(f"    zone = {w.const(zone_finder, 'ip_zone')}(v)  # ValueError for a bad address")
         w.line(f"    {target} = v")
         return
-    test = _plain_test(w, name, attribute)
+    test = _plain_test(w, name, attribute, schema.time_zones, schema.time_zone)
     if test is None:  # timestamps, lists, IP addresses, ...: the shared checker (raises ValueError)
         w.line(f"    {target} = {w.const(value_checker(name, attribute), 'check')}(v)")
     else:
@@ -211,11 +217,26 @@ def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, t
         w.line(f"    {target} = {default}")
 
 
-def _plain_test(w: _Writer, name: str, attribute: Attribute) -> str | None:
-    """A test that holds exactly for the values ``_coerce`` accepts unchanged, where one is simple."""
+# Exactly the values location.country's check accepts: two ASCII capital letters.
+_COUNTRY_CODES = frozenset(chr(a) + chr(b) for a in range(65, 91) for b in range(65, 91))
+
+
+def _plain_test(w: _Writer, name: str, attribute: Attribute, zones: Mapping[str, Any],
+                time_zone: Callable[[str], Any]) -> str | None:
+    """A test that holds exactly for the values ``_coerce`` (and the attribute's extra check)
+    accepts unchanged, where one is simple; ``zones``: the time zones the policy has loaded,
+    ``time_zone`` loads one."""
+    kind = attribute.type
+    if name in ("location.country", "time.zone") and kind == "string":
+        if name == "location.country":
+            test = f"v in {w.const(_COUNTRY_CODES, 'countries')}"
+        else:  # a zone loaded already (a dict that only grows), or one that loads (ValueError if none)
+            test = f"(v in {w.const(zones, 'time_zones')} or {w.const(time_zone, 'time_zone')}(v))"
+        if attribute.values is not None:
+            test = f"v in {w.const(frozenset(attribute.values), 'values')} and {test}"
+        return f"type(v) is str and {test}"
     if name in EXTRA_CHECKS:
         return None
-    kind = attribute.type
     if kind == "string":
         if attribute.values is None:
             return f"type(v) is str and len(v) <= {MAX_STRING}"
@@ -223,31 +244,35 @@ def _plain_test(w: _Writer, name: str, attribute: Attribute) -> str | None:
     if kind == "bool":
         return "v is True or v is False"
     if kind in ("int", "double"):
-        low, high = attribute.min, attribute.max
-        if kind == "int":
-            bounds = [f"{_INT64[0]} <= v <= {_INT64[1]}"]
-        else:  # finite bounds even without min/max: inf and NaN fail them and take the slow path
-            bounds = [f"{w.const(-1.7976931348623157e308)} <= v <= {w.const(1.7976931348623157e308)}"]
-        bounds += [f"v >= {w.const(low)}"] if low is not None else []
-        bounds += [f"v <= {w.const(high)}"] if high is not None else []
-        return f"type(v) is {'int' if kind == 'int' else 'float'} and " + " and ".join(bounds)
+        # One chained comparison: the declared bounds within the 64-bit range (int), or finite
+        # bounds even without min/max (double: inf and NaN fail them and take the slow path).
+        low, high = (_INT64[0], _INT64[1]) if kind == "int" else (-sys.float_info.max, sys.float_info.max)
+        low = low if attribute.min is None else max(low, attribute.min)
+        high = high if attribute.max is None else min(high, attribute.max)
+        return f"type(v) is {'int' if kind == 'int' else 'float'} and {_number(w, low)} <= v <= {_number(w, high)}"
     return None
 
 
-def _derivation(w: _Writer, policy: CompiledPolicy) -> None:
+def _number(w: _Writer, value: float) -> str:
+    """A finite number as its literal (``repr`` reads back exactly), anything else as a constant."""
+    return repr(value) if math.isfinite(value) else w.const(value)
+
+
+def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]) -> None:
     """``time.*`` in the request's (or the policy's) time zone, and ``location.zone`` from the IP."""
     schema = policy.context
     w.line("# derived attributes")
-    w.line("t = act.setdefault('time', {})")
+    w.line(f"t = {variables['time']}" if "time" in variables else "t = act.setdefault('time', {})")
     w.line("z = t.get('zone')")
-    w.line(f"local = now.astimezone({w.const(schema.time_zone, 'tz')}(z) if z else "
-           f"{w.const(schema.default_zone, 'zone')})")
+    w.line(f"local = now.astimezone(({w.const(schema.time_zones, 'time_zones')}.get(z) or "
+           f"{w.const(schema.time_zone, 'time_zone')}(z)) if z else {w.const(schema.default_zone, 'zone')})")
     w.line("t['now'] = now")
     w.line("t['hour'] = local.hour")
     w.line("t['minute'] = local.minute")
     w.line(f"t['weekday'] = {w.const(WEEKDAYS, 'weekdays')}[local.weekday()]")
     w.line("t['date'] = local.date().isoformat()")
-    w.line("location = act.setdefault('location', {})")
+    w.line(f"location = {variables['location']}" if "location" in variables else
+           "location = act.setdefault('location', {})")
     if _IP in schema.attributes and schema.has_zones and schema.attributes[_IP].default is None:
         w.line("location['zone'] = zone")
     else:
@@ -267,9 +292,10 @@ _STATE = ("matched, access_factors, access_floors, access_caps, refresh_factors,
 
 
 def _collection(w: _Writer, policy: CompiledPolicy, parsed: Mapping[str, ParsedExpression] | None,
-                fallbacks: list[tuple[str, str]]) -> list[list[str]]:
+                fallbacks: list[tuple[str, str]], variables: Mapping[str, str]) -> list[list[str]]:
     """The rules, in ``decide`` itself or, for a large policy, in functions ``_rules<n>`` of
-    :data:`RULES_PER_FUNCTION` rules each (returned as their source lines)."""
+    :data:`RULES_PER_FUNCTION` rules each (returned as their source lines). In ``decide`` the
+    conditions read each namespace from its variable (``variables``), in a function from ``act``."""
     defaults = policy.refresh_defaults
     w.line("# rules, in name order: each that matches records its effects")
     w.line("matched = []")
@@ -286,7 +312,7 @@ def _collection(w: _Writer, policy: CompiledPolicy, parsed: Mapping[str, ParsedE
     chunks: list[list[str]] = []
     if len(policy.rules) <= RULES_PER_FUNCTION:
         for index, rule in enumerate(policy.rules):
-            _rule(w, index, rule, parsed, fallbacks)
+            _rule(w, index, rule, parsed, fallbacks, variables)
     else:
         for first in range(0, len(policy.rules), RULES_PER_FUNCTION):
             name = f"_rules{len(chunks)}"
@@ -310,7 +336,7 @@ def _collection(w: _Writer, policy: CompiledPolicy, parsed: Mapping[str, ParsedE
 
 
 def _rule(w: _Writer, index: int, rule: CompiledRule, parsed: Mapping[str, ParsedExpression] | None,
-          fallbacks: list[tuple[str, str]]) -> None:
+          fallbacks: list[tuple[str, str]], variables: Mapping[str, str] | None = None) -> None:
     w.line()
     w.line(f"# rule {_comment(rule.name)} at {_comment(rule.file)}:{rule.line}")
     w.line(f"#   when: {_comment(rule.when)}")
@@ -321,6 +347,8 @@ def _rule(w: _Writer, index: int, rule: CompiledRule, parsed: Mapping[str, Parse
         if isinstance(inline, tuple):
             body, names = inline
             w.constants.update(names)
+            for namespace, variable in (variables or {}).items():  # act['user'] is ns4: one lookup less
+                body = body.replace(f"act[{_key(namespace)}]", variable)
         else:  # a shape the generator does not know (inline says why): counted, shown
             fallbacks.append((rule.name, str(inline)))
     if body is None:
@@ -412,10 +440,22 @@ def _combination(w: _Writer, policy: CompiledPolicy) -> None:
         w.line("    trace.append(('refresh_ttl', 'idle_timeout', idle_timeout, refresh, idle_rule or None, "
                "None if idle_rule else 'defaults'))")
     w.line("max_session, session_rule = min(session) if session else (None, None)")
-    w.line(f"session_end = {w.const(session_end_of, 'session_end_of')}(act, max_session)")
+    # evaluate.session_end_of, with the session lengths' timedeltas built once (building one cost
+    # more than the rest of the session's arithmetic)
+    lengths = {length: timedelta(seconds=length) for length in
+               [policy.refresh_defaults.max_session, *(r.max_session for r in policy.rules)] if length is not None}
+    w.line("token = act.get('token') or {}")
+    w.line("start = token.get('auth_time') or (act.get('user') or {}).get('auth_time')")
+    w.line(f"session_end = start + {w.const(lengths, 'session_lengths')}[max_session] "
+           "if start is not None and max_session is not None else None")
+    w.line("token_end = token.get('session_exp')")
+    w.line("if token_end is not None and (session_end is None or token_end < session_end):")
+    w.line("    session_end = token_end")
     w.line("session_denied = None")
     w.line("if session_end is not None or max_session is not None:")
-    w.line(f"    access, refresh, session_denied = {w.const(bound_session, 'bound_session')}("
+    w.line("    remaining = max_session if session_end is None else int((session_end - now).total_seconds())")
+    w.line("    if remaining <= 0 or remaining < access or remaining < refresh:  # it shortens or denies")
+    w.line(f"        access, refresh, session_denied = {w.const(bound_session, 'bound_session')}("
            "session_end, max_session, session_rule or None, now, access, refresh, trace)")
     limits = policy.limits
     _limit(w, "access", limits.access_ttl.max, "limit_max", ">")
@@ -460,9 +500,11 @@ def _combine_target(w: _Writer, target: str) -> None:
     w.line(f"    value = {target}")
     w.line(f"    for factor, rule in {target}_factors:")
     w.line("        value *= factor")
-    w.line(f"        trace.append(({name}, 'multiply', factor, _seconds(value), rule, None))")
-    w.line(f"    {target} = _seconds(value)")
+    # evaluate.seconds, inline for the values it floors (it decides the rest: overflow, NaN)
+    w.line(f"        {target} = _floor(value + {EPSILON!r}) if value <= {MAX_DURATION} else _seconds(value)")
+    w.line(f"        trace.append(({name}, 'multiply', factor, {target}, rule, None))")
     w.constants["_seconds"] = seconds
+    w.constants["_floor"] = math.floor
     w.line(f"if {target}_floors:")
     w.line(f"    floor, rule = max({target}_floors)")
     w.line(f"    if floor > {target}:")

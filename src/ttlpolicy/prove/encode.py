@@ -29,7 +29,7 @@ from ..validate import parse_zones
 from .cel import FALSE, TRUE, Sym, Translator, _and, _not, _or, lift
 from .symbols import DOUBLE, RNE, US, SymbolicContext, Unsupported
 
-_EPSILON = 1e-6  # the evaluator's tolerance (evaluate._EPSILON)
+_EPSILON = 1e-6  # the evaluator's tolerance (evaluate.EPSILON)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

@@ -91,6 +91,18 @@ def make_client(tmp_path: Path) -> tuple[TestClient, _CountingStore, str]:
     return client, counting, url
 
 
+def refuse_batches(monkeypatch: pytest.MonkeyPatch, counting: _CountingStore) -> Any:
+    """Make every batch of ``counting`` fail as an unreachable store does; returns the real ``batch``."""
+    real_batch = counting.batch
+
+    def refusing(atomic: bool = False) -> Any:
+        batch = real_batch(atomic)
+        batch.execute = lambda: (_ for _ in ()).throw(StoreUnavailable("connection refused"))
+        return batch
+    monkeypatch.setattr(counting, "batch", refusing)
+    return real_batch
+
+
 def decide(client: TestClient, policy: str, country: str) -> dict[str, Any]:
     response = client.post("/v1/decide", json={"policy": policy, "explain": False, "context": {
         "user": {"id": "alice"}, "client": {"id": "web"}, "location": {"country": country}}})
@@ -160,13 +172,7 @@ def test_what_cannot_be_recorded_is_counted(tmp_path: Path, monkeypatch: pytest.
         metrics = client.get("/metrics").text
         assert 'ttlpolicy_activity_unrecorded_total{reason="queue_full"} 1.0' in metrics
         api = client.app.state.service.activity  # type: ignore[attr-defined]
-        real_batch = counting.batch
-
-        def refusing(atomic: bool = False) -> Any:
-            batch = real_batch(atomic)
-            batch.execute = lambda: (_ for _ in ()).throw(StoreUnavailable("connection refused"))
-            return batch
-        monkeypatch.setattr(counting, "batch", refusing)
+        refuse_batches(monkeypatch, counting)
         assert api.write_pending() == 0
         metrics = client.get("/metrics").text
         assert 'ttlpolicy_activity_unrecorded_total{reason="store_unavailable"} 2.0' in metrics
@@ -226,13 +232,7 @@ def test_active_tokens_are_written_once_per_client_and_expiry_second_and_kept_wh
         flush = type(api).flush_tokens
         for _ in range(30):
             decide(client, "plain", "DE")  # 1h access tokens for client "web"
-        real_batch = counting.batch
-
-        def refusing(atomic: bool = False) -> Any:
-            batch = real_batch(atomic)
-            batch.execute = lambda: (_ for _ in ()).throw(StoreUnavailable("connection refused"))
-            return batch
-        monkeypatch.setattr(counting, "batch", refusing)
+        real_batch = refuse_batches(monkeypatch, counting)
         flush(api)  # refused: kept for the next flush, not lost
         monkeypatch.setattr(counting, "batch", real_batch)
         since = len(counting.executed)
@@ -301,13 +301,7 @@ def test_a_shared_round_trip_that_fails_never_opens_the_rate_limit(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     client, counting = _limited_client(tmp_path, '"true"')
     with client:
-        real_batch = counting.batch
-
-        def refusing(atomic: bool = False) -> Any:
-            batch = real_batch(atomic)
-            batch.execute = lambda: (_ for _ in ()).throw(StoreUnavailable("connection refused"))
-            return batch
-        monkeypatch.setattr(counting, "batch", refusing)
+        refuse_batches(monkeypatch, counting)
         out = decide(client, "adaptive", "DE")
         assert out["state"] == "degraded" and out["activity"]["available"] is False
         assert out["access_ttl"] <= 600 and "rate_limits" not in out  # the degraded ceiling holds instead

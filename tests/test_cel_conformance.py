@@ -169,7 +169,8 @@ CONVERSIONS: list[tuple[str, Any]] = [
     ("timestamp(1000000000) == timestamp(\"2001-09-09T01:46:40Z\")", True),
     ("timestamp(timestamp(1)) == timestamp(1)", True),
     ("timestamp(1.0)", Err("no such overload")),
-    ("double(\"1e400\")", float("inf")),
+    ("double(\"1e400\")", Err("out of range")), ("double(\"-1e400\")", Err("out of range")),
+    ("double(\"1e-400\")", 0.0), ("double(\"1.7976931348623157e308\")", 1.7976931348623157e308),
     ("string(true)", "true"),
 ]
 
@@ -349,8 +350,9 @@ ACCESSORS: list[tuple[str, Any]] = [
 # separators, no other scripts' digits -- which Python's int() and float() would take);
 # timestamp() reads an RFC 3339 date-time: a UTC offset below 24 hours, no second 60.
 TEXT: list[tuple[str, Any]] = [
-    ("int(\"-0x10\")", -16),
-    ("int(\"0X1F\")", 31),
+    ("int(\"-0x10\")", Err("conversion error")),  # base 10 only, as Go's ParseInt(s, 10, 64)
+    ("int(\"0X1F\")", Err("conversion error")),
+    ("int(\"-9223372036854775808\")", -2**63),
     ("int(\"+12\")", 12),
     ("int(\" 12\")", Err("conversion error")),
     ("int(\"1_000\")", Err("conversion error")),
@@ -358,10 +360,13 @@ TEXT: list[tuple[str, Any]] = [
     ("int(\"0x\")", Err("conversion error")),
     ("int(\"0x-1f\")", Err("conversion error")),
     ("int(\"1" + "0" * 4400 + "\")", Err("too many digits")),
-    ("uint(\"0x1F\")", 31),
-    ("uint(\"18446744073709551615\")", 2**64 - 1),
+    ("uint(\"0x1F\")", Err("conversion error")),
+    ("uint(\"+7\")", Err("conversion error")),  # ParseUint: no sign
+    ("uint(\"-1\")", Err("conversion error")),
+    ("uint(\"007\")", 7),
+    ("uint(\"18446744073709551615\")", 2**64 - 1), ("uint(\"18446744073709551616\")", Err("uint64 overflow")),
     ("uint(\"0x1_f\")", Err("conversion error")),
-    ("uint(\"-0x1\")", Err("uint64 overflow")),
+    ("uint(\"-0x1\")", Err("conversion error")),
     ("double(\"-9.5e-1\")", -0.95),
     ("double(\".5\")", 0.5),
     ("double(\"-Infinity\") == double(\"-inf\")", True),
@@ -439,6 +444,12 @@ CELPY_DIFFERS: dict[str, Any] = {
     "[1] == [1.0]": "error",
     "1 == 1.0": "error",
     "timestamp(\"2020-01-01\")": "value",
+    "double(\"1e400\")": float("inf"),
+    "double(\"-1e400\")": float("-inf"),
+    "int(\"-0x10\")": -16,
+    "int(\"0X1F\")": 31,
+    "uint(\"0x1F\")": 31,
+    "uint(\"+7\")": 7,
 }
 
 

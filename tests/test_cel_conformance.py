@@ -284,6 +284,18 @@ MEMBERSHIP: list[tuple[str, Any]] = [
     ("[1] in {\"a\": 1}", False),
     ("\"x\" in {1: \"x\"}", False),
     ("1 in \"1\"", Err("no such overload")),
+    # ... and indexing finds what membership finds: a key or a position by the number it equals
+    ("{1u: 1.0, 2: 2.0, 3u: 3.0}[3.0]", 3.0),
+    ("{1u: 1.0, 2: 2.0, 3u: 3.0}[2u]", 2.0),
+    ("{1u: 1.0, 2: 2.0, 3u: 3.0}[3.1]", Err("no such key")),
+    ("{true: 1}[1.0]", Err("no such key")),
+    ("[7, 8, 9][0.0]", 7),
+    ("[7, 8, 9][2u]", 9),
+    ("[7, 8, 9][0.1]", Err("not a whole number")),
+    ("[7, 8, 9][3.0]", Err("index out of range")),
+    ("[7, 8, 9][-1.0]", Err("index out of range")),
+    ("[7, 8, 9][1e300]", Err("index out of range")),
+    ("[7, 8, 9][0.0 / 0.0]", Err("not a whole number")),
 ]
 
 # -------------------------------------------------------------------- Timestamp accessors

@@ -341,6 +341,8 @@ ACCESSORS: list[tuple[str, Any]] = [
     (f"{_T}.getHours(\"+24:00\")", Err("unknown time zone")),
     (f"{_T}.getHours(\"+01:60\")", Err("unknown time zone")),
     (f"{_T}.getHours(\"1:30\")", Err("unknown time zone")),
+    (f"{_T}.getHours(\"02:00\") == {_T}.getHours(\"+02:00\")", True),  # no sign: east of UTC
+    (f"{_T}.getHours(\"24:00\")", Err("unknown time zone")),
     (f"{_T}.getHours(\"+01:00 \")", Err("unknown time zone")),
     (f"{_T}.getHours(\"Mars/Olympus_Mons\")", Err("unknown time zone")),
     (f"{_T}.getMilliseconds(\"Mars/Olympus_Mons\")", Err("unknown time zone")),

@@ -691,8 +691,9 @@ def matches(s: Any, pattern: Any) -> bool:
 # ---------------------------------------------------------------------------- timestamp accessors
 
 # langdef "Timezones": an IANA name ("UTC", "Europe/Paris") or a fixed offset "+05:30" (less
-# than a day, as Python's and Go's fixed zones are).
-_TZ_OFFSET = re.compile(r"([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
+# than a day, as Python's and Go's fixed zones are); without a sign ("02:00") an offset is east of
+# UTC, as cel-spec's conformance tests read it.
+_TZ_OFFSET = re.compile(r"([+-]?)([01][0-9]|2[0-3]):([0-5][0-9])")
 _CYCLE_YEARS = 400  # the Gregorian calendar, weekdays included, repeats every 400 years
 
 
@@ -700,7 +701,7 @@ def tz_lookup(name: Any) -> datetime.tzinfo:
     """The zone an accessor's argument names (``zoneinfo`` keeps the zones it has read)."""
     if kind(name) != "string":
         raise no_overload("timezone", name)
-    if name.startswith(("+", "-")):
+    if name[:1] in ("+", "-") or name[:1].isdigit():
         m = _TZ_OFFSET.fullmatch(name)
         if m is None:
             raise CELEvalError("unknown time zone")

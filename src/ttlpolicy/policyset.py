@@ -69,12 +69,10 @@ class PolicySet:
         current time). Raises :class:`ContextError` listing every problem of the context,
         :class:`UnknownPolicyError` for an unknown ``policy``.
         """
-        compiled = self._policies.get(self.default if policy is None else policy)
-        if compiled is None or compiled.program is None:
-            return self.get(policy).decide(context, resolve_now(now), explain)  # says which policy is unknown
+        compiled = self.get(policy)
         if type(now) is not datetime or now.tzinfo is None:  # the common case needs no call
             now = resolve_now(now)
-        return compiled.program.run(context, now, explain)
+        return compiled.decide(context, now, explain)
 
 
 def resolve_now(now: datetime | str | None) -> datetime:

@@ -299,22 +299,27 @@ CAP = "at most 2d (state.emergency_max_duration)"
     ({"policies": "workforce"}, [("policies", "invalid-field", "expected a list of policy names")]),
     ({"policies": []}, [("policies", "invalid-field", "expected a list of policy names")]),
     ({"policies": ["workforce", 3]}, [("policies", "invalid-field", "expected a list of policy names")]),
-    ({"policies": ["workforce", "nope"]}, [("policies", "unknown-policy", "no policy 'nope' (known: machine, workforce)")]),
+    ({"policies": ["workforce", "nope"]},
+     [("policies", "unknown-policy", "no policy 'nope' (known: machine, workforce)")]),
     ({"deny": ""}, [("deny", "invalid-field", "expected a reason (text)")]),
     ({"deny": 5}, [("deny", "invalid-field", "expected a reason (text)")]),
     ({"step_up": "s" * MAX_REASON}, []),
     ({"step_up": "s" * (MAX_REASON + 1)}, [("step_up", "invalid-field", "expected a reason (text)")]),
     ({"access_ttl": None, "deny": "suspended"}, []),
-    ({"access_ttl": None}, [("", "missing-field", "an emergency needs an effect: access_ttl, refresh_ttl, deny or step_up")]),
+    ({"access_ttl": None},
+     [("", "missing-field", "an emergency needs an effect: access_ttl, refresh_ttl, deny or step_up")]),
     ({"duration": "2d"}, []),
     ({"duration": "2d1s"}, [("duration", "out-of-range", f"must be above 0s and {CAP}")]),
     ({"duration": "0s"}, [("duration", "out-of-range", f"must be above 0s and {CAP}")]),
-    ({"duration": None}, [("ends_at", "missing-field", f"give exactly one of ends_at or duration: an emergency must end, {CAP} from now")]),
+    ({"duration": None},
+     [("ends_at", "missing-field", f"give exactly one of ends_at or duration: an emergency must end, {CAP} from now")]),
     ({"duration": None, "ends_at": "2027-01-17T08:00:00Z"}, []),  # exactly the cap
     ({"duration": None, "ends_at": "2027-01-17T08:00:01Z"}, [("ends_at", "out-of-range", f"is too far ahead: {CAP}")]),
     ({"duration": None, "ends_at": "2027-01-15T08:00:00Z"}, [("ends_at", "out-of-range", "is in the past")]),
-    ({"duration": None, "ends_at": "tomorrow"}, [("ends_at", "invalid-field", "'tomorrow' is not an RFC 3339 timestamp")]),
-    ({"zeta": 1, "alpha": 2}, [("alpha", "unknown-field", "unknown field"), ("zeta", "unknown-field", "unknown field")]),
+    ({"duration": None, "ends_at": "tomorrow"},
+     [("ends_at", "invalid-field", "'tomorrow' is not an RFC 3339 timestamp")]),
+    ({"zeta": 1, "alpha": 2},
+     [("alpha", "unknown-field", "unknown field"), ("zeta", "unknown-field", "unknown field")]),
 ])
 def test_each_problem_of_a_start_request_at_its_exact_edge(registry: Emergencies, body: dict[str, Any],
                                                           expected: list[tuple[str, str, str]]) -> None:
@@ -351,7 +356,8 @@ def test_at_most_a_thousand_emergencies_are_live(registry: Emergencies) -> None:
     assert problems(registry) == [("", "too-many-items", "1000 emergencies are live")]
 
 
-def matched(registry: Emergencies, policy: str, context: dict[str, Any], now: float = T0) -> list[tuple[str, str | None]]:
+def matched(registry: Emergencies, policy: str, context: dict[str, Any],
+            now: float = T0) -> list[tuple[str, str | None]]:
     compiled = BUNDLED.get(policy)
     activation = compiled.context.activation(context, datetime.fromtimestamp(now, timezone.utc))
     return [(m.emergency.reason, m.error) for m in registry.matching(compiled, activation, now)]
@@ -377,7 +383,8 @@ def test_an_emergency_applies_where_its_scope_holds_and_where_it_cannot_be_told(
 
 
 def test_a_scope_that_does_not_fit_a_policy_applies_and_says_why(registry: Emergencies) -> None:
-    narrower = load_sources({"p.yaml": "apiVersion: ttlpolicy/v1\nname: p\ndefaults: {access_ttl: 1h, refresh_ttl: 1d}\n"
+    narrower = load_sources({"p.yaml": "apiVersion: ttlpolicy/v1\nname: p\n"
+                                       "defaults: {access_ttl: 1h, refresh_ttl: 1d}\n"
                                        "attributes:\n  device.trust: {type: string, values: [corp, byod]}\n"}).get()
     registry.start(registry.prepare({"scope": 'device.trust == "managed"', "reason": "R", "duration": "1h",
                                      "access_ttl": "1m"}, BUNDLED, "t", T0), T0)

@@ -113,7 +113,7 @@ def generate_program(policy: CompiledPolicy, parsed: Mapping[str, ParsedExpressi
     _combination(w, policy)
     sources = ["\n".join(lines) + "\n" for lines in [w.lines, *chunks]]
     namespace: dict[str, Any] = {
-        "__builtins__": {**codegen.BUILTINS, "min": min, "max": max, "len": len, "ValueError": ValueError},
+        "__builtins__": {**codegen.BUILTINS, "min": min, "max": max},
         **codegen.HELPERS, "_Slow": _Slow, "_policy": policy, "_reference": reference, **w.constants}
     for source in sources:  # one compile() per function: compiling 1,000 rules at once peaked at ~50 MiB
         exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
@@ -420,10 +420,10 @@ def _combination(w: _Writer, policy: CompiledPolicy) -> None:
     if not policy.refresh_defaults.idle_timeout and all(r.idle_timeout is None for r in policy.rules):
         w.line("idle_timeout = None  # the policy sets no idle timeout")
     else:
-        always = bool(policy.refresh_defaults.idle_timeout)  # the default's is always in the list
-        w.line("idle_timeout, idle_rule = min(idle)" if always else
-               "idle_timeout, idle_rule = min(idle) if idle else (None, None)")
-        w.line("if refresh > idle_timeout:" if always else "if idle_timeout is not None and refresh > idle_timeout:")
+        # one form whether or not the defaults set one (then the list is never empty): two tests
+        # cost a few nanoseconds, and a special case is one more thing to get wrong
+        w.line("idle_timeout, idle_rule = min(idle) if idle else (None, None)")
+        w.line("if idle_timeout is not None and refresh > idle_timeout:")
         w.line("    refresh = idle_timeout")
         w.line("    trace.append(('refresh_ttl', 'idle_timeout', idle_timeout, refresh, idle_rule or None, "
                "None if idle_rule else 'defaults'))")
@@ -471,12 +471,10 @@ def _combination(w: _Writer, policy: CompiledPolicy) -> None:
         "policy_digest": w.const(policy.digest, "digest"), "tier": "tier_name if type(tier_name) is str else None",
         "rules": "None", "activation": "act"}
     order = [f.name for f in dataclasses.fields(Decision) if f.init and f.name in arguments]
-    assert order == list(arguments), (order, list(arguments))  # every argument, in the dataclass's order
+    assert order == list(arguments)  # every argument, in the dataclass's order
     w.line(f"return {w.const(Decision, 'Decision')}(")
-    w.depth += 1
     for name, source in arguments.items():
-        w.line(f"{source},  # {name}")
-    w.depth -= 1
+        w.line(f"    {source},  # {name}")
     w.line(")")
 
 

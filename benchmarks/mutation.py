@@ -69,7 +69,8 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
                                          "tests/test_fastpath.py")),
     # generate.py runs when a policy is compiled: only tests that compile inside the test (not at
     # import, before mutmut forks) can notice its mutants
-    Group("generate", ("generate.py",), ("tests/test_generate.py", "tests/test_cases.py", "tests/test_evaluate.py",
+    Group("generate", ("generate.py",), ("tests/test_generate.py", "tests/test_generate_validation.py",
+                                         "tests/test_cases.py", "tests/test_evaluate.py",
                                          "--deselect",
                                          "tests/test_generate.py::test_generated_equals_closures_equals_cel_python")),
     Group("context", ("context.py", "vocabulary.py"), ("tests/test_context.py", "tests/test_cases.py",

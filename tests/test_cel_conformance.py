@@ -169,7 +169,8 @@ CONVERSIONS: list[tuple[str, Any]] = [
     ("timestamp(1000000000) == timestamp(\"2001-09-09T01:46:40Z\")", True),
     ("timestamp(timestamp(1)) == timestamp(1)", True),
     ("timestamp(1.0)", Err("no such overload")),
-    ("double(\"1e400\")", float("inf")),
+    ("double(\"1e400\")", Err("out of range")), ("double(\"-1e400\")", Err("out of range")),
+    ("double(\"1e-400\")", 0.0), ("double(\"1.7976931348623157e308\")", 1.7976931348623157e308),
     ("string(true)", "true"),
 ]
 
@@ -283,6 +284,18 @@ MEMBERSHIP: list[tuple[str, Any]] = [
     ("[1] in {\"a\": 1}", False),
     ("\"x\" in {1: \"x\"}", False),
     ("1 in \"1\"", Err("no such overload")),
+    # ... and indexing finds what membership finds: a key or a position by the number it equals
+    ("{1u: 1.0, 2: 2.0, 3u: 3.0}[3.0]", 3.0),
+    ("{1u: 1.0, 2: 2.0, 3u: 3.0}[2u]", 2.0),
+    ("{1u: 1.0, 2: 2.0, 3u: 3.0}[3.1]", Err("no such key")),
+    ("{true: 1}[1.0]", Err("no such key")),
+    ("[7, 8, 9][0.0]", 7),
+    ("[7, 8, 9][2u]", 9),
+    ("[7, 8, 9][0.1]", Err("not a whole number")),
+    ("[7, 8, 9][3.0]", Err("index out of range")),
+    ("[7, 8, 9][-1.0]", Err("index out of range")),
+    ("[7, 8, 9][1e300]", Err("index out of range")),
+    ("[7, 8, 9][0.0 / 0.0]", Err("not a whole number")),
 ]
 
 # -------------------------------------------------------------------- Timestamp accessors
@@ -328,6 +341,8 @@ ACCESSORS: list[tuple[str, Any]] = [
     (f"{_T}.getHours(\"+24:00\")", Err("unknown time zone")),
     (f"{_T}.getHours(\"+01:60\")", Err("unknown time zone")),
     (f"{_T}.getHours(\"1:30\")", Err("unknown time zone")),
+    (f"{_T}.getHours(\"02:00\") == {_T}.getHours(\"+02:00\")", True),  # no sign: east of UTC
+    (f"{_T}.getHours(\"24:00\")", Err("unknown time zone")),
     (f"{_T}.getHours(\"+01:00 \")", Err("unknown time zone")),
     (f"{_T}.getHours(\"Mars/Olympus_Mons\")", Err("unknown time zone")),
     (f"{_T}.getMilliseconds(\"Mars/Olympus_Mons\")", Err("unknown time zone")),
@@ -349,8 +364,9 @@ ACCESSORS: list[tuple[str, Any]] = [
 # separators, no other scripts' digits -- which Python's int() and float() would take);
 # timestamp() reads an RFC 3339 date-time: a UTC offset below 24 hours, no second 60.
 TEXT: list[tuple[str, Any]] = [
-    ("int(\"-0x10\")", -16),
-    ("int(\"0X1F\")", 31),
+    ("int(\"-0x10\")", Err("conversion error")),  # base 10 only, as Go's ParseInt(s, 10, 64)
+    ("int(\"0X1F\")", Err("conversion error")),
+    ("int(\"-9223372036854775808\")", -2**63),
     ("int(\"+12\")", 12),
     ("int(\" 12\")", Err("conversion error")),
     ("int(\"1_000\")", Err("conversion error")),
@@ -358,10 +374,13 @@ TEXT: list[tuple[str, Any]] = [
     ("int(\"0x\")", Err("conversion error")),
     ("int(\"0x-1f\")", Err("conversion error")),
     ("int(\"1" + "0" * 4400 + "\")", Err("too many digits")),
-    ("uint(\"0x1F\")", 31),
-    ("uint(\"18446744073709551615\")", 2**64 - 1),
+    ("uint(\"0x1F\")", Err("conversion error")),
+    ("uint(\"+7\")", Err("conversion error")),  # ParseUint: no sign
+    ("uint(\"-1\")", Err("conversion error")),
+    ("uint(\"007\")", 7),
+    ("uint(\"18446744073709551615\")", 2**64 - 1), ("uint(\"18446744073709551616\")", Err("uint64 overflow")),
     ("uint(\"0x1_f\")", Err("conversion error")),
-    ("uint(\"-0x1\")", Err("uint64 overflow")),
+    ("uint(\"-0x1\")", Err("conversion error")),
     ("double(\"-9.5e-1\")", -0.95),
     ("double(\".5\")", 0.5),
     ("double(\"-Infinity\") == double(\"-inf\")", True),
@@ -439,6 +458,12 @@ CELPY_DIFFERS: dict[str, Any] = {
     "[1] == [1.0]": "error",
     "1 == 1.0": "error",
     "timestamp(\"2020-01-01\")": "value",
+    "double(\"1e400\")": float("inf"),
+    "double(\"-1e400\")": float("-inf"),
+    "int(\"-0x10\")": -16,
+    "int(\"0X1F\")": 31,
+    "uint(\"0x1F\")": 31,
+    "uint(\"+7\")": 7,
 }
 
 

@@ -745,13 +745,18 @@ class _Compiler:
 def _index(b: Any, i: Any) -> Any:
     """``b[i]``: a list's item by an int or uint position, a map's value by a key."""
     kb, ki = nf.kind(b), nf.kind(i)
+    if kb == "list" and ki == "double":  # a whole number stands for its position (langdef: [7, 8][dyn(0.0)])
+        if not i.is_integer():
+            raise CELEvalError(f"invalid list index: {i!r} is not a whole number")
+        i, ki = int(i), "int"
     if kb == "list" and (ki == "int" or ki == "uint"):
         if 0 <= i < len(b):
             return b[i]
         raise CELEvalError(f"index out of range: {int(i)}")  # no Python negative indexing
-    if kb == "map" and ki in _MAP_KEY_KINDS:
-        # CEL's key equality (1 == 1u, but true != 1), not Python's dict lookup, which finds the
-        # value of a key `true` for the index 1.
+    if kb == "map" and (ki in _MAP_KEY_KINDS or ki == "double"):
+        # CEL's key equality (1 == 1u == 1.0, but true != 1), not Python's dict lookup, which
+        # finds the value of a key `true` for the index 1. A double is never a key, but it finds
+        # the number it equals (as `in` does): {3u: "x"}[3.0] is "x", [3.5] no such key.
         key = nf._matching_key(b, i)
         if key is nf._MISSING:
             raise CELEvalError(f"no such key: {i!r}")

@@ -428,10 +428,12 @@ def not_(a: Any) -> bool:
 # ---------------------------------------------------------------------------- conversions
 
 
-# The text int() and uint() read: decimal digits, or hexadecimal ones after 0x as cel-python
-# reads them. Python's int() alone would also take spaces, underscores and other scripts' digits.
-_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+")
-_HEX_TEXT = re.compile(r"(-?)0[xX]([0-9a-fA-F]+)")
+# The text int() and uint() read: decimal digits, with an optional sign for int() only, as Go's
+# CEL reads them (strconv.ParseInt and ParseUint in base 10: "0x1f" is an error, not 31 as
+# cel-python reads it, and so is uint("+7")). Python's int() alone would also take spaces,
+# underscores and other scripts' digits.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_UINT_TEXT = re.compile(r"[0-9]+")
 # What double() reads (Go's strconv.ParseFloat, as CEL): a decimal number with an optional
 # exponent, inf, infinity or nan in any case -- again without Python's spaces and underscores.
 _DOUBLE_TEXT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|inf(?:inity)?)|nan",
@@ -439,10 +441,7 @@ _DOUBLE_TEXT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)
 
 
 def _parse_int_text(s: str, conversion: str) -> int:
-    m = _HEX_TEXT.fullmatch(s)
-    if m is not None:
-        return -int(m[2], 16) if m[1] else int(m[2], 16)
-    if _DECIMAL_TEXT.fullmatch(s) is None:
+    if (_INT_TEXT if conversion == "int" else _UINT_TEXT).fullmatch(s) is None:
         raise CELEvalError(f"{conversion}() conversion error")
     try:
         return int(s)
@@ -493,7 +492,11 @@ def to_double(v: Any) -> float:
     if k == "string":
         if _DOUBLE_TEXT.fullmatch(v) is None:
             raise CELEvalError("double() conversion error")
-        return float(v)
+        value = float(v)
+        if math.isinf(value) and "n" not in v.lower():  # a number beyond the range ("1e400", not one
+            # of the spellings of infinity, which all have an n): Go's ParseFloat reports a range error
+            raise CELEvalError("double() conversion error: out of range")
+        return value
     raise no_overload("double", v)
 
 
@@ -688,8 +691,9 @@ def matches(s: Any, pattern: Any) -> bool:
 # ---------------------------------------------------------------------------- timestamp accessors
 
 # langdef "Timezones": an IANA name ("UTC", "Europe/Paris") or a fixed offset "+05:30" (less
-# than a day, as Python's and Go's fixed zones are).
-_TZ_OFFSET = re.compile(r"([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
+# than a day, as Python's and Go's fixed zones are); without a sign ("02:00") an offset is east of
+# UTC, as cel-spec's conformance tests read it.
+_TZ_OFFSET = re.compile(r"([+-]?)([01][0-9]|2[0-3]):([0-5][0-9])")
 _CYCLE_YEARS = 400  # the Gregorian calendar, weekdays included, repeats every 400 years
 
 
@@ -697,7 +701,7 @@ def tz_lookup(name: Any) -> datetime.tzinfo:
     """The zone an accessor's argument names (``zoneinfo`` keeps the zones it has read)."""
     if kind(name) != "string":
         raise no_overload("timezone", name)
-    if name.startswith(("+", "-")):
+    if name[:1] in ("+", "-") or name[:1].isdigit():
         m = _TZ_OFFSET.fullmatch(name)
         if m is None:
             raise CELEvalError("unknown time zone")

@@ -20,6 +20,7 @@ from ttlpolicy.server import Settings, create_app
 from ttlpolicy.state import emergency as emergency_module
 from ttlpolicy.state import open_store
 from ttlpolicy.state.conditions import compile_condition, holds
+from ttlpolicy.state.sqlite import SQLiteStore
 from ttlpolicy.state.emergency import (MAX_EMERGENCIES, MAX_REASON, MAX_SCOPE, Emergencies, Emergency,
                                        EmergencyInputError, emergencies_in)
 from ttlpolicy.state.runtime import StateRuntime
@@ -204,6 +205,10 @@ def test_prepare_lists_every_problem_at_once(tmp_path: Path) -> None:
     with pytest.raises(EmergencyInputError) as info:
         runtime.emergencies.prepare({"scope": "tier ==", "reason": ""}, BUNDLED, "t", time.time())
     assert {e.path for e in info.value.errors} >= {"scope", "reason", "ends_at", ""}
+    with pytest.raises(EmergencyInputError) as info:
+        runtime.emergencies.prepare({"scope": "true", "reason": " ", "duration": "0s", "deny": "d"}, BUNDLED, "t", 0)
+    assert str(info.value) == ("reason: required: the incident id or why; "
+                               "duration: must be above 0s and at most 7d (state.emergency_max_duration)")
     runtime.close()
 
 
@@ -301,11 +306,16 @@ CAP = "at most 2d (state.emergency_max_duration)"
     ({"policies": ["workforce", 3]}, [("policies", "invalid-field", "expected a list of policy names")]),
     ({"policies": ["workforce", "nope"]},
      [("policies", "unknown-policy", "no policy 'nope' (known: machine, workforce)")]),
+    ({"access_ttl": "-5m"}, [("access_ttl", "invalid-field", "not a duration: '-5m' (write e.g. 90s, 15m, 1h30m, "
+                                                              "14d or PT15M)")]),
+    ({"refresh_ttl": "soon"}, [("refresh_ttl", "invalid-field", "not a duration: 'soon' (write e.g. 90s, 15m, 1h30m, "
+                                                                "14d or PT15M)")]),
     ({"deny": ""}, [("deny", "invalid-field", "expected a reason (text)")]),
     ({"deny": 5}, [("deny", "invalid-field", "expected a reason (text)")]),
     ({"step_up": "s" * MAX_REASON}, []),
     ({"step_up": "s" * (MAX_REASON + 1)}, [("step_up", "invalid-field", "expected a reason (text)")]),
-    ({"access_ttl": None, "deny": "suspended"}, []),
+    ({"access_ttl": None, "deny": "suspended"}, []), ({"access_ttl": None, "refresh_ttl": "0s"}, []),
+    ({"access_ttl": None, "step_up": "re-authenticate"}, []),
     ({"access_ttl": None},
      [("", "missing-field", "an emergency needs an effect: access_ttl, refresh_ttl, deny or step_up")]),
     ({"duration": "2d"}, []),
@@ -349,7 +359,7 @@ def test_a_scope_mistake_is_reported_once_with_the_policies_it_breaks(registry: 
 def test_at_most_a_thousand_emergencies_are_live(registry: Emergencies) -> None:
     records = [(f"em_{i}", replace(ONE, id=f"em_{i}").to_record()) for i in range(MAX_EMERGENCIES - 1)]
     registry.collection.write(records)
-    registry.sync(T0, force=True)
+    registry.sync(T0)
     assert problems(registry) == []
     registry.start(registry.prepare({"scope": "true", "reason": "last", "duration": "1h", "deny": "d"}, BUNDLED, "t",
                                     T0), T0)
@@ -366,14 +376,15 @@ def matched(registry: Emergencies, policy: str, context: dict[str, Any],
 def test_an_emergency_applies_where_its_scope_holds_and_where_it_cannot_be_told(registry: Emergencies) -> None:
     def begin(scope: str, reason: str, minutes: int = 60, **more: Any) -> None:
         body = {"scope": scope, "reason": reason, "duration": f"{minutes}m", "access_ttl": "1m"} | more
-        registry.start(registry.prepare(body, BUNDLED, "t", T0), T0)
+        # ids in the order begun: the store lists them in that order, so the first is looked at first
+        registry.start(replace(registry.prepare(body, BUNDLED, "t", T0), id=f"em_{len(registry.all())}"), T0)
 
     assert matched(registry, "workforce", FINANCE) == []
+    begin("true", "machines only", 20, policies=["machine"])
     begin('tier == "finance"', "finance", 50)
     begin('tier == "public"', "public")
     begin('{"a": 1, "b": "x"}["a"]', "not-a-bool", 40)  # type-checks (dyn), evaluates to 1: cannot be told
     begin("[1, 2][5] == 1", "errs", 30)
-    begin("true", "machines only", 20, policies=["machine"])
     assert matched(registry, "workforce", FINANCE) == [
         ("errs", "the scope could not be evaluated for this context"),
         ("not-a-bool", "the scope could not be evaluated for this context"), ("finance", None)]  # by end
@@ -386,12 +397,15 @@ def test_a_scope_that_does_not_fit_a_policy_applies_and_says_why(registry: Emerg
     narrower = load_sources({"p.yaml": "apiVersion: ttlpolicy/v1\nname: p\n"
                                        "defaults: {access_ttl: 1h, refresh_ttl: 1d}\n"
                                        "attributes:\n  device.trust: {type: string, values: [corp, byod]}\n"}).get()
-    registry.start(registry.prepare({"scope": 'device.trust == "managed"', "reason": "R", "duration": "1h",
-                                     "access_ttl": "1m"}, BUNDLED, "t", T0), T0)
+    for number, (scope, reason) in enumerate((('device.trust == "managed" || device.trust == "known"', "misfit"),
+                                              ("true", "fits"))):  # the misfit is looked at first
+        body = {"scope": scope, "reason": reason, "duration": "1h", "access_ttl": "1m"}
+        registry.start(replace(registry.prepare(body, BUNDLED, "t", T0), id=f"em_{number}"), T0)
     activation = narrower.context.activation({}, datetime.fromtimestamp(T0, timezone.utc))
-    [match] = registry.matching(narrower, activation, T0)
-    assert match.error is not None and match.error.startswith("the scope does not fit policy p: ")
-    assert "managed" in match.error
+    found = {m.emergency.reason: m.error for m in registry.matching(narrower, activation, T0)}
+    assert found == {"fits": None, "misfit": "the scope does not fit policy p: "
+                     '"managed" is not a value of device.trust (allowed: corp, byod); '
+                     '"known" is not a value of device.trust (allowed: corp, byod)'}
 
 
 def test_a_scope_is_compiled_once_per_policy_and_the_cache_stays_bounded(registry: Emergencies,
@@ -433,19 +447,39 @@ def test_listing_ending_and_the_audit_trail(registry: Emergencies, caplog: pytes
 
 
 def test_sync_reads_the_store_only_when_it_changed_and_forgets_long_ended_emergencies(registry: Emergencies) -> None:
-    assert registry.live(T0) == [] and registry.sync(T0) is True
+    def begin(reason: str, now: float) -> Emergency:
+        return registry.start(registry.prepare({"scope": "true", "reason": reason, "duration": "1h", "deny": "d"},
+                                               BUNDLED, "t", now), now)
+
+    assert registry.sync(T0) is False and registry.live(T0) == []  # nothing was ever written
+    first = begin("A", T0)
     assert registry.sync(T0 + 1) is False and registry.synced_at == T0 + 1
-    assert registry.sync(T0 + 2, force=True) is True
-    emergency = registry.start(registry.prepare({"scope": "true", "reason": "A", "duration": "1h", "deny": "d"},
-                                                BUNDLED, "t", T0), T0)
     other = Emergencies(registry.collection.store, max_duration=2 * DAY)
-    assert other.sync(T0) is True and other.live(T0) == [emergency]
-    registry.sync(emergency.ends_at + 2 * DAY - 1, force=True)
-    assert registry.get(emergency.id) is not None  # ended, still listable for a while
-    registry.sync(emergency.ends_at + 2 * DAY, force=True)
-    assert registry.get(emergency.id) is None
-    registry.sync(emergency.ends_at + 2 * DAY, force=True)
-    assert registry.all() == []
+    assert other.sync(T0) is True and other.live(T0) == [first] and other.sync(T0) is False
+    begin("B", first.ends_at + 2 * DAY - 1)
+    assert registry.get(first.id) == first  # ended, still listable for emergency_max_duration
+    begin("C", first.ends_at + 2 * DAY)
+    assert registry.get(first.id) is None  # then the next change forgets it
+    assert other.sync(first.ends_at + 2 * DAY) is True and sorted(e.reason for e in other.all()) == ["B", "C"]
+
+
+def test_the_store_keeps_emergencies_while_they_can_be_listed_and_gets_back_live_ones_it_lost(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store_clock = Clock(T0)
+    registry = Emergencies(SQLiteStore(tmp_path / "s.db", clock=store_clock), max_duration=2 * DAY)
+    longest = registry.start(registry.prepare({"scope": "true", "reason": "long", "duration": "2d", "deny": "d"},
+                                              BUNDLED, "t", T0), T0)
+    short = registry.start(registry.prepare({"scope": "true", "reason": "short", "duration": "1h", "deny": "d"},
+                                            BUNDLED, "t", T0), T0)
+    kept_until = T0 + 2 * DAY + 2 * DAY + DAY  # the longest emergency, listable as long again, and a day to spare
+    store_clock.now = kept_until - 1
+    assert registry.get(longest.id) == longest
+    store_clock.now = kept_until  # the store forgets the collection (as a Redis restarted without persistence)
+    assert registry.get(longest.id) is None and registry.get(short.id) is None
+    caplog.set_level("WARNING", logger="ttlpolicy.audit")
+    assert registry.sync(T0 + 7200) is True  # "long" is still live there, "short" is over
+    assert caplog.messages == ["the state store lost 1 live emergency(ies); restoring them from memory"]
+    assert registry.get(longest.id) == longest and registry.get(short.id) is None
 
 
 # -- the CEL of the state layer ---------------------------------------------------------------------
@@ -459,7 +493,7 @@ WORKFORCE = BUNDLED.get("workforce").attributes
     ("user.risk", "bool", ("cel-not-boolean", "a condition must be bool, but this is double", 1, 1)),
     ("tier", "bool", ("cel-not-boolean", "a condition must be bool, but this is string", 1, 1)),
     ("tier", "key", None), ("time.hour", "key", None), ("user.mfa", "key", None),
-    ("[1, 2][0]", "key", None), ('{"a": 1, "b": "x"}["a"]', "key", None),
+    ("[1, 2][0]", "key", None), ("uint(time.hour)", "key", None), ('{"a": 1, "b": "x"}["a"]', "key", None),
     ("user.risk", "key", ("cel-type-mismatch", "a key must be a string, an int or a bool, but this is double", 1, 1)),
     ("user.groups", "key", ("cel-type-mismatch",
                             "a key must be a string, an int or a bool, but this is list(string)", 1, 1)),

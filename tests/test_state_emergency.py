@@ -318,7 +318,7 @@ CAP = "at most 2d (state.emergency_max_duration)"
     ({"access_ttl": None, "step_up": "re-authenticate"}, []),
     ({"access_ttl": None},
      [("", "missing-field", "an emergency needs an effect: access_ttl, refresh_ttl, deny or step_up")]),
-    ({"duration": "2d"}, []),
+    ({"duration": "2d"}, []), ({"duration": "1s"}, []),
     ({"duration": "2d1s"}, [("duration", "out-of-range", f"must be above 0s and {CAP}")]),
     ({"duration": "0s"}, [("duration", "out-of-range", f"must be above 0s and {CAP}")]),
     ({"duration": None},

@@ -216,6 +216,7 @@ CODES: Mapping[str, str] = {
     "attribute-name": "an attribute name collides with a built-in namespace",
     "attribute-values": "values given for an attribute type that cannot have them",
     "attribute-bounds": "an attribute's min is above its max",
+    "attribute-type": "a built-in attribute is redeclared with another type",
     "attribute-default": "an attribute's default does not fit its declaration",
     "duplicate-rate-limit": "two rate limits share a name",
     "rate-limit-rate": "a rate limit's rate has a count below 1 or a window below 1s",

@@ -42,7 +42,7 @@ from .durations import MAX_DURATION
 from .evaluate import EPSILON, bound_session, decide as reference_decide, deny, seconds
 from .model import Attribute
 from .program import CompiledPolicy, CompiledRule, ParsedExpression, Program, TtlOps
-from .vocabulary import NO_ZONE, WEEKDAYS
+from .vocabulary import WEEKDAYS
 
 Reference = Callable[[CompiledPolicy, Mapping[str, Any], datetime, bool], Decision]
 _INT64 = (-(2**63), 2**63 - 1)
@@ -113,7 +113,7 @@ def generate_program(policy: CompiledPolicy, parsed: Mapping[str, ParsedExpressi
     _combination(w, policy)
     sources = ["\n".join(lines) + "\n" for lines in [w.lines, *chunks]]
     namespace: dict[str, Any] = {
-        "__builtins__": {**codegen.BUILTINS, "min": min, "max": max, "len": len, "ValueError": ValueError},
+        "__builtins__": {**codegen.BUILTINS, "min": min, "max": max},
         **codegen.HELPERS, "_Slow": _Slow, "_policy": policy, "_reference": reference, **w.constants}
     for source in sources:  # one compile() per function: compiling 1,000 rules at once peaked at ~50 MiB
         exec(compile(source, f"<ttlpolicy policy {policy.name}>", "exec"), namespace)  # noqa: S102 - module docstring
@@ -141,13 +141,15 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> dict[str, str]:
             namespaces.setdefault(namespace, {})[leaf] = attribute
         else:
             top[name] = attribute
-    sendable_top = frozenset(namespaces) | {n for n, a in top.items() if not a.derived}
+    sendable_top = frozenset([*namespaces, *top])  # derived attributes all have a namespace
     w.line("# context: the declared attributes, checked; anything unusual goes to the reference validator")
     w.line("try:")
     w.depth += 1
     w.line(f"if type(context) is not dict or not context.keys() <= {w.const(sendable_top, 'keys')}:")
     w.line("    raise _Slow")
-    w.line(f"zone = {w.const(NO_ZONE, 'no_zone')}  # location.zone, unless location.ip places the request")
+    # location.zone: of the address sent, found while checking it; else of location.ip's default (lint
+    # checked it is an address), "none" without one
+    w.line(f"zone = {w.const(schema.zone_of(schema.attributes[_IP].default), 'location_zone')}")
     variables = {}
     for index, (namespace, fields) in enumerate(namespaces.items()):
         var = f"ns{index}"
@@ -155,23 +157,17 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> dict[str, str]:
         defaults = {f: a.default for f, a in fields.items() if a.default is not None and not a.derived}
         w.line(f"{var} = {w.const(defaults, 'defaults')}.copy()  # {namespace}" if defaults else
                f"{var} = {{}}  # {namespace}")
-        sendable = {f: a for f, a in fields.items() if not a.derived}
-        if not sendable:
-            w.line(f"if context.get({_key(namespace)}) is not None: raise _Slow")
-            continue
+        sendable = {f: a for f, a in fields.items() if not a.derived}  # never empty: policies declare no derived ones
         w.line(f"x = context.get({_key(namespace)})")
         w.line("if x is not None:")
         w.depth += 1
         w.line(f"if type(x) is not dict or not x.keys() <= {w.const(frozenset(sendable), 'keys')}:")
         w.line("    raise _Slow")
         for leaf, attribute in sendable.items():
-            _check(w, f"{namespace}.{leaf}", attribute, "x", leaf, f"{var}[{_key(leaf)}]", schema,
-                   zone_finder=schema.ip_zone if schema.has_zones else None)
+            _check(w, f"{namespace}.{leaf}", attribute, "x", leaf, f"{var}[{_key(leaf)}]", schema)
         w.depth -= 1
     w.line("act = {" + ", ".join(f"{_key(ns)}: {var}" for ns, var in variables.items()) + "}")
     for name, attribute in top.items():
-        if attribute.derived:
-            continue
         _check(w, name, attribute, "context", name, f"act[{_key(name)}]", schema,
                default=None if attribute.default is None else w.const(attribute.default, "default"))
     for name, attribute in schema.attributes.items():
@@ -182,8 +178,8 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> dict[str, str]:
     w.depth -= 1
     w.line("except Exception:  # _Slow, ValueError, ...: the validator says what, or agrees")
     w.line("    act = _activation(context, now)  # every problem listed (ContextError), or the same activation")
-    if variables:  # the rules read each namespace from its variable
-        w.line(f"    {', '.join(variables.values())} = {', '.join(f'act[{_key(ns)}]' for ns in variables)}")
+    # the rules read each namespace from its variable
+    w.line(f"    {', '.join(variables.values())} = {', '.join(f'act[{_key(ns)}]' for ns in variables)}")
     w.line("else:")
     w.depth += 1
     w.constants["_activation"] = schema.activation
@@ -196,14 +192,15 @@ _IP = "location.ip"
 
 
 def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, target: str, schema: ContextSchema,
-           default: str | None = None, zone_finder: Callable[[str], str] | None = None) -> None:
+           default: str | None = None) -> None:
     """Assign the sent value of one attribute if it is plainly valid; otherwise ``_Slow``."""
     w.line(f"v = {source}.get({_key(key)})")
     w.line("if v is not None:")
-    if name == _IP and zone_finder is not None and attribute.default is None:
+    if name == _IP:  # a string (lint keeps built-in types), in the declared values if any
         # ip_zone checks the address as the location.ip check does, and finds its zone: one parse.
-        w.line(f"    if not (type(v) is str and len(v) <= {MAX_STRING}): raise _Slow")
-        w.line(f"    zone = {w.const(zone_finder, 'ip_zone')}(v)  # ValueError for a bad address")
+        allowed = "" if attribute.values is None else f" and v in {w.const(frozenset(attribute.values), 'values')}"
+        w.line(f"    if not (type(v) is str and len(v) <= {MAX_STRING}{allowed}): raise _Slow")
+        w.line(f"    zone = {w.const(schema.ip_zone, 'ip_zone')}(v)  # ValueError for a bad address")
         w.line(f"    {target} = v")
         return
     test = _plain_test(w, name, attribute, schema.time_zones, schema.time_zone)
@@ -227,7 +224,7 @@ def _plain_test(w: _Writer, name: str, attribute: Attribute, zones: Mapping[str,
     accepts unchanged, where one is simple; ``zones``: the time zones the policy has loaded,
     ``time_zone`` loads one."""
     kind = attribute.type
-    if name in ("location.country", "time.zone") and kind == "string":
+    if name in ("location.country", "time.zone"):  # strings: lint keeps built-in types
         if name == "location.country":
             test = f"v in {w.const(_COUNTRY_CODES, 'countries')}"
         else:  # a zone loaded already (a dict that only grows), or one that loads (ValueError if none)
@@ -246,23 +243,19 @@ def _plain_test(w: _Writer, name: str, attribute: Attribute, zones: Mapping[str,
     if kind in ("int", "double"):
         # One chained comparison: the declared bounds within the 64-bit range (int), or finite
         # bounds even without min/max (double: inf and NaN fail them and take the slow path).
+        # Bounds are finite (the loader refuses .inf and .nan), so repr reads back exactly.
         low, high = (_INT64[0], _INT64[1]) if kind == "int" else (-sys.float_info.max, sys.float_info.max)
         low = low if attribute.min is None else max(low, attribute.min)
         high = high if attribute.max is None else min(high, attribute.max)
-        return f"type(v) is {'int' if kind == 'int' else 'float'} and {_number(w, low)} <= v <= {_number(w, high)}"
+        return f"type(v) is {'int' if kind == 'int' else 'float'} and {low!r} <= v <= {high!r}"
     return None
-
-
-def _number(w: _Writer, value: float) -> str:
-    """A finite number as its literal (``repr`` reads back exactly), anything else as a constant."""
-    return repr(value) if math.isfinite(value) else w.const(value)
 
 
 def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]) -> None:
     """``time.*`` in the request's (or the policy's) time zone, and ``location.zone`` from the IP."""
     schema = policy.context
     w.line("# derived attributes")
-    w.line(f"t = {variables['time']}" if "time" in variables else "t = act.setdefault('time', {})")
+    w.line(f"t = {variables['time']}")  # time.* and location.* are in every policy's vocabulary
     w.line("z = t.get('zone')")
     w.line(f"local = now.astimezone(({w.const(schema.time_zones, 'time_zones')}.get(z) or "
            f"{w.const(schema.time_zone, 'time_zone')}(z)) if z else {w.const(schema.default_zone, 'zone')})")
@@ -271,12 +264,7 @@ def _derivation(w: _Writer, policy: CompiledPolicy, variables: Mapping[str, str]
     w.line("t['minute'] = local.minute")
     w.line(f"t['weekday'] = {w.const(WEEKDAYS, 'weekdays')}[local.weekday()]")
     w.line("t['date'] = local.date().isoformat()")
-    w.line(f"location = {variables['location']}" if "location" in variables else
-           "location = act.setdefault('location', {})")
-    if _IP in schema.attributes and schema.has_zones and schema.attributes[_IP].default is None:
-        w.line("location['zone'] = zone")
-    else:
-        w.line(f"location['zone'] = {w.const(schema.zone_of, 'zone_of')}(location.get('ip'))")
+    w.line(f"{variables['location']}['zone'] = zone")
 
 
 # ------------------------------------------------------------------------------- rules
@@ -432,10 +420,10 @@ def _combination(w: _Writer, policy: CompiledPolicy) -> None:
     if not policy.refresh_defaults.idle_timeout and all(r.idle_timeout is None for r in policy.rules):
         w.line("idle_timeout = None  # the policy sets no idle timeout")
     else:
-        always = bool(policy.refresh_defaults.idle_timeout)  # the default's is always in the list
-        w.line("idle_timeout, idle_rule = min(idle)" if always else
-               "idle_timeout, idle_rule = min(idle) if idle else (None, None)")
-        w.line("if refresh > idle_timeout:" if always else "if idle_timeout is not None and refresh > idle_timeout:")
+        # one form whether or not the defaults set one (then the list is never empty): two tests
+        # cost a few nanoseconds, and a special case is one more thing to get wrong
+        w.line("idle_timeout, idle_rule = min(idle) if idle else (None, None)")
+        w.line("if idle_timeout is not None and refresh > idle_timeout:")
         w.line("    refresh = idle_timeout")
         w.line("    trace.append(('refresh_ttl', 'idle_timeout', idle_timeout, refresh, idle_rule or None, "
                "None if idle_rule else 'defaults'))")
@@ -483,12 +471,10 @@ def _combination(w: _Writer, policy: CompiledPolicy) -> None:
         "policy_digest": w.const(policy.digest, "digest"), "tier": "tier_name if type(tier_name) is str else None",
         "rules": "None", "activation": "act"}
     order = [f.name for f in dataclasses.fields(Decision) if f.init and f.name in arguments]
-    assert order == list(arguments), (order, list(arguments))  # every argument, in the dataclass's order
+    assert order == list(arguments)  # every argument, in the dataclass's order
     w.line(f"return {w.const(Decision, 'Decision')}(")
-    w.depth += 1
     for name, source in arguments.items():
-        w.line(f"{source},  # {name}")
-    w.depth -= 1
+        w.line(f"    {source},  # {name}")
     w.line(")")
 
 

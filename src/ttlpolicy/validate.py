@@ -310,6 +310,12 @@ def _check_attributes(policy: PolicyDocument, add: Any) -> None:
         if name.split(".")[0] in {n.split(".")[0] for n in BUILTIN if "." in n} and "." not in name:
             add("attribute-name", f"{name} is a built-in namespace; declare an attribute inside it, e.g. {name}.x",
                 path, key=True)
+        if builtin is not None and attribute.type != builtin.type:
+            # The service, the token claims and the checks of location.ip, location.country and
+            # time.zone rely on a built-in attribute's type: a redeclaration narrows, it does not retype.
+            add("attribute-type", f"{name} is a built-in {builtin.type} attribute; a redeclaration may narrow its "
+                f"values or give it a default, not make it {attribute.type}", path + ("type",))
+            continue
         if attribute.values is not None and attribute.type not in ("string", "list"):
             add("attribute-values", f"values are only allowed for string and list attributes, not {attribute.type}",
                 path + ("values",))
@@ -317,9 +323,15 @@ def _check_attributes(policy: PolicyDocument, add: Any) -> None:
             add("attribute-bounds", f"{name}: min {attribute.min:g} is above max {attribute.max:g}; swap them",
                 path + ("min",))
         if attribute.default is not None:
-            from .context import check_value  # the same check a request value gets
+            from .context import EXTRA_CHECKS, check_value  # the same checks a request value gets
 
             message = check_value(attribute, attribute.default)
+            extra = EXTRA_CHECKS.get(name)
+            if message is None and extra is not None:  # an IP address, a country code, a time zone
+                try:
+                    extra(attribute.default)
+                except ValueError as exc:
+                    message = str(exc)
             if message:
                 add("attribute-default", f"default of {name}: {message}", path + ("default",))
 

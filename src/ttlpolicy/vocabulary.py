@@ -1,8 +1,8 @@
 """The built-in context vocabulary: what a token issuer usually knows about a request.
 
-A policy may redeclare any of these (to narrow the allowed values or set a default) and add
-its own under ``attributes:``. Derived attributes are computed by ttlpolicy and refused in
-a request.
+A policy may redeclare any of these (to narrow the allowed values or set a default, never to
+change the type: lint refuses that) and add its own under ``attributes:``. Derived attributes
+are computed by ttlpolicy and refused in a request.
 """
 
 from __future__ import annotations

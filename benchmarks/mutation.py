@@ -89,6 +89,18 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
            "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision",
            "tests/test_issuer_example.py", "--deselect", "tests/test_issuer_example.py::test_runs_as_a_real_server",
            "tests/test_state_revocation.py::test_the_refresh_chain_runs_on_the_state_store")),
+    # how long a written duration is, which policy decides and at what instant, and the string
+    # literals conditions compare with (load_policies runs inside these tests, not at import)
+    Group("durations", ("durations.py", "policyset.py", "cel/literals.py"),
+          ("tests/test_durations.py", "tests/test_policyset.py", "tests/test_load.py", "tests/test_schema.py",
+           "tests/test_cel_conformance.py", "--deselect",
+           "tests/test_load.py::test_billion_laughs_is_refused_quickly_and_small")),
+    # emergency ceilings and the CEL scopes of the state layer (the two property tests are left
+    # out: hypothesis examples per survivor; the focused tests state the same rules)
+    Group("emergency", ("state/emergency.py", "state/conditions.py"),
+          ("tests/test_state_emergency.py", "tests/test_tighten.py", "--deselect",
+           "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision", "--deselect",
+           "tests/test_state_emergency.py::test_no_emergency_ever_lengthens_any_decision")),
 )}
 
 

@@ -14,7 +14,7 @@ import re
 MAX_DURATION = 36_500 * 86_400
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _HUMAN = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_ISO = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+_ISO = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 
 # Shared with the JSON Schema so that editors and the loader agree on what a duration is.
 # The lookaheads refuse the empty string, "P" and "PT", whose parts are all optional.
@@ -43,22 +43,33 @@ def parse_duration(value: str | int) -> int:
     if not isinstance(value, str):
         raise ValueError(f"not a duration: {value!r}")
     text = value.strip()
-    if text.isdigit():
-        return _bounded(int(text) if len(text) <= 20 else MAX_DURATION + 1, value)
-    match = _HUMAN.match(text) if text and text[0] != "P" else _ISO.match(text)
-    if not text or not match or not any(match.groups()) or text in ("P", "PT"):
+    if text.isdecimal():
+        return _bounded(_count(text, value), value)
+    match = _HUMAN.match(text) if text[:1] != "P" else _ISO.match(text)
+    if not match or not any(match.groups()):
         raise ValueError(f"not a duration: {value!r} (write e.g. 90s, 15m, 1h30m, 14d or PT15M)")
-    if len(text) > 64:  # int() of thousands of digits is slow, and no such number fits anyway
-        return _bounded(MAX_DURATION + 1, value)
-    weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    weeks, days, hours, minutes, seconds = (_count(g, value) if g else 0 for g in match.groups())
     return _bounded(weeks * 604800 + days * 86400 + hours * 3600 + minutes * 60 + seconds, value)
+
+
+def _count(digits: str, written: object) -> int:
+    """A count of units as written, leading zeros and all. A count with more significant digits
+    than MAX_DURATION is longer than it in any unit, and int() of thousands of digits is slow."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(MAX_DURATION)):
+        raise _too_long(written)
+    return int(significant or "0")
 
 
 def _bounded(seconds: int, written: object) -> int:
     if seconds > MAX_DURATION:
-        shown = written if not isinstance(written, str) or len(written) <= 32 else written[:32] + "..."
-        raise ValueError(f"duration {shown!r} is longer than 100 years (36500d)")
+        raise _too_long(written)
     return seconds
+
+
+def _too_long(written: object) -> ValueError:
+    shown = written if not isinstance(written, str) or len(written) <= 32 else written[:32] + "..."
+    return ValueError(f"duration {shown!r} is longer than 100 years (36500d)")
 
 
 def format_duration(seconds: int) -> str:

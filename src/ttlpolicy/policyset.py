@@ -69,12 +69,10 @@ class PolicySet:
         current time). Raises :class:`ContextError` listing every problem of the context,
         :class:`UnknownPolicyError` for an unknown ``policy``.
         """
-        compiled = self._policies.get(self.default if policy is None else policy)
-        if compiled is None or compiled.program is None:
-            return self.get(policy).decide(context, resolve_now(now), explain)  # says which policy is unknown
+        compiled = self.get(policy)
         if type(now) is not datetime or now.tzinfo is None:  # the common case needs no call
             now = resolve_now(now)
-        return compiled.program.run(context, now, explain)
+        return compiled.decide(context, now, explain)
 
 
 def resolve_now(now: datetime | str | None) -> datetime:
@@ -124,14 +122,12 @@ def load_sources(sources: Mapping[str, bytes | str], backend: Backend = "native"
                  problems: list[Problem] | None = None) -> PolicySet:
     """Like :func:`load_policies`, from file names and their contents (e.g. read from git)."""
     compilation = compile_sources(sources, backend, problems)
-    errors = [p for p in compilation.problems if p.severity == "error"]
-    warnings = [p for p in compilation.problems if p.severity != "error"]
-    if errors or not compilation.schema:
-        if not compilation.problems:
-            errors.append(Problem("no-policies", "no policy files to load", Location("<input>")))
-        raise PolicyError(list(dict.fromkeys(errors + warnings)), compilation.texts)
+    if not compilation.schema or any(p.severity == "error" for p in compilation.problems):
+        # PolicyError sorts the problems and removes duplicates
+        nothing = Problem("no-policies", "no policy files to load", Location("<input>"))
+        raise PolicyError(compilation.problems or [nothing], compilation.texts)
     assert compilation.default is not None
     rate_limits = {name: unit.rate_limits for name, unit in compilation.extends.items()
                    if unit.rate_limits and name in compilation.analyse}
-    return PolicySet(compilation.analyse, compilation.default, list(dict.fromkeys(warnings)), compilation.texts,
-                     rate_limits)
+    warnings = list(dict.fromkeys(compilation.problems))  # no error among them: warnings and notes
+    return PolicySet(compilation.analyse, compilation.default, warnings, compilation.texts, rate_limits)

@@ -21,7 +21,7 @@ def compile_condition(text: str, attributes: Mapping[str, Attribute], expect: st
     """``(program, [])`` or ``(None, issues)``; issue lines and columns are within ``text``.
 
     ``expect``: ``bool`` for a condition, ``key`` for a rate-limit key part (a string, int or
-    bool value)."""
+    bool value: a double would split one caller across keys by rounding)."""
     from ..cel.native import UnsupportedExpression, compile_expression
 
     try:
@@ -34,8 +34,8 @@ def compile_condition(text: str, attributes: Mapping[str, Attribute], expect: st
     if not issues and expect == "bool" and kind not in ("bool", "dyn"):
         issues.append(CelIssue("cel-not-boolean", f"a condition must be bool, but this is {result.type}", 1, 1))
     if not issues and expect == "key" and kind not in ("string", "int", "uint", "bool", "dyn"):
-        issues.append(CelIssue("cel-type-mismatch", f"a key must be a string or a number, but this is {result.type}",
-                               1, 1))
+        issues.append(CelIssue("cel-type-mismatch",
+                               f"a key must be a string, an int or a bool, but this is {result.type}", 1, 1))
     if issues:
         return None, issues
     try:

@@ -145,11 +145,12 @@ class Emergencies:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def sync(self, now: float, force: bool = False, version: str | None = UNREAD) -> bool:
-        """Reload from the store when another process changed it (raises StoreUnavailable)."""
+    def sync(self, now: float, version: str | None = UNREAD) -> bool:
+        """Reload from the store when it changed (every write replaces the collection's version);
+        True when it did. Raises StoreUnavailable."""
         if version is UNREAD:
             version = self.collection.version()
-        if version == self._version and not force and self.synced_at is not None:
+        if version == self._version:  # None before the first read, and for a collection never written
             self.synced_at = now
             return False
         # An emergency keeps applying until its end, whatever happens to the store.
@@ -255,12 +256,11 @@ class Emergencies:
                 targets = [policies.get(n) for n in names if n in policies]
         access = _duration(body.get("access_ttl"), "access_ttl", errors)
         refresh = _duration(body.get("refresh_ttl"), "refresh_ttl", errors)
-        texts = {}
+        texts = {}  # used only when there is no error: None or a reason
         for field_name in ("deny", "step_up"):
-            value = body.get(field_name)
+            value = texts[field_name] = body.get(field_name)
             if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON):
                 errors.append(Problem.field(field_name, "invalid-field", "expected a reason (text)"))
-            texts[field_name] = value if isinstance(value, str) and value.strip() else None
         if all(body.get(f) is None for f in ("access_ttl", "refresh_ttl", "deny", "step_up")):
             errors.append(Problem.field("", "missing-field", "an emergency needs an effect: access_ttl, "
                            "refresh_ttl, deny or step_up"))
@@ -314,7 +314,7 @@ class Emergencies:
         self.collection.write([(emergency.id, emergency.to_record())])
         audit_log.info("%s started by %s: scope %s, %s", emergency.label(), emergency.created_by, emergency.scope,
                        emergency.effects())
-        self.sync(now, force=True)
+        self.sync(now)
         return emergency
 
     def end(self, emergency_id: str, *, by: str, now: float) -> Emergency | None:
@@ -327,7 +327,7 @@ class Emergencies:
         ended = replace(held, ended_at=now, ended_by=by)
         self.collection.write([(ended.id, ended.to_record())])
         audit_log.info("%s ended early by %s", held.label(), by)
-        self.sync(now, force=True)
+        self.sync(now)
         return ended
 
 

@@ -6,6 +6,7 @@
     python benchmarks/mutation.py --list             # the groups, their modules and test selections
     python benchmarks/mutation.py --check combination  # CI: fail if a mutant survives unexplained
     python benchmarks/mutation.py --from-last-run    # rewrite the report from the last results
+    python benchmarks/mutation.py --stale            # which rows were run on code that has changed since
 
 mutmut mutates every function of the modules it is given (``<`` to ``<=``, ``min`` to ``max``,
 a constant to another, a dropped argument ...) and runs, for each mutant, the tests that cover
@@ -24,6 +25,7 @@ as equivalent, not survived. See docs/mutation.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -36,6 +38,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
@@ -114,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep build/mutation/GROUP from the last run (mutmut re-tests only changed code)")
     parser.add_argument("--from-last-run", action="store_true",
                         help="do not run mutmut: read the results of the last run in build/mutation/GROUP")
+    parser.add_argument("--stale", action="store_true",
+                        help="list the groups whose row was run on code that has changed since; exit 1 if any")
     parser.add_argument("--list", action="store_true", help="print the groups and exit")
     args = parser.parse_args(argv)
     if args.list:
         for group in GROUPS.values():
             print(f"{group.name}: {', '.join(group.modules)}\n    tests: {' '.join(group.tests)}")
         return 0
+    if args.stale:
+        found = stale_rows()
+        print("\n".join(found) or f"every row of {REPORT.relative_to(ROOT)} is a run of today's code")
+        return 1 if found else 0
     unknown = [name for name in args.groups if name not in GROUPS]
     if unknown:
         parser.error(f"unknown group {', '.join(unknown)}; the groups are {', '.join(GROUPS)}")
@@ -129,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         group = GROUPS[name]
         timing = WORK / name / "run.json"  # when the run finished and how long it took, for --from-last-run
+        run: dict[str, Any]
         if args.from_last_run:
             if not (WORK / name / "mutants").is_dir():
                 parser.error(f"no results of group {name} in {(WORK / name).relative_to(ROOT)}: run it first")
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                    "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
             timing.write_text(json.dumps(run) + "\n")
         rows[name] = tally(group, statuses, equivalent, run["seconds"], run["finished"])
+        rows[name].code = code_digest(WORK / name, group)  # the copy the run mutated
         print(rows[name].summary(), flush=True)
     unexplained = [m for row in rows.values() for m in row.unexplained]
     if args.check:
@@ -150,6 +161,29 @@ def main(argv: list[str] | None = None) -> int:
     write_report(rows, equivalent)
     print(f"wrote {REPORT.relative_to(ROOT)}")
     return 0
+
+
+def code_digest(root: Path, group: Group) -> str:
+    """The first 12 hex digits of SHA-256 over the group's modules under ``root``: a row of the
+    report names the code it was run on, and ``--stale`` finds rows whose code has changed."""
+    digest = hashlib.sha256()
+    for module in group.modules:
+        digest.update(module.encode() + b"\0" + (root / "src" / "ttlpolicy" / module).read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def stale_rows() -> list[str]:
+    """Why each group's row in the report is not a run of today's code (empty: all are)."""
+    recorded = {name: line.strip("|").split("|")[2].strip() for name, line in _previous_rows().items()} \
+        if REPORT.exists() else {}
+    found = []
+    for name, group in GROUPS.items():
+        code = code_digest(ROOT, group)
+        if name not in recorded:
+            found.append(f"{name}: not run yet")
+        elif recorded[name] != code:
+            found.append(f"{name}: run on code {recorded[name]}, its modules are now {code}")
+    return found
 
 
 def run_group(group: Group, max_children: int, reuse: bool) -> dict[str, str]:
@@ -227,6 +261,7 @@ class Row:
     unexplained: list[str]
     stale: list[str]  # equivalent.txt entries of this group that were killed (the reason no longer holds)
     not_checked: int = 0  # the run was stopped before mutmut tried these
+    code: str = "unknown"  # code_digest() of the modules the run mutated
 
 
     @property
@@ -267,13 +302,13 @@ def write_report(rows: dict[str, Row], equivalent: dict[str, str]) -> None:
               f"Python {platform.python_version()}, mutmut {_mutmut_version()}"
     lines = ["# Mutation testing results", "",
              "Written by `make mutation` (benchmarks/mutation.py); how to read it: docs/mutation.md.", "",
-             "| group | modules | mutants | killed | survived | equivalent | timeout | no tests | minutes | run |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| group | modules | code | mutants | killed | survived | equivalent | timeout | no tests | minutes | run |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name in GROUPS:
         if name in rows:
             row = rows[name]
             partial = f" (stopped: {row.not_checked} not tried)" if row.not_checked else ""
-            lines.append(f"| {name} | {', '.join(row.group.modules)}{partial} | {row.total} | {row.killed} | {row.survived} | "
+            lines.append(f"| {name} | {', '.join(row.group.modules)}{partial} | {row.code} | {row.total} | {row.killed} | {row.survived} | "
                          f"{row.equivalent} | {row.timeout} | {row.no_tests} | {row.seconds / 60:.1f} | "
                          f"{row.finished} on {machine} |")
         elif name in kept:
@@ -309,6 +344,8 @@ def _previous_rows() -> dict[str, str]:
     for line in REPORT.read_text().splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| ") and cells[0] in GROUPS:
+            if len(cells) == 10:  # a row written before the code column
+                line = "| " + " | ".join(cells[:2] + ["unknown"] + cells[2:]) + " |"
             rows[cells[0]] = line
     return rows
 

@@ -67,6 +67,10 @@ def _name(value: str) -> str:
     return HEAD.replace("name: p", f"name: {value}{MARK}") + BASE
 
 
+def _allowed_value(value: str) -> str:
+    return HEAD + BASE + f"attributes:\n  user.badge:\n    type: string\n    values:\n      - {value}{MARK}\n"
+
+
 def _literal(value: str) -> str:
     return HEAD + BASE + f"rules:\n  - name: r\n    when: size(user.groups) < {value}{MARK}\n    deny: x\n"
 
@@ -79,6 +83,7 @@ NUMERIC: dict[str, tuple[Case, Callable[[str], tuple[str, str]]]] = {
     "`multiply` as a number, and an expression factor's `min` and `max`": (
         _factor, lambda b: (str(float(b) - 0.5), b)),
     "policy and rule `name`": (_name, lambda b: ("a" * (int(b) + 1), "a" * int(b))),
+    "each of an attribute's `values`": (_allowed_value, lambda b: ("a" * (int(b) + 1), "a" * int(b))),
     "an integer literal in a condition": (_literal, lambda b: (str(int(b) + 1), b)),
 }
 

@@ -324,6 +324,8 @@ ERROR_MESSAGES: list[tuple[str, dict[str, Any] | None, str]] = [
     ("user[\"zz\"]", None, "no such key: 'zz'"),
     ("user[1.5]", None, "no such key: 1.5"), ("nums[1.5]", None, "invalid list index: 1.5 is not a whole number"),
     ("{1: \"x\"}[2]", None, "no such key: 2"),
+    ("double(\"1e400\")", None, "double() conversion error: out of range"),
+    ("int(\"0x1f\")", None, "int() conversion error"),
     ("{1: \"x\"}[true]", None, "no such key: True"),
     ("m[\"a\"]", {"m": {"b": 1}}, "no such key: 'a'"),
     ("user.nope", None, "no such attribute 'user.nope'"),

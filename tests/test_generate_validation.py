@@ -198,6 +198,28 @@ def test_the_generated_validation_accepts_refuses_and_builds_exactly_what_the_co
             assert counted.explained == [expected], (shape, name, value)
 
 
+def test_after_the_fast_checks_give_up_the_rules_read_the_validator_s_activation() -> None:
+    """A value the fast checks leave to the reference validation, which accepts it (an int for a
+    double, a mapping that is not a dict): every rule reads the activation it built, not what the
+    fast checks had filled in before they gave up (a default where the value was sent)."""
+    from types import MappingProxyType
+
+    counted = Counted(_document("zones", [
+        {"name": "risky", "when": "user.risk > 0.5", "deny": "risky"},
+        {"name": "mfa", "when": "user.mfa", "access_ttl": {"cap": 60}},
+        {"name": "managed", "when": 'device.trust == "managed"', "access_ttl": {"cap": 120}}]))
+    for context, allow, ttl in [({"user": {"mfa": True, "risk": 1}}, False, 0),
+                                ({"device": MappingProxyType({"trust": "managed"})}, True, 120),
+                                ({"user": {"mfa": True}, "x": {"score": 1}}, True, 60)]:
+        counted.validated.clear()
+        decision = counted.policy.decide(context, NOW)
+        assert len(counted.validated) == 1, context  # handed to the reference validation
+        assert counted.explained == []  # and decided by the generated rules (none failed)
+        assert (decision.allow, decision.access_ttl) == (allow, ttl), context
+        act = counted.policy.context.activation(context, NOW)
+        assert decision.to_dict() == reference_decide(counted.policy, act, NOW).to_dict()
+
+
 def test_an_address_outside_location_ip_s_declared_values_is_refused_in_a_policy_with_zones() -> None:
     """It was accepted: the generated zone lookup checked the address but not the values."""
     policy = load_sources({"p.yaml": yaml.safe_dump(_document("zones-narrowed"))}).get("p")

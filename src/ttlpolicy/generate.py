@@ -136,8 +136,8 @@ def _validation(w: _Writer, policy: CompiledPolicy) -> dict[str, str]:
     namespaces: dict[str, dict[str, Attribute]] = {}
     top: dict[str, Attribute] = {}
     for name, attribute in schema.attributes.items():
-        if "." in name:
-            namespace, leaf = name.split(".", 1)
+        namespace, _, leaf = name.partition(".")  # at most one dot (the schema)
+        if leaf:
             namespaces.setdefault(namespace, {})[leaf] = attribute
         else:
             top[name] = attribute
@@ -204,7 +204,7 @@ def _check(w: _Writer, name: str, attribute: Attribute, source: str, key: str, t
         w.line(f"    {target} = v")
         return
     test = _plain_test(w, name, attribute, schema.time_zones, schema.time_zone)
-    if test is None:  # timestamps, lists, IP addresses, ...: the shared checker (raises ValueError)
+    if test is None:  # timestamps and lists: the shared checker (raises ValueError)
         w.line(f"    {target} = {w.const(value_checker(name, attribute), 'check')}(v)")
     else:
         w.line(f"    if not ({test}): raise _Slow")
@@ -232,7 +232,7 @@ def _plain_test(w: _Writer, name: str, attribute: Attribute, zones: Mapping[str,
         if attribute.values is not None:
             test = f"v in {w.const(frozenset(attribute.values), 'values')} and {test}"
         return f"type(v) is str and {test}"
-    if name in EXTRA_CHECKS:
+    if name in EXTRA_CHECKS:  # a check by name not inlined above: the shared checker runs it
         return None
     if kind == "string":
         if attribute.values is None:

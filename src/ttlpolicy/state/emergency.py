@@ -139,7 +139,6 @@ class Emergencies:
         self._lock = threading.Lock()
         self._version: str | None = None
         self._all: dict[str, Emergency] = {}
-        self.synced_at: float | None = None
         # (emergency id, policy digest) -> compiled scope, or the error that stops it compiling
         self._programs: dict[tuple[str, str], Program | str] = {}
 
@@ -151,13 +150,12 @@ class Emergencies:
         if version is UNREAD:
             version = self.collection.version()
         if version == self._version:  # None before the first read, and for a collection never written
-            self.synced_at = now
             return False
         # An emergency keeps applying until its end, whatever happens to the store.
         version, loaded = self.collection.reload(Emergency.from_record, self._all, lambda e: e.live(now),
                                                  "live emergency(ies)")
         with self._lock:
-            self._version, self._all, self.synced_at = version, loaded, now
+            self._version, self._all = version, loaded
         expired = [e.id for e in loaded.values() if e.ends_at + self.max_duration <= now]
         if expired:
             self.collection.delete(expired)  # ended ones stay listable for a while, then go

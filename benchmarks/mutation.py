@@ -104,6 +104,17 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
           ("tests/test_state_emergency.py", "tests/test_tighten.py", "--deselect",
            "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision", "--deselect",
            "tests/test_state_emergency.py::test_no_emergency_ever_lengthens_any_decision")),
+    # the state layer at run time: the step after the policy (rate-limit outcomes, emergencies,
+    # the degraded-store ceiling), the store's health and the counting of hits (the two property
+    # tests are left out: hypothesis examples per survivor; the focused tests state the same rules)
+    Group("degraded", ("state/runtime.py",),
+          ("tests/test_state_runtime.py", "tests/test_state_ratelimit.py", "tests/test_state_emergency.py",
+           "tests/test_state_work.py", "tests/test_activity_recording.py", "tests/test_state_revocation.py",
+           "tests/test_tighten.py", "--deselect",
+           "tests/test_state_emergency.py::test_no_ceiling_ever_lengthens_any_decision", "--deselect",
+           "tests/test_state_emergency.py::test_no_emergency_ever_lengthens_any_decision", "--deselect",
+           # reads benchmarks/contexts.py, which the group's copy does not have; it holds ratelimit.py
+           "tests/test_state_ratelimit.py::test_a_key_read_as_sent_is_the_key_the_activation_gives")),
 )}
 
 

@@ -6,6 +6,7 @@ sees the code that builds them (docs/mutation.md)."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -14,7 +15,10 @@ import pytest
 
 from ttlpolicy import load_sources
 from ttlpolicy.state import StoreUnavailable, open_store
+from ttlpolicy.state.ratelimit import hashed_key, store_key
 from ttlpolicy.state.runtime import Health, StateRuntime
+from ttlpolicy.state.settings import DegradedSettings
+from ttlpolicy.state.emergency import Emergency
 from ttlpolicy.state.store import Window, WindowHit
 
 T0 = 1_800_000_000.0
@@ -93,7 +97,7 @@ def test_a_store_that_cannot_be_read_holds_every_decision_under_the_degraded_cei
     healthy = runtime.decide(policies, {}, now=AT)
     assert (healthy.access_ttl, healthy.refresh_ttl) == (3600, 28800) and "state" not in healthy.extra
     store_down(monkeypatch, runtime, "connection refused")
-    assert runtime.poll() is False
+    assert runtime.poll() is False and runtime.health.since == T0
     decision = runtime.decide(policies, {}, now=AT)
     assert (decision.allow, decision.access_ttl, decision.refresh_ttl) == (True, 300, 1800)
     out = decision.to_dict()
@@ -217,6 +221,109 @@ def test_reading_without_consuming_counts_nothing(runtime: StateRuntime) -> None
     assert runtime.decide(policies, REFRESH, now=AT, caller="issuer").to_dict()["rate_limits"][0]["counts"] == [1]
 
 
+SEPARATE = POLICY + """\
+attributes:
+  user.id: {{type: string}}
+rate_limits:
+  - name: per-user
+    key: user
+    rate: 2 per 1m
+    on_exceed: {{deny: too many}}
+  - name: per-caller
+    key: caller
+    rate: 2 per 1m
+    on_exceed: {{deny: too many}}
+  - name: per-user-expression
+    key: ['user.id + "!"']
+    rate: 2 per 1m
+    on_exceed: {{deny: too many}}
+"""
+
+
+def test_counts_are_kept_apart_per_policy_limit_and_key_under_the_store_key_every_replica_uses(
+        runtime: StateRuntime) -> None:
+    policies = load_sources({"a.yaml": SEPARATE.format(name="a") + "default: true\n",
+                             "b.yaml": SEPARATE.format(name="b")})
+
+    def counts(policy: str, user: str, caller: str) -> tuple[bool, list[tuple[str, str, list[int]]]]:
+        decision = runtime.decide(policies, {"user": {"id": user}}, policy, now=AT, caller=caller)
+        assert decision.policy_name == policy
+        return decision.allow, [(e["name"], e["key"], e["counts"]) for e in decision.extra["rate_limits"]]
+
+    # alice calling as "alice": the user and caller limits have equal key values, yet separate counts
+    alice, alice_bang = hashed_key(["alice"]), hashed_key(["alice!"])
+    assert counts("a", "alice", "alice") == (True, [("per-caller", alice, [1]), ("per-user", alice, [1]),
+                                                   ("per-user-expression", alice_bang, [1])])
+    assert counts("a", "alice", "alice") == (True, [("per-caller", alice, [2]), ("per-user", alice, [2]),
+                                                   ("per-user-expression", alice_bang, [2])])
+    # another policy with limits of the same names counts apart; so does another user and caller
+    assert counts("b", "alice", "alice")[0] and counts("a", "bob", "issuer")[0]
+    assert runtime.store.window_count(store_key("a", "per-user", ["alice"]), T0, 60) == 2
+    assert runtime.store.window_count(store_key("a", "per-user-expression", ["bob!"]), T0, 60) == 1
+    assert runtime.store.window_count(store_key("b", "per-caller", ["alice"]), T0, 60) == 1
+
+
+def test_decide_is_the_policy_set_s_decide_then_the_state(runtime: StateRuntime) -> None:
+    policies = load_sources({"a.yaml": POLICY.format(name="a") + "default: true\n", "b.yaml": LIMITED.format(name="b")})
+    plain = runtime.decide(policies, REFRESH, "b", now=AT, caller="issuer")
+    assert plain.rules is None and plain.extra["rate_limits"][0]["counts"] == [1]
+    explained = runtime.decide(policies, REFRESH, "b", now=AT, explain=True, caller="issuer")
+    assert explained.rules is not None and explained.to_dict() == {
+        **policies.decide(REFRESH, "b", now=AT, explain=True).to_dict(), "rate_limits": explained.extra["rate_limits"]}
+
+
+def test_the_library_s_degraded_ceilings_are_the_service_s_defaults(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    policies = load_sources({"p.yaml": POLICY.format(name="p")})
+    runtime = StateRuntime(open_store(f"sqlite://{tmp_path}/s.db"))
+    store_down(monkeypatch, runtime)
+    runtime.poll()
+    decision = runtime.decide(policies, {}, now=AT)
+    assert (decision.access_ttl, decision.refresh_ttl) == (600, 3600)
+    assert (decision.access_ttl, decision.refresh_ttl) == (DegradedSettings().access_ttl, DegradedSettings().refresh_ttl)
+    runtime.close()
+
+
+# -- emergencies read from the store ---------------------------------------------------------------------
+
+def _emergency(scope: str) -> Emergency:
+    return Emergency(id="em_1", scope=scope, policies=None, access_ttl=300, refresh_ttl=0, deny=None,
+                     step_up="verify", reason="INC-7", created_by="t", starts_at=T0, ends_at=T0 + 3600)
+
+
+def test_an_emergency_started_elsewhere_applies_after_a_poll_and_one_that_does_not_fit_applies_to_be_safe(
+        runtime: StateRuntime, tmp_path: Path) -> None:
+    policies = load_sources({"p.yaml": POLICY.format(name="p")})
+    runtime.poll()
+    other = StateRuntime(open_store(f"sqlite://{tmp_path}/state.db"))
+    other.emergencies.start(_emergency('tenant.id == "acme"'), T0)  # p declares no tenant.id
+    assert runtime.decide(policies, {}, now=AT).access_ttl == 3600  # not read yet
+    assert runtime.poll() is True
+    decision = runtime.decide(policies, {}, now=AT)
+    assert (decision.access_ttl, decision.refresh_ttl, decision.step_up) == (300, 0, True)
+    [entry] = decision.extra["emergencies"]
+    assert entry == {"id": "em_1", "reason": "INC-7", "ends_at": "2027-01-15T09:00:00Z",
+                     "effects": "access ≤ 5m, refresh off, step-up (verify)", "error": entry["error"]}
+    assert entry["error"].startswith("the scope does not fit policy p")
+    sources = {s.source for s in decision.trace if s.step == "emergency"}
+    assert sources and all(f"({entry['error']}; applied to be safe)" in source for source in sources)
+    other.close()
+
+
+def test_the_poller_reads_what_another_replica_writes(runtime: StateRuntime, tmp_path: Path) -> None:
+    policies = load_sources({"p.yaml": POLICY.format(name="p")})
+    runtime.poll_interval = 0.01
+    runtime.start()
+    other = StateRuntime(open_store(f"sqlite://{tmp_path}/state.db"))
+    other.emergencies.start(_emergency("true"), T0)
+    deadline = time.monotonic() + 10
+    while runtime.decide(policies, {}, now=AT).access_ttl != 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    decision = runtime.decide(policies, {}, now=AT)
+    assert decision.access_ttl == 300 and "error" not in decision.extra["emergencies"][0]
+    other.close()
+
+
 # -- counting in the round trip before the policy ------------------------------------------------------
 
 def test_hits_counted_before_the_policy_are_the_outcomes_it_applies(runtime: StateRuntime) -> None:
@@ -226,7 +333,7 @@ def test_hits_counted_before_the_policy_are_the_outcomes_it_applies(runtime: Sta
     outcomes = []
     for _ in range(3):
         counted = runtime.counting(compiled, REFRESH, AT, limits, caller="issuer")
-        assert counted is not None and not counted.done
+        assert counted is not None and (counted.done, counted.outcomes) == (False, None)  # nothing known yet
         batch = runtime.store.batch()
         assert counted.queue(batch) == 2
         counted.take(batch.execute())
@@ -235,6 +342,9 @@ def test_hits_counted_before_the_policy_are_the_outcomes_it_applies(runtime: Sta
                                         caller="issuer", counted=counted)
         outcomes.append((decision.allow, [e["counts"] for e in decision.extra["rate_limits"]]))
     assert outcomes == [(True, [[1], [1]]), (True, [[2], [2]]), (False, [[3], [2]])]
+    # counted ahead under the same key as counted after the policy: this policy, this limit, this caller
+    assert runtime.store.window_count(store_key("p", "per-caller", ["issuer"]), T0, 60) == 3
+    assert runtime.store.window_count(store_key("p", "refresh-per-user", ["alice"]), T0, 3600) == 2
 
 
 def test_nothing_to_count_is_done_at_once_and_a_failed_round_trip_holds_under_the_ceiling(
@@ -276,21 +386,25 @@ def test_a_limit_that_reads_the_activity_is_counted_after_it(runtime: StateRunti
 
 # -- health, guarded actions, API callers, revocation -----------------------------------------------
 
-def test_health_reports_the_first_failure_and_each_change_once() -> None:
+def test_health_reports_the_first_failure_and_each_change_once(caplog: pytest.LogCaptureFixture) -> None:
     changes: list[bool] = []
     health = Health(on_change=changes.append)
     assert health.to_dict() == {"status": "ok", "reason": None, "since": None}
-    health.failed("connection refused", T0)
-    health.failed("timed out", T0 + 1)
-    assert (health.ok, health.reason, health.since, health.failures) == (False, "timed out", T0, 2)
-    assert health.to_dict() == {"status": "degraded", "reason": "timed out", "since": "2027-01-15T08:00:00Z"}
-    health.recovered()
-    health.recovered()
+    with caplog.at_level("WARNING", logger="ttlpolicy.state"):
+        health.failed("connection refused", T0)
+        health.failed("timed out", T0 + 1)
+        assert (health.ok, health.reason, health.since, health.failures) == (False, "timed out", T0, 2)
+        assert health.to_dict() == {"status": "degraded", "reason": "timed out", "since": "2027-01-15T08:00:00Z"}
+        health.recovered(T0 + 12.5)
+        health.recovered(T0 + 13)
     assert (health.ok, health.reason, health.since, health.failures) == (True, None, None, 2)
     assert changes == [False, True]
+    assert [r.getMessage() for r in caplog.records] == [
+        "state store unavailable, decisions are held under the degraded ceiling: connection refused",
+        "state store answers again after 12.5s; leaving degraded mode"]
     Health().failed("no callback", T0)  # without on_change, failing and recovering need no listener
     quiet = Health(ok=False)
-    quiet.recovered()
+    quiet.recovered(T0)
     assert quiet.ok
 
 
@@ -355,7 +469,19 @@ def test_the_poller_keeps_in_step_and_stops(runtime: StateRuntime) -> None:
     runtime.poll_interval = 0.01
     assert runtime.start() is runtime
     thread = runtime._thread
-    assert thread is not None and thread.is_alive() and thread.daemon
+    assert thread is not None and thread.is_alive() and thread.daemon and thread.name == "ttlpolicy-state-poller"
     assert runtime.start()._thread is thread  # started once
     runtime.stop()
     assert runtime._thread is None and not thread.is_alive()
+
+
+def test_stopping_waits_at_most_five_seconds_for_a_poll_stuck_in_the_store(runtime: StateRuntime) -> None:
+    waited: list[float | None] = []
+
+    class Stuck:
+        def join(self, timeout: float | None = None) -> None:
+            waited.append(timeout)  # a real poll stuck in the store would not end before it
+
+    runtime._thread = Stuck()  # type: ignore[assignment]
+    runtime.stop()
+    assert waited == [5] and runtime._thread is None

@@ -68,10 +68,9 @@ class Health:
         else:
             self.reason = reason
 
-    def recovered(self) -> None:
+    def recovered(self, now: float) -> None:
         if not self.ok:
-            log.warning("state store answers again after %.1fs; leaving degraded mode",
-                        time.time() - (self.since or time.time()))
+            log.warning("state store answers again after %.1fs; leaving degraded mode", now - (self.since or now))
             self.ok, self.reason, self.since = True, None, None
             if self.on_change is not None:
                 self.on_change(True)
@@ -142,7 +141,7 @@ class StateRuntime:
         except StoreUnavailable as exc:
             self.health.failed(str(exc), now)
             return False
-        self.health.recovered()
+        self.health.recovered(now)
         return True
 
     def guarded(self, action: Callable[[], Any]) -> Any:
@@ -207,7 +206,10 @@ class StateRuntime:
                 if exceeded:
                     retry = [retry_after_seconds(o.hit.retry_after) for o in exceeded]
                     extra["retry_after"] = None if None in retry else max(r for r in retry if r is not None)
-        matches = self.emergencies.matching(compiled, activation, now) if live and activation is not None else []
+        matches: list[EmergencyMatch] = []
+        if live:
+            assert activation is not None  # built above whenever an emergency is live
+            matches = self.emergencies.matching(compiled, activation, now)
         if matches:
             extra["emergencies"] = [_emergency_entry(m) for m in matches]
             for match in matches:

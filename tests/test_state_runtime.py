@@ -263,6 +263,28 @@ def test_counts_are_kept_apart_per_policy_limit_and_key_under_the_store_key_ever
     assert runtime.store.window_count(store_key("b", "per-caller", ["alice"]), T0, 60) == 1
 
 
+def test_a_key_read_from_the_context_as_sent_counts_each_user_apart(runtime: StateRuntime) -> None:
+    """No limit needs the activation (no `when`, the key a string attribute): the key is read from
+    the validated context, before and after the policy alike."""
+    text = POLICY + """\
+attributes:
+  user.id: {{type: string}}
+rate_limits:
+  - {{name: per-user, key: user, rate: 2 per 1m, on_exceed: {{deny: too many}}}}
+"""
+    policies = load_sources({"p.yaml": text.format(name="p")})
+    compiled, limits = policies.get("p"), policies.rate_limits["p"]
+    assert not limits[0].needs_activation
+    for user in ("alice", "bob", "carol"):
+        decision = runtime.decide(policies, {"user": {"id": user}}, now=AT)
+        assert decision.extra["rate_limits"][0]["counts"] == [1]
+        counted = runtime.counting(compiled, {"user": {"id": user}}, AT, limits)
+        assert counted is not None and counted.queue(batch := runtime.store.batch()) == 1
+        counted.take(batch.execute())
+        assert counted.outcomes is not None and counted.outcomes[0].hit.counts == (2,)
+        assert counted.outcomes[0].key == hashed_key([user])
+
+
 def test_decide_is_the_policy_set_s_decide_then_the_state(runtime: StateRuntime) -> None:
     policies = load_sources({"a.yaml": POLICY.format(name="a") + "default: true\n", "b.yaml": LIMITED.format(name="b")})
     plain = runtime.decide(policies, REFRESH, "b", now=AT, caller="issuer")
@@ -473,6 +495,22 @@ def test_the_poller_keeps_in_step_and_stops(runtime: StateRuntime) -> None:
     assert runtime.start()._thread is thread  # started once
     runtime.stop()
     assert runtime._thread is None and not thread.is_alive()
+
+
+def test_the_poller_polls_every_interval_until_stopped(runtime: StateRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    polls: list[float] = []
+
+    def poll() -> bool:
+        polls.append(time.monotonic())
+        if len(polls) == 3:
+            runtime._stop.set()
+        return True
+
+    monkeypatch.setattr(runtime, "poll", poll)
+    runtime.poll_interval = 0.02
+    started = time.monotonic()
+    runtime._run()  # the poller thread's loop, here in the test's thread
+    assert len(polls) == 3 and polls[0] - started >= 0.02  # it waits an interval before each poll
 
 
 def test_stopping_waits_at_most_five_seconds_for_a_poll_stuck_in_the_store(runtime: StateRuntime) -> None:

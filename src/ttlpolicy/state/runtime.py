@@ -206,12 +206,11 @@ class StateRuntime:
                 if exceeded:
                     retry = [retry_after_seconds(o.hit.retry_after) for o in exceeded]
                     extra["retry_after"] = None if None in retry else max(r for r in retry if r is not None)
-        matches: list[EmergencyMatch] = []
         if live:
             assert activation is not None  # built above whenever an emergency is live
             matches = self.emergencies.matching(compiled, activation, now)
-        if matches:
-            extra["emergencies"] = [_emergency_entry(m) for m in matches]
+            if matches:
+                extra["emergencies"] = [_emergency_entry(m) for m in matches]
             for match in matches:
                 e = match.emergency
                 source = e.label() + (f" ({match.error}; applied to be safe)" if match.error else "")

@@ -332,20 +332,6 @@ def test_an_emergency_started_elsewhere_applies_after_a_poll_and_one_that_does_n
     other.close()
 
 
-def test_the_poller_reads_what_another_replica_writes(runtime: StateRuntime, tmp_path: Path) -> None:
-    policies = load_sources({"p.yaml": POLICY.format(name="p")})
-    runtime.poll_interval = 0.01
-    runtime.start()
-    other = StateRuntime(open_store(f"sqlite://{tmp_path}/state.db"))
-    other.emergencies.start(_emergency("true"), T0)
-    deadline = time.monotonic() + 10
-    while runtime.decide(policies, {}, now=AT).access_ttl != 300 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    decision = runtime.decide(policies, {}, now=AT)
-    assert decision.access_ttl == 300 and "error" not in decision.extra["emergencies"][0]
-    other.close()
-
-
 # -- counting in the round trip before the policy ------------------------------------------------------
 
 def test_hits_counted_before_the_policy_are_the_outcomes_it_applies(runtime: StateRuntime) -> None:
@@ -513,13 +499,29 @@ def test_the_poller_polls_every_interval_until_stopped(runtime: StateRuntime, mo
     assert len(polls) == 3 and polls[0] - started >= 0.02  # it waits an interval before each poll
 
 
-def test_stopping_waits_at_most_five_seconds_for_a_poll_stuck_in_the_store(runtime: StateRuntime) -> None:
+def test_closing_waits_at_most_five_seconds_and_never_closes_the_store_under_a_running_poll(
+        runtime: StateRuntime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     waited: list[float | None] = []
+    closed: list[bool] = []
 
-    class Stuck:
+    class Stuck:  # a poller thread whose poll is stuck in the store
         def join(self, timeout: float | None = None) -> None:
-            waited.append(timeout)  # a real poll stuck in the store would not end before it
+            waited.append(timeout)
 
-    runtime._thread = Stuck()  # type: ignore[assignment]
-    runtime.stop()
-    assert waited == [5] and runtime._thread is None
+        def is_alive(self) -> bool:
+            return True
+
+    real_close = runtime.store.close
+    monkeypatch.setattr(runtime.store, "close", lambda: closed.append(True))
+    stuck = Stuck()
+    runtime._thread = stuck  # type: ignore[assignment]
+    with caplog.at_level("WARNING", logger="ttlpolicy.state"):
+        runtime.close()
+    assert waited == [5] and closed == [] and runtime._thread is stuck
+    assert [r.getMessage() for r in caplog.records] == [
+        "state poller still busy in the store after 5s; the store is left open"]
+    runtime._thread = None
+    assert runtime.stop() is True
+    runtime.close()
+    assert closed == [True]
+    real_close()

@@ -114,15 +114,23 @@ class StateRuntime:
             self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop the poller; False when a poll is still running after 5 s (stuck in the store)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+            if self._thread.is_alive():
+                return False
             self._thread = None
+        return True
 
     def close(self) -> None:
-        self.stop()
-        self.store.close()
+        # Closing a store under a poll still running in it can crash the process (SQLite closes
+        # connections other threads are using): such a store is left to the process's exit.
+        if self.stop():
+            self.store.close()
+        else:
+            log.warning("state poller still busy in the store after 5s; the store is left open")
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_interval):

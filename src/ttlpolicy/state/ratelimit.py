@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -153,9 +154,8 @@ def _plain_string(text: str, attributes: Mapping[str, Attribute]) -> tuple[str, 
 
 
 def _retry(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "never"
-    return format_duration(max(1, int(-(-seconds // 1))))
+    whole = retry_after_seconds(seconds)
+    return "never" if whole is None else format_duration(whole)
 
 
 def key_digest(values: Sequence[str]) -> str:
@@ -190,9 +190,9 @@ class RateLimitOutcome:
 
 def retry_after_seconds(seconds: float) -> int | None:
     """Whole seconds for Retry-After (rounded up; None when it can never fit)."""
-    if seconds == float("inf"):
+    if seconds == math.inf:
         return None
-    return max(1, int(-(-seconds // 1)))
+    return max(1, math.ceil(seconds))
 
 
 def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, Attribute], documents: Mapping[str, Any],
@@ -205,13 +205,14 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
     compiled = []
     seen: set[str] = set()
 
-    def report(code: str, message: str, path: tuple[Any, ...], file: str, text: str | None = None,
-               line: int = 1, column: int = 1) -> None:
+    def report(code: str, message: str, path: tuple[Any, ...], file: str,
+               at: tuple[str, int, int] | None = None) -> None:
+        """``at``: the CEL text the problem is in, and its line and column there."""
         location: Location
         doc = documents.get(file)
-        if text is not None and doc is not None:
-            lines = text.split("\n")
-            offset = sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
+        if at is not None and doc is not None:
+            text, line, column = at
+            offset = sum(len(s) + 1 for s in text.split("\n")[: line - 1]) + column - 1
             location = doc.string_location(path, offset)
         else:
             location = locate(path, file=file)
@@ -219,15 +220,14 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
 
     for limit in limits:
         base: tuple[Any, ...] = ("rate_limits", limit.index)
-        ok = True
-        if limit.name in seen:
+        duplicate = limit.name in seen
+        if duplicate:
             report("duplicate-rate-limit", f"rate limit name {limit.name!r} is already used", base + ("name",),
                    limit.file)
-            ok = False
         seen.add(limit.name)
         condition, issues = compile_condition(limit.when, attributes)
         for issue in issues:
-            report(issue.code, issue.message, base + ("when",), limit.file, limit.when, issue.line, issue.column)
+            report(issue.code, issue.message, base + ("when",), limit.file, (limit.when, issue.line, issue.column))
         parts = []
         for i, raw in enumerate(limit.key):
             text = SHORTHANDS.get(raw, raw)
@@ -235,9 +235,8 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
                 parts.append(KeyPart(CALLER, None))
                 continue
             program, issues = compile_condition(text, attributes, expect="key")
-            for issue in issues:
-                report(issue.code, issue.message, base + ("key", i), limit.file, raw if text == raw else None,
-                       issue.line, issue.column)
+            for issue in issues:  # never for a shorthand: each names a built-in string attribute
+                report(issue.code, issue.message, base + ("key", i), limit.file, (raw, issue.line, issue.column))
             if program is not None:
                 parts.append(KeyPart(text, program, _plain_string(text, attributes)))
         windows = []
@@ -246,7 +245,7 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
                 windows.append(parse_rate(rate))
             except ValueError as exc:
                 report("rate-limit-rate", str(exc), base + ("rate", i), limit.file)
-        if condition is None or len(parts) != len(limit.key) or len(windows) != len(limit.rate) or not ok:
+        if condition is None or len(parts) != len(limit.key) or len(windows) != len(limit.rate) or duplicate:
             continue
         effect = limit.on_exceed
         compiled.append(CompiledRateLimit(

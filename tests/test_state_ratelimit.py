@@ -235,6 +235,18 @@ def test_one_address_written_several_ways_is_one_key(runtime: StateRuntime, poli
     assert keys[0] == keys[1]
 
 
+def test_an_address_read_inside_a_key_expression_is_one_key_however_written(  # type: ignore[no-untyped-def]
+        runtime: StateRuntime) -> None:
+    """Not only a bare `ip` key: an expression reading location.ip reads it in one spelling."""
+    limit = ("rate_limits:\n  - {name: per-ip-and-client, key: ['location.ip + \"/\" + client.id', '(location.ip)'],"
+             " rate: 3 per 1m, on_exceed: {deny: slow down}}\n")
+    policies = load_sources({"rl.yaml": POLICY.split("rate_limits:")[0] + limit})
+    spellings = ["2001:DB8::1", "2001:db8:0:0::1", "2001:0db8::0001", "2001:db8::1", "::ffff:192.0.2.1", "192.0.2.1"]
+    allowed = [runtime.decide(policies, {"location": {"ip": ip}, "client": {"id": "web"}}, now=T0).allow
+               for ip in spellings]
+    assert allowed == [True, True, True, False, True, True]
+
+
 def test_a_condition_of_a_limit_reads_the_activation_the_policy_built(  # type: ignore[no-untyped-def]
         runtime: StateRuntime, policies, monkeypatch: pytest.MonkeyPatch) -> None:
     """`when: grant.type == ...` needs the activation: the decision carries the one the program
@@ -273,6 +285,7 @@ rate_limits:
   - {name: per-day, key: time.date, rate: 5 per 1d, on_exceed: {deny: slow down}}
   - {name: per-pair, key: 'client.id + "/" + user.id', rate: 5 per 1m, on_exceed: {deny: slow down}}
   - {name: per-ip, key: ip, rate: 5 per 1m, on_exceed: {deny: slow down}}
+  - {name: per-ip-and-client, key: 'location.ip + "/" + client.id', rate: 5 per 1m, on_exceed: {deny: slow down}}
 """
 
 
@@ -288,6 +301,7 @@ def test_a_key_part_is_read_as_sent_only_when_that_is_its_value() -> None:
         "per-day": [("time.date", None)],
         "per-pair": [('client.id + "/" + user.id', None)],
         "per-ip": [("location.ip", ("location", "ip"))],
+        "per-ip-and-client": [('location.ip + "/" + client.id', None)],
     }
     assert load_sources({"rl.yaml": POLICY}).rate_limits["rl"][1].description == \
         "A runaway client or a stolen refresh token."
@@ -296,13 +310,15 @@ def test_a_key_part_is_read_as_sent_only_when_that_is_its_value() -> None:
 @pytest.mark.parametrize("context, expected", [
     ({"user": {"id": "alice", "level": 3}, "client": {"id": "web"}, "location": {"ip": "2001:DB8::1"}},
      {"per-caller-and-user": ["api_key:a", "alice"], "per-tenant": ["acme"], "per-level": ["3"],
-      "per-day": ["2026-12-01"], "per-pair": ["web/alice"], "per-ip": ["2001:db8::1"]}),
+      "per-day": ["2026-12-01"], "per-pair": ["web/alice"], "per-ip": ["2001:db8::1"],
+      "per-ip-and-client": ["2001:db8::1/web"]}),
     # the default is the value: sending it or leaving it out is one key; an id that looks like an
     # address is an id (only location.ip is read as an address); a part that cannot be evaluated
     # counts under <unknown>
     ({"user": {"id": "2001:DB8::1"}, "tenant": {"id": "acme"}},
      {"per-caller-and-user": ["api_key:a", "2001:DB8::1"], "per-tenant": ["acme"], "per-level": ["<unknown>"],
-      "per-day": ["2026-12-01"], "per-pair": ["<unknown>"], "per-ip": ["<unknown>"]}),
+      "per-day": ["2026-12-01"], "per-pair": ["<unknown>"], "per-ip": ["<unknown>"],
+      "per-ip-and-client": ["<unknown>"]}),
 ], ids=["sent", "defaults-and-absent"])
 def test_every_key_part_counts_by_its_own_value(context: dict[str, object], expected: dict[str, list[str]]) -> None:
     policies = load_sources({"keyed.yaml": KEYED})
@@ -311,6 +327,16 @@ def test_every_key_part_counts_by_its_own_value(context: dict[str, object], expe
     for name, values in expected.items():
         assert limits[name].key_values(activation, "api_key:a", context) == values, name
         assert limits[name].key_values(activation, "api_key:a") == values, name  # the activation alone: the same
+
+
+@pytest.mark.parametrize("sent", [5, True, ["192.0.2.1"], {"ip": "192.0.2.1"}])
+def test_a_key_value_that_is_not_the_declared_string_counts_as_unknown(policies, sent: object) -> None:  # type: ignore[no-untyped-def]
+    """A limit that needs no activation is counted from the context as sent, before the policy
+    has validated it when it shares the activity's round trip (StateRuntime.counting): a value
+    that is not the string declared counts under <unknown>, never under its Python spelling."""
+    limit = {limit.name: limit for limit in policies.rate_limits["rl"]}["per-ip"]
+    assert not limit.needs_activation
+    assert limit.key_values(None, "api_key:a", {"location": {"ip": sent}}) == ["<unknown>", "api_key:a"]
 
 
 @pytest.mark.parametrize("sent, key", [

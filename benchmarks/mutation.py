@@ -115,6 +115,14 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
            "tests/test_state_emergency.py::test_no_emergency_ever_lengthens_any_decision", "--deselect",
            # reads benchmarks/contexts.py, which the group's copy does not have; it holds ratelimit.py
            "tests/test_state_ratelimit.py::test_a_key_read_as_sent_is_the_key_the_activation_gives")),
+    # rate limits in the policy language: windows, keys (one per address however written), the
+    # outcomes that tighten, and their errors at their line (the redis-backed runs are left out:
+    # the same rules on the embedded store; every test compiles its policy inside the test; the
+    # test over generated contexts needs benchmarks/, which the copy does not hold)
+    Group("ratelimit", ("state/ratelimit.py",),
+          ("tests/test_state_ratelimit.py", "tests/test_errors.py", "tests/test_state_work.py",
+           "tests/test_activity_recording.py", "tests/test_policyset.py", "-k", "not redis", "--deselect",
+           "tests/test_state_ratelimit.py::test_a_key_read_as_sent_is_the_key_the_activation_gives")),
 )}
 
 

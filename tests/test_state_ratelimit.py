@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -10,8 +12,13 @@ from typing import Iterator
 import pytest
 
 from ttlpolicy import load_sources
+from ttlpolicy.model import RateLimit
 from ttlpolicy.state import open_store
+from ttlpolicy.state.ratelimit import (canonical_ip, compile_rate_limits, hashed_key, key_digest, parse_rate,
+                                       store_key)
 from ttlpolicy.state.runtime import StateRuntime
+from ttlpolicy.state.store import Window
+from ttlpolicy.vocabulary import BUILTIN
 
 POLICY = """\
 apiVersion: ttlpolicy/v1
@@ -228,6 +235,18 @@ def test_one_address_written_several_ways_is_one_key(runtime: StateRuntime, poli
     assert keys[0] == keys[1]
 
 
+def test_an_address_read_inside_a_key_expression_is_one_key_however_written(  # type: ignore[no-untyped-def]
+        runtime: StateRuntime) -> None:
+    """Not only a bare `ip` key: an expression reading location.ip reads it in one spelling."""
+    limit = ("rate_limits:\n  - {name: per-ip-and-client, key: ['location.ip + \"/\" + client.id', '(location.ip)'],"
+             " rate: 3 per 1m, on_exceed: {deny: slow down}}\n")
+    policies = load_sources({"rl.yaml": POLICY.split("rate_limits:")[0] + limit})
+    spellings = ["2001:DB8::1", "2001:db8:0:0::1", "2001:0db8::0001", "2001:db8::1", "::ffff:192.0.2.1", "192.0.2.1"]
+    allowed = [runtime.decide(policies, {"location": {"ip": ip}, "client": {"id": "web"}}, now=T0).allow
+               for ip in spellings]
+    assert allowed == [True, True, True, False, True, True]
+
+
 def test_a_condition_of_a_limit_reads_the_activation_the_policy_built(  # type: ignore[no-untyped-def]
         runtime: StateRuntime, policies, monkeypatch: pytest.MonkeyPatch) -> None:
     """`when: grant.type == ...` needs the activation: the decision carries the one the program
@@ -250,3 +269,130 @@ def test_a_condition_of_a_limit_reads_the_activation_the_policy_built(  # type: 
     runtime.after_policy(dataclasses.replace(decision, activation=None), compiled, refresh(), T0,
                          policies.rate_limits["rl"])
     assert len(built) == 1
+
+
+KEYED = """\
+apiVersion: ttlpolicy/v1
+name: keyed
+defaults: {access_ttl: 15m, refresh_ttl: 8h}
+attributes:
+  tenant.id: {type: string, default: acme}
+  user.level: {type: int}
+rate_limits:
+  - {name: per-caller-and-user, key: [caller, user], rate: 5 per 1m, on_exceed: {deny: slow down}}
+  - {name: per-tenant, key: tenant.id, rate: 5 per 1m, on_exceed: {deny: slow down}}
+  - {name: per-level, key: user.level, rate: 5 per 1m, on_exceed: {deny: slow down}}
+  - {name: per-day, key: time.date, rate: 5 per 1d, on_exceed: {deny: slow down}}
+  - {name: per-pair, key: 'client.id + "/" + user.id', rate: 5 per 1m, on_exceed: {deny: slow down}}
+  - {name: per-ip, key: ip, rate: 5 per 1m, on_exceed: {deny: slow down}}
+  - {name: per-ip-and-client, key: 'location.ip + "/" + client.id', rate: 5 per 1m, on_exceed: {deny: slow down}}
+"""
+
+
+def test_a_key_part_is_read_as_sent_only_when_that_is_its_value() -> None:
+    """Only a sent string attribute without a default is read from the context as sent; a default,
+    another type, a derived attribute or an expression is what the policy's activation says."""
+    policies = load_sources({"keyed.yaml": KEYED})
+    limits = {limit.name: limit for limit in policies.rate_limits["keyed"]}
+    assert {name: [(p.text, p.path) for p in limit.key] for name, limit in limits.items()} == {
+        "per-caller-and-user": [("caller", None), ("user.id", ("user", "id"))],
+        "per-tenant": [("tenant.id", None)],
+        "per-level": [("user.level", None)],
+        "per-day": [("time.date", None)],
+        "per-pair": [('client.id + "/" + user.id', None)],
+        "per-ip": [("location.ip", ("location", "ip"))],
+        "per-ip-and-client": [('location.ip + "/" + client.id', None)],
+    }
+    assert load_sources({"rl.yaml": POLICY}).rate_limits["rl"][1].description == \
+        "A runaway client or a stolen refresh token."
+
+
+@pytest.mark.parametrize("context, expected", [
+    ({"user": {"id": "alice", "level": 3}, "client": {"id": "web"}, "location": {"ip": "2001:DB8::1"}},
+     {"per-caller-and-user": ["api_key:a", "alice"], "per-tenant": ["acme"], "per-level": ["3"],
+      "per-day": ["2026-12-01"], "per-pair": ["web/alice"], "per-ip": ["2001:db8::1"],
+      "per-ip-and-client": ["2001:db8::1/web"]}),
+    # the default is the value: sending it or leaving it out is one key; an id that looks like an
+    # address is an id (only location.ip is read as an address); a part that cannot be evaluated
+    # counts under <unknown>
+    ({"user": {"id": "2001:DB8::1"}, "tenant": {"id": "acme"}},
+     {"per-caller-and-user": ["api_key:a", "2001:DB8::1"], "per-tenant": ["acme"], "per-level": ["<unknown>"],
+      "per-day": ["2026-12-01"], "per-pair": ["<unknown>"], "per-ip": ["<unknown>"],
+      "per-ip-and-client": ["<unknown>"]}),
+], ids=["sent", "defaults-and-absent"])
+def test_every_key_part_counts_by_its_own_value(context: dict[str, object], expected: dict[str, list[str]]) -> None:
+    policies = load_sources({"keyed.yaml": KEYED})
+    limits = {limit.name: limit for limit in policies.rate_limits["keyed"]}
+    activation = policies.get("keyed").context.activation(context, T0)
+    for name, values in expected.items():
+        assert limits[name].key_values(activation, "api_key:a", context) == values, name
+        assert limits[name].key_values(activation, "api_key:a") == values, name  # the activation alone: the same
+
+
+@pytest.mark.parametrize("sent", [5, True, ["192.0.2.1"], {"ip": "192.0.2.1"}])
+def test_a_key_value_that_is_not_the_declared_string_counts_as_unknown(policies, sent: object) -> None:  # type: ignore[no-untyped-def]
+    """A limit that needs no activation is counted from the context as sent, before the policy
+    has validated it when it shares the activity's round trip (StateRuntime.counting): a value
+    that is not the string declared counts under <unknown>, never under its Python spelling."""
+    limit = {limit.name: limit for limit in policies.rate_limits["rl"]}["per-ip"]
+    assert not limit.needs_activation
+    assert limit.key_values(None, "api_key:a", {"location": {"ip": sent}}) == ["<unknown>", "api_key:a"]
+
+
+@pytest.mark.parametrize("sent, key", [
+    ("192.0.2.1", "192.0.2.1"), ("::ffff:192.0.2.1", "192.0.2.1"), ("198.51.100.7", "198.51.100.7"),
+    ("2001:DB8::1", "2001:db8::1"), ("2001:0db8:0:0::0001", "2001:db8::1"),
+    ("::192.0.2.1", "::c000:201"),  # IPv4-compatible IPv6 is another address than 192.0.2.1
+])
+def test_an_address_is_counted_under_its_one_canonical_spelling(sent: str, key: str) -> None:
+    assert canonical_ip(sent) == key
+
+
+def test_store_keys_are_stable_across_versions() -> None:
+    """A key's name in the store must not change between releases: a new name would hand every
+    client a fresh quota on upgrade, and replicas of two versions would count apart."""
+    values = ["192.0.2.1", "api_key:a"]
+    digest = hashlib.sha256("192.0.2.1\x1fapi_key:a".encode()).hexdigest()
+    assert key_digest(values) == digest
+    assert store_key("rl", "per-ip", values) == store_key("rl", "per-ip", (), digest) == \
+        f"ratelimit:rl:per-ip:{digest[:32]}"
+    assert hashed_key(values) == hashed_key((), digest) == f"sha256:{digest[:16]}"
+
+
+@pytest.mark.parametrize("text, window", [("1 per 1s", Window(1, 1)), (" 20  per 1h ", Window(20, 3600))])
+def test_a_rate_is_a_count_per_window(text: str, window: Window) -> None:
+    assert parse_rate(text) == window
+
+
+@pytest.mark.parametrize("text, message", [
+    ("twenty per hour", "not a rate: 'twenty per hour' (write e.g. '20 per 1h')"),
+    ("0 per 1m", "'0 per 1m': the count must be at least 1"),
+    ("3 per 0s", "'3 per 0s': the window must be at least 1s"),
+])
+def test_a_rate_that_is_not_one_says_why(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_rate(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("retry_after, shown", [(0.5, "1s"), (1.5, "2s"), (3180.0, "53m"), (math.inf, "never")])
+def test_the_ceiling_says_when_to_retry_rounded_up(policies, retry_after: float, shown: str) -> None:  # type: ignore[no-untyped-def]
+    limit = {limit.name: limit for limit in policies.rate_limits["rl"]}["refresh-per-user"]
+    ceiling = limit.ceiling(retry_after)
+    assert ceiling.source == f"rate limit refresh-per-user (3 per 1m, 5 per 1h; retry after {shown})"
+    assert (ceiling.step, ceiling.deny, ceiling.access_ttl) == ("rate_limit", "too many refresh attempts", None)
+
+
+def test_only_the_limits_without_a_problem_are_compiled() -> None:
+    exceed = {"deny": "slow down"}
+    limits = [RateLimit(name="ok", key=("user",), rate=("1 per 1m",), on_exceed=exceed, index=0),
+              RateLimit(name="bad-when", when="user.nme == 'x'", key=("user",), rate=("1 per 1m",),
+                        on_exceed=exceed, index=1),
+              RateLimit(name="bad-key", key=("user", "user.nme"), rate=("1 per 1m",), on_exceed=exceed, index=2),
+              RateLimit(name="bad-rate", key=("user",), rate=("1 per 1m", "0 per 1h"), on_exceed=exceed, index=3),
+              RateLimit(name="ok", key=("ip",), rate=("1 per 1m",), on_exceed=exceed, index=4)]
+    compiled, problems = compile_rate_limits(limits, BUILTIN, {}, lambda path, file: None)
+    assert [(limit.name, limit.key[0].text) for limit in compiled] == [("ok", "user.id")]
+    assert [(p.code, p.path) for p in problems] == [
+        ("cel-unknown-attribute", "rate_limits.1.when"), ("cel-unknown-attribute", "rate_limits.2.key.1"),
+        ("rate-limit-rate", "rate_limits.3.rate.1"), ("duplicate-rate-limit", "rate_limits.4.name")]

@@ -23,13 +23,15 @@ Keys: each part is a CEL expression (``user.id``, ``location.ip``, ``client.id``
 ``tenant.id``…) or the word ``caller`` (who called the decision API: the API key's name or the
 JWT subject). Shorthands: ``user`` → ``user.id``, ``client`` → ``client.id``, ``ip`` →
 ``location.ip``. A part that cannot be evaluated (the attribute is absent) counts under the
-shared value ``<unknown>``: a limit never disappears because a field is missing.
+shared value ``<unknown>``: a limit never disappears because a field is missing. Every part
+reads ``location.ip`` in one spelling per address (:func:`canonical_ip`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -104,24 +106,34 @@ class CompiledRateLimit:
         """The key's values for a request: from ``activation``, or, for the parts that allow it
         (:attr:`KeyPart.path`), from the ``context`` the policy has already validated."""
         values = []
+        canonical: Mapping[str, Any] | None = None  # the activation with the address written one way
         for part in self.key:
             if part.program is None:
                 values.append(caller or UNKNOWN)
                 continue
             if part.path is not None and context is not None:
                 value = _sent(context, part.path)
+                if value is not None and part.text in IP_ATTRIBUTES:
+                    value = canonical_ip(value)
             else:
+                # Any expression may read the address (`location.ip + "/" + client.id`): it reads
+                # the canonical one, or two spellings of one address would be two keys.
+                if canonical is None:
+                    canonical = _with_canonical_ip(activation or {})
                 try:
-                    value = part.program(activation or {})
+                    value = part.program(canonical)
                 except Exception:  # noqa: BLE001 - an absent attribute: count under the shared unknown value
                     value = None
-            if value is None:
-                values.append(UNKNOWN)
-            elif part.text in IP_ATTRIBUTES and isinstance(value, str):
-                values.append(canonical_ip(value))
-            else:
-                values.append(str(value))
+            values.append(UNKNOWN if value is None else str(value))
         return values
+
+
+def _with_canonical_ip(activation: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``activation`` with ``location.ip`` in its :func:`canonical_ip` spelling."""
+    location = activation.get("location")
+    if not isinstance(location, Mapping) or not isinstance(location.get("ip"), str):
+        return activation
+    return {**activation, "location": {**location, "ip": canonical_ip(location["ip"])}}
 
 
 def canonical_ip(text: str) -> str:
@@ -153,9 +165,8 @@ def _plain_string(text: str, attributes: Mapping[str, Attribute]) -> tuple[str, 
 
 
 def _retry(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "never"
-    return format_duration(max(1, int(-(-seconds // 1))))
+    whole = retry_after_seconds(seconds)
+    return "never" if whole is None else format_duration(whole)
 
 
 def key_digest(values: Sequence[str]) -> str:
@@ -190,9 +201,9 @@ class RateLimitOutcome:
 
 def retry_after_seconds(seconds: float) -> int | None:
     """Whole seconds for Retry-After (rounded up; None when it can never fit)."""
-    if seconds == float("inf"):
+    if seconds == math.inf:
         return None
-    return max(1, int(-(-seconds // 1)))
+    return max(1, math.ceil(seconds))
 
 
 def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, Attribute], documents: Mapping[str, Any],
@@ -205,29 +216,29 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
     compiled = []
     seen: set[str] = set()
 
-    def report(code: str, message: str, path: tuple[Any, ...], file: str, text: str | None = None,
-               line: int = 1, column: int = 1) -> None:
+    def report(limit: RateLimit, code: str, message: str, field: tuple[Any, ...],
+               at: tuple[str, int, int] | None = None) -> None:
+        """A problem at ``field`` of ``limit``, in the file that wrote it (a base's, for an inherited
+        one); ``at``: the CEL text the problem is in, and its line and column there."""
+        path = ("rate_limits", limit.index, *field)
         location: Location
-        doc = documents.get(file)
-        if text is not None and doc is not None:
-            lines = text.split("\n")
-            offset = sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
+        doc = documents.get(limit.file)
+        if at is not None and doc is not None:
+            text, line, column = at
+            offset = sum(len(s) + 1 for s in text.split("\n")[: line - 1]) + column - 1
             location = doc.string_location(path, offset)
         else:
-            location = locate(path, file=file)
+            location = locate(path, file=limit.file)
         problems.append(Problem(code, message, location, path=".".join(map(str, path))))
 
     for limit in limits:
-        base: tuple[Any, ...] = ("rate_limits", limit.index)
-        ok = True
-        if limit.name in seen:
-            report("duplicate-rate-limit", f"rate limit name {limit.name!r} is already used", base + ("name",),
-                   limit.file)
-            ok = False
+        duplicate = limit.name in seen
+        if duplicate:
+            report(limit, "duplicate-rate-limit", f"rate limit name {limit.name!r} is already used", ("name",))
         seen.add(limit.name)
         condition, issues = compile_condition(limit.when, attributes)
         for issue in issues:
-            report(issue.code, issue.message, base + ("when",), limit.file, limit.when, issue.line, issue.column)
+            report(limit, issue.code, issue.message, ("when",), (limit.when, issue.line, issue.column))
         parts = []
         for i, raw in enumerate(limit.key):
             text = SHORTHANDS.get(raw, raw)
@@ -235,9 +246,8 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
                 parts.append(KeyPart(CALLER, None))
                 continue
             program, issues = compile_condition(text, attributes, expect="key")
-            for issue in issues:
-                report(issue.code, issue.message, base + ("key", i), limit.file, raw if text == raw else None,
-                       issue.line, issue.column)
+            for issue in issues:  # never for a shorthand: each names a built-in string attribute
+                report(limit, issue.code, issue.message, ("key", i), (raw, issue.line, issue.column))
             if program is not None:
                 parts.append(KeyPart(text, program, _plain_string(text, attributes)))
         windows = []
@@ -245,8 +255,8 @@ def compile_rate_limits(limits: Sequence[RateLimit], attributes: Mapping[str, At
             try:
                 windows.append(parse_rate(rate))
             except ValueError as exc:
-                report("rate-limit-rate", str(exc), base + ("rate", i), limit.file)
-        if condition is None or len(parts) != len(limit.key) or len(windows) != len(limit.rate) or not ok:
+                report(limit, "rate-limit-rate", str(exc), ("rate", i))
+        if condition is None or len(parts) != len(limit.key) or len(windows) != len(limit.rate) or duplicate:
             continue
         effect = limit.on_exceed
         compiled.append(CompiledRateLimit(

@@ -33,7 +33,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -63,34 +63,38 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rss_mb(pid: int) -> float:
-    """RSS of a process and all its descendants (uvicorn workers), in MiB."""
-    total = 0
+def _process_tree(pid: int) -> Iterator[int]:
+    """``pid`` and all its descendants (uvicorn workers), children of any of their threads."""
     pids = [pid]
     while pids:
         current = pids.pop()
+        yield current
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-            pids += [int(c) for c in children]
+            for task in os.listdir(f"/proc/{current}/task"):
+                pids += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+
+
+def _rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants, in MiB."""
+    total = 0
+    for current in _process_tree(pid):
+        try:
+            total += sum(int(line.split()[1]) for line in Path(f"/proc/{current}/status").read_text().splitlines()
+                         if line.startswith("VmRSS:"))
         except (OSError, ValueError):
             continue
     return total / 1024
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, its threads and all its descendants (uvicorn workers)."""
+    """User + system CPU time of a process, its threads and all its descendants."""
     total = 0
-    pids = [pid]
-    while pids:
-        current = pids.pop()
+    for current in _process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-            for task in os.listdir(f"/proc/{current}/task"):
-                pids += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
         except (OSError, ValueError, IndexError):
             continue
     return total / os.sysconf("SC_CLK_TCK")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from metrics_reference import SAMPLES, observe
 from server_fixtures.helpers import FINANCE, POLICIES, client, iter_lines
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -137,18 +138,10 @@ def test_single_process_metrics_render_like_prometheus_client(monkeypatch: pytes
                         buckets=_TTL_BUCKETS, registry=reference)
     latency = Histogram("ttlpolicy_decision_duration_seconds", "Time to answer one decide request, from parsed "
                         "body to serialized response.", buckets=_LATENCY_BUCKETS, registry=reference)
-    # Values on bucket bounds, between them, beyond the last one; three policies, one with errors only.
-    samples = [("a", True, False, 3600, 0, ["r1", "r2"], 0.0001), ("a", False, False, 0, 0, [], 0.3),
-               ("b", True, True, 61, 2592000, ["r1"], 0.00001), ("a", True, True, 99999999, 86400, ["r2"], 2.0),
-               ("b", True, False, 60, 60, [], 0.00025)]
-    for policy, allow, step_up, access_ttl, refresh_ttl, matched, seconds in samples:
-        metrics.decision(policy, allow, step_up, access_ttl, refresh_ttl, matched, seconds)
-        decisions.labels(policy, "deny" if not allow else "step_up" if step_up else "allow").inc()
-        for rule in matched:
-            rules.labels(policy, rule).inc()
-        access.labels(policy).observe(access_ttl)
-        refresh.labels(policy).observe(refresh_ttl)
-        latency.observe(seconds)
+    # Three policies, one with errors only.
+    for sample in SAMPLES:
+        metrics.decision(*sample)
+    observe(decisions, rules, access, refresh, latency)
     for policy in ("a", "unknown", "unknown"):
         metrics.error(policy)
         decisions.labels(policy, "error").inc()
@@ -236,14 +229,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from ttlpolicy.server.metrics import _LATENCY_BUCKETS, _TTL_BUCKETS, Metrics
 
-mode, directory = sys.argv[1], sys.argv[2]
-samples = [("a", True, False, 3600, 0, ["r1", "r2"], 0.0001), ("a", False, False, 0, 0, [], 0.3),
-           ("b", True, True, 61, 2592000, ["r1"], 0.00001), ("a", True, True, 99999999, 86400, ["r2"], 2.0),
-           ("b", True, False, 60, 60, [], 0.00025)]
+mode, directory, tests = sys.argv[1:4]
+sys.path.insert(0, tests)
+from metrics_reference import SAMPLES, observe
+
 if mode == "ours":
     metrics = Metrics(lambda: 0.0)
     for round_ in range(2):  # copied twice: the second copy adds only what came since the first
-        for sample in samples:
+        for sample in SAMPLES:
             metrics.decision(*sample)
         for policy in ("a", "unknown"):
             metrics.error(policy)
@@ -256,13 +249,7 @@ else:  # what prometheus-client's multiprocess values give when every value is o
     refresh = Histogram("ttlpolicy_refresh_ttl_seconds", "r", ["policy"], buckets=_TTL_BUCKETS)
     latency = Histogram("ttlpolicy_decision_duration_seconds", "l", buckets=_LATENCY_BUCKETS)
     for round_ in range(2):
-        for policy, allow, step_up, access_ttl, refresh_ttl, matched, seconds in samples:
-            decisions.labels(policy, "deny" if not allow else "step_up" if step_up else "allow").inc()
-            for rule in matched:
-                rules.labels(policy, rule).inc()
-            access.labels(policy).observe(access_ttl)
-            refresh.labels(policy).observe(refresh_ttl)
-            latency.observe(seconds)
+        observe(decisions, rules, access, refresh, latency)
         for policy in ("a", "unknown"):
             decisions.labels(policy, "error").inc()
     registry = CollectorRegistry()
@@ -284,7 +271,8 @@ def test_several_workers_copy_their_counts_into_the_shared_files_as_if_observed(
     for mode in ("ours", "reference"):
         directory = tmp_path / mode
         directory.mkdir()
-        out = subprocess.run([sys.executable, str(script), mode, str(directory)], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, str(script), mode, str(directory), str(Path(__file__).parent)],
+                             capture_output=True, text=True,
                              env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}, timeout=120)
         assert out.returncode == 0, out.stderr
         rendered[mode] = {line for line in out.stdout.splitlines() if line.startswith((
